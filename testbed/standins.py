@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Write the files that make an emulated container look like one Raspberry Pi board.
+
+    standins.py BOARD DEST
+
+BOARD names a profile in testbed/boards/ (pi4, pi3, pizero2, ...). DEST gets a fresh tree that the
+container start bind-mounts:
+
+    DEST/cpuinfo   -> /proc/cpuinfo (read-only)
+    DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number})
+    DEST/cpu       -> /sys/devices/system/cpu (topology + one shared cpufreq policy, writable)
+    DEST/block     -> /sys/block (queue/scheduler per device, writable)
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BOARDS = Path(__file__).resolve().parent / "boards"
+
+
+def load_profile(board: str) -> dict[str, Any]:
+    path = BOARDS / f"{board}.yml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in BOARDS.glob("*.yml")))
+        raise SystemExit(f"unknown board profile {board!r}; known profiles: {known}")
+    profile: dict[str, Any] = yaml.safe_load(path.read_text())
+    return profile
+
+
+def cpuinfo(profile: dict[str, Any]) -> str:
+    cpu = profile["cpu"]
+    blocks = [
+        f"processor\t: {n}\n"
+        f"BogoMIPS\t: {cpu['bogomips']}\n"
+        "Features\t: fp asimd evtstrm crc32 cpuid\n"
+        "CPU implementer\t: 0x41\n"
+        "CPU architecture: 8\n"
+        "CPU variant\t: 0x0\n"
+        f"CPU part\t: {cpu['part']}\n"
+        f"CPU revision\t: {cpu['revision']}\n"
+        for n in range(cpu["count"])
+    ]
+    trailer = (
+        f"Revision\t: {profile['revision']}\n"
+        f"Serial\t\t: {profile['serial']}\n"
+        f"Model\t\t: {profile['model']}\n"
+    )
+    return "\n".join(blocks) + "\n" + trailer
+
+
+def put(path: Path, content: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+def write_tree(profile: dict[str, Any], dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    put(dest / "cpuinfo", cpuinfo(profile))
+
+    base = dest / "firmware" / "devicetree" / "base"
+    # Device-tree strings are NUL-terminated, lists NUL-separated, as on a real board.
+    put(base / "model", profile["model"].encode() + b"\0")
+    put(base / "compatible", b"".join(c.encode() + b"\0" for c in profile["compatible"]))
+    put(base / "serial-number", profile["serial"].encode() + b"\0")
+
+    cpu = profile["cpu"]
+    count = cpu["count"]
+    span = f"0-{count - 1}"
+    root = dest / "cpu"
+    for name, value in {"possible": span, "present": span, "online": span, "kernel_max": "255"}.items():
+        put(root / name, value + "\n")
+    policy = root / "cpufreq" / "policy0"
+    start_freq = cpu["max_khz"] if cpu["governor"] == "performance" else cpu["min_khz"]
+    for name, value in {
+        "scaling_governor": cpu["governor"],
+        "scaling_available_governors": " ".join(cpu["governors"]),
+        "scaling_driver": "cpufreq-dt",
+        "cpuinfo_min_freq": cpu["min_khz"],
+        "cpuinfo_max_freq": cpu["max_khz"],
+        "scaling_min_freq": cpu["min_khz"],
+        "scaling_max_freq": cpu["max_khz"],
+        "scaling_cur_freq": start_freq,
+        "scaling_available_frequencies": f"{cpu['min_khz']} {cpu['max_khz']}",
+        "related_cpus": " ".join(map(str, range(count))),
+        "affected_cpus": " ".join(map(str, range(count))),
+    }.items():
+        put(policy / name, f"{value}\n")
+    for n in range(count):
+        topology = root / f"cpu{n}" / "topology"
+        for name, value in {
+            "core_id": str(n),
+            "physical_package_id": "0",
+            "core_siblings_list": span,
+            "thread_siblings_list": str(n),
+        }.items():
+            put(topology / name, value + "\n")
+        if n:
+            put(root / f"cpu{n}" / "online", "1\n")
+        # All cores share one policy, so (as on a Pi) every cpuN/cpufreq is the same directory.
+        (root / f"cpu{n}" / "cpufreq").symlink_to("../cpufreq/policy0")
+
+    for device, schedulers in profile["block"].items():
+        queue = dest / "block" / device / "queue"
+        put(queue / "scheduler", schedulers + "\n")
+        put(queue / "rotational", "0\n")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit(__doc__)
+    write_tree(load_profile(argv[1]), Path(argv[2]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

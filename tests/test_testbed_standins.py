@@ -1,0 +1,47 @@
+"""The emulated boards' stand-in trees (testbed/standins.py) describe the board they claim."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, load_module
+
+standins = load_module(ROOT / "testbed/standins.py")
+pi_board = load_module(ROOT / "roles/pi_facts/filter_plugins/pi_board.py").pi_board
+
+EXPECTED = {"pi4": ("pi4", 4096), "pi3": ("pi3+", 1024), "pizero2": ("zero2w", 512)}
+
+
+@pytest.mark.parametrize("board", sorted(EXPECTED))
+def test_tree_identifies_as_its_board(board: str, tmp_path: Path) -> None:
+    profile = standins.load_profile(board)
+    standins.write_tree(profile, tmp_path)
+    model = (tmp_path / "firmware/devicetree/base/model").read_bytes()
+    assert model.endswith(b"\0")
+    found = pi_board((tmp_path / "cpuinfo").read_text(), model.decode())
+    assert (found["family"], found["ram_mb"], found["cpu_count"]) == (*EXPECTED[board], 4)
+    assert found["model"] == profile["model"]
+
+
+def test_cores_share_one_writable_cpufreq_policy(tmp_path: Path) -> None:
+    standins.write_tree(standins.load_profile("pi4"), tmp_path)
+    cpu = tmp_path / "cpu"
+    (cpu / "cpu0/cpufreq/scaling_governor").write_text("performance\n")
+    assert (cpu / "cpu3/cpufreq/scaling_governor").read_text() == "performance\n"
+    assert (cpu / "online").read_text() == "0-3\n"
+    assert "performance" in (cpu / "cpufreq/policy0/scaling_available_governors").read_text().split()
+    assert (cpu / "cpu2/topology/core_siblings_list").read_text() == "0-3\n"
+
+
+def test_rewriting_a_tree_starts_fresh(tmp_path: Path) -> None:
+    profile = standins.load_profile("pizero2")
+    standins.write_tree(profile, tmp_path)
+    (tmp_path / "block/mmcblk0/queue/scheduler").write_text("bfq\n")
+    standins.write_tree(profile, tmp_path)
+    assert (tmp_path / "block/mmcblk0/queue/scheduler").read_text() == "[mq-deadline] kyber bfq none\n"
+
+
+def test_unknown_board_names_the_known_ones() -> None:
+    with pytest.raises(SystemExit, match=r"unknown board profile 'pi9'; known profiles: pi3, pi4, pizero2"):
+        standins.load_profile("pi9")

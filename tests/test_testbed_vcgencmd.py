@@ -1,0 +1,78 @@
+"""The vcgencmd stand-in answers like the firmware tool, from values a test can set."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, load_module
+
+VCGENCMD = ROOT / "testbed/image/rootfs/usr/bin/vcgencmd"
+CONFIG = ROOT / "testbed/image/rootfs/boot/firmware/config.txt"
+standins = load_module(ROOT / "testbed/standins.py")
+
+
+@pytest.fixture
+def pi(tmp_path: Path) -> dict[str, str]:
+    standins.write_tree(standins.load_profile("pi4"), tmp_path / "pi")
+    config = tmp_path / "config.txt"
+    config.write_text(CONFIG.read_text())
+    return {
+        **os.environ,
+        "VCGENCMD_STANDIN_STATE": str(tmp_path / "state"),
+        "VCGENCMD_STANDIN_BOOT_CONFIG": str(tmp_path / "run/config.txt"),
+        "VCGENCMD_STANDIN_CONFIG": str(config),
+        "VCGENCMD_STANDIN_MODEL": str(tmp_path / "pi/firmware/devicetree/base/model"),
+        "VCGENCMD_STANDIN_CPUFREQ": str(tmp_path / "pi/cpu/cpu0/cpufreq"),
+    }
+
+
+def vcgencmd(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VCGENCMD), *args], env=env, capture_output=True, text=True)
+
+
+def boot(env: dict[str, str]) -> None:
+    assert vcgencmd(env, "--snapshot-boot-config").returncode == 0
+
+
+def test_healthy_defaults(pi: dict[str, str]) -> None:
+    boot(pi)
+    assert vcgencmd(pi, "get_throttled").stdout == "throttled=0x0\n"
+    assert vcgencmd(pi, "measure_temp").stdout == "temp=48.3'C\n"
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=1800\n"
+    assert vcgencmd(pi, "measure_clock", "arm").stdout == "frequency(48)=600000000\n"
+
+
+def test_answers_set_by_a_test(pi: dict[str, str]) -> None:
+    state = Path(pi["VCGENCMD_STANDIN_STATE"])
+    state.mkdir()
+    (state / "throttled").write_text("0x50005\n")
+    (state / "temp").write_text("82.1\n")
+    assert vcgencmd(pi, "get_throttled").stdout == "throttled=0x50005\n"
+    assert vcgencmd(pi, "measure_temp").stdout == "temp=82.1'C\n"
+
+
+def test_config_applies_only_after_boot(pi: dict[str, str]) -> None:
+    boot(pi)
+    config = Path(pi["VCGENCMD_STANDIN_CONFIG"])
+    config.write_text(config.read_text() + "arm_freq=2000\nover_voltage=6\n")
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=1800\n"
+    boot(pi)
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=2000\n"
+    assert vcgencmd(pi, "get_config", "over_voltage").stdout == "over_voltage=6\n"
+
+
+def test_sections_for_other_boards_are_ignored(pi: dict[str, str]) -> None:
+    config = Path(pi["VCGENCMD_STANDIN_CONFIG"])
+    config.write_text("[pi3]\narm_freq=1300\n[pi4]\ngpu_freq=600\n[cm4]\ngpu_freq=700\n[all]\n")
+    boot(pi)
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=1800\n"
+    assert vcgencmd(pi, "get_config", "gpu_freq").stdout == "gpu_freq=600\n"
+
+
+def test_unknown_command_fails_like_the_firmware(pi: dict[str, str]) -> None:
+    result = vcgencmd(pi, "make_coffee")
+    assert result.returncode == 255
+    assert "Command not registered" in result.stderr
