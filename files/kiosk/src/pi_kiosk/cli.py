@@ -1,0 +1,183 @@
+"""`pi-kiosk`: run, enroll, check, bench, quantize, synthetic-model."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+
+from . import __version__, config
+from .errors import ConfigError, KioskError
+
+log = logging.getLogger("pi_kiosk")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    cfg = config.load(args.config)
+    _setup_logging(cfg.logging.level)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import Service
+
+    service = Service(_load(args))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.run()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """The deploy role's on-device smoke test: config, models, one detection and one embedding."""
+    from .capture import read_image
+    from .detect import load_detector
+    from .embed import load_embedder
+    from .outbox import Outbox
+    from .pipeline import Pipeline
+    from .service import load_enrolled
+    from .sync import GallerySync
+
+    cfg = _load(args)
+    embedder = load_embedder(cfg.embedder)
+    detector = load_detector(cfg.detector)
+    cached = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim).load_cached()
+    gallery = cached.merged(load_enrolled(cfg, embedder.dim))
+    frame = (read_image(args.image) if args.image
+             else np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
+    results = Pipeline(detector, embedder, gallery, cfg.matching.threshold).process(frame)
+    # Always run one embedding, even when the test frame holds no face.
+    vector = embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
+    if not np.isfinite(vector).all():
+        raise KioskError("the embedding model produced non-finite values")
+    depth = Outbox(cfg.outbox.path).depth()
+    print(f"ok: config {args.config}")
+    print(f"ok: embedder {type(embedder).__name__}, {embedder.dim}-d, one inference done")
+    print(f"ok: detector {cfg.detector.backend}, {len(results)} face(s) in the test frame")
+    print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings; outbox {depth} pending")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .detect import load_detector
+    from .embed import load_embedder
+    from .enroll import enroll
+
+    cfg = _load(args)
+    embedder = load_embedder(cfg.embedder)
+    detector = load_detector(cfg.detector)
+    gallery = enroll(args.id, args.photos, detector, embedder, cfg.sync.enrolled_path, replace=args.replace)
+    print(f"enrolled {args.id} from {len(args.photos)} photo(s); {gallery.people} people in {cfg.sync.enrolled_path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .capture import classify, read_image
+    from .detect import load_detector
+    from .embed import load_embedder
+
+    cfg = _load(args)
+    image = args.image
+    if image is None and classify(cfg.camera.source).kind == "image":
+        image = Path(cfg.camera.source)
+    if image is None:
+        raise KioskError("bench needs a test photo: --image PATH (or an image file as camera.source)")
+    embedder = load_embedder(cfg.embedder)
+    detector = load_detector(cfg.detector)
+    print(bench.run(read_image(image), detector, embedder, frames=args.frames, gallery_size=args.gallery_size,
+                    threshold=cfg.matching.threshold))
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize
+
+    _setup_logging("WARNING")
+    print(quantize(args.model, args.output, args.calibration, threads=args.threads))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_synthetic_model(args: argparse.Namespace) -> int:
+    from .synthetic import build
+
+    info = build(args.arch, args.output, dim=args.dim, seed=args.seed)
+    print(f"wrote {info.path}: {info.architecture} with RANDOM weights, {info.params / 1e6:.2f}M parameters, "
+          f"{info.macs / 1e9:.2f} GMAC (for tests and benchmarks; it recognises nobody)")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pi-kiosk", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
+                        help=f"configuration file (default {config.DEFAULT_PATH})")
+        return sp
+
+    with_config("run", "run the kiosk").set_defaults(func=cmd_run)
+    sp = with_config("check", "validate config and models, run one inference (deploy smoke test)")
+    sp.add_argument("--image", type=Path, help="photo to run the pipeline on (default: a blank frame)")
+    sp.set_defaults(func=cmd_check)
+    sp = with_config("enroll", "enroll a person on this kiosk from photos")
+    sp.add_argument("--id", required=True, help="employee id, e.g. E001")
+    sp.add_argument("--replace", action="store_true", help="replace this person's earlier enrollment")
+    sp.add_argument("photos", nargs="+", type=Path, help="photos, each with exactly one face")
+    sp.set_defaults(func=cmd_enroll)
+    sp = with_config("bench", "per-stage latency (p50/p95) and frames/s on this device")
+    sp.add_argument("--image", type=Path, help="test photo (default: camera.source if it is an image)")
+    sp.add_argument("--frames", type=_positive, default=50)
+    sp.add_argument("--gallery-size", type=_positive, default=1000)
+    sp.set_defaults(func=cmd_bench)
+    sp = sub.add_parser("quantize", help="INT8-quantize an embedding model and report agreement with FP32")
+    sp.add_argument("model", type=Path)
+    sp.add_argument("output", type=Path)
+    sp.add_argument("--calibration", nargs="*", type=Path, default=[], help="photos with faces for calibration")
+    sp.add_argument("--threads", type=int, default=0)
+    sp.set_defaults(func=cmd_quantize)
+    sp = sub.add_parser("synthetic-model", help="write an architecture-faithful model with RANDOM weights")
+    sp.add_argument("--arch", choices=("mobilefacenet", "resnet50"), default="mobilefacenet")
+    sp.add_argument("--dim", type=int, choices=(128, 512), default=512)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("output", type=Path)
+    sp.set_defaults(func=cmd_synthetic_model)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"pi-kiosk: {exc}", file=sys.stderr)
+        return 2
+    except KioskError as exc:
+        print(f"pi-kiosk: {exc}", file=sys.stderr)
+        return 1
+    return code

@@ -1,0 +1,61 @@
+"""One frame through detect -> align -> embed -> match, with each stage timed."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .align import Aligner
+from .detect import Detector, Face
+from .embed import Embedder
+from .match import Gallery, Match
+
+U8 = npt.NDArray[np.uint8]
+STAGES = ("detect", "align", "embed", "match")
+
+
+@dataclass(frozen=True)
+class Recognition:
+    face: Face
+    match: Match
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    pass
+
+
+class Pipeline:
+    def __init__(self, detector: Detector, embedder: Embedder, gallery: Gallery, threshold: float,
+                 observe: Callable[[str, float], None] = _ignore) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.aligner = Aligner()
+        # Replaced whole by the sync thread; a reference swap is atomic, so no lock is needed.
+        self.gallery = gallery
+        self.threshold = threshold
+        self.observe = observe
+
+    def process(self, frame: U8) -> list[Recognition]:
+        clock = time.perf_counter
+        t0 = clock()
+        faces = self.detector.detect(frame)
+        t1 = clock()
+        self.observe("detect", t1 - t0)
+        gallery = self.gallery
+        results: list[Recognition] = []
+        for face in faces:
+            t0 = clock()
+            aligned = self.aligner.align(frame, face.landmarks)
+            t1 = clock()
+            embedding = self.embedder.embed(aligned)
+            t2 = clock()
+            match = gallery.match(embedding, self.threshold)
+            t3 = clock()
+            self.observe("align", t1 - t0)
+            self.observe("embed", t2 - t1)
+            self.observe("match", t3 - t2)
+            results.append(Recognition(face, match))
+        return results

@@ -1,0 +1,109 @@
+"""ONNX Runtime sessions, opened the same way for the detector and the embedder.
+
+Tuned for small boards: intra-op threads = the cores this process may use (more threads than
+cores makes ORT's spinning workers fight each other: 4 threads on 2 cores is ~2.4x slower), full
+graph optimisation, and the optimised graph cached on disk so the next start skips the work.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    # sched_getaffinity honours taskset/cgroup cpusets, os.cpu_count() does not.
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def session_options(threads: int, *, dynamic_shapes: bool = False) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads if threads > 0 else available_cores()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The pipeline alternates between models and Python code: workers spinning after a run
+    # would only take the core from the next stage.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # ORT's warnings about the saved optimised graph are expected
+    # A memory pattern is planned per input shape; with a new shape per pyramid level it only costs.
+    opts.enable_mem_pattern = not dynamic_shapes
+    return opts
+
+
+def open_session(
+    path: Path,
+    *,
+    key: str,
+    threads: int,
+    cache_dir: Path | None = None,
+    sha256: str | None = None,
+    dynamic_shapes: bool = False,
+) -> ort.InferenceSession:
+    """Open `path` on the CPU; `key` is the config key that named it, for error messages."""
+    if not path.is_file():
+        raise ModelError(f"{key} = {str(path)!r}: model file not found")
+    digest = file_sha256(path) if sha256 is not None or cache_dir is not None else ""
+    if sha256 is not None and digest != sha256.lower():
+        raise ModelError(f"{key} = {str(path)!r}: sha256 is {digest}, but the configuration expects {sha256}")
+    if cache_dir is not None:
+        cached = cache_dir / f"{path.stem}-{digest[:16]}-ort{ort.__version__}.onnx"
+        if cached.is_file():
+            opts = session_options(threads, dynamic_shapes=dynamic_shapes)
+            # Already optimised for this device; optimising again would only cost start-up time.
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                return _create(cached, opts)
+            except Exception as exc:
+                log.warning("discarding unusable optimised-model cache %s: %s", cached, _first_line(exc))
+                cached.unlink(missing_ok=True)
+    opts = session_options(threads, dynamic_shapes=dynamic_shapes)
+    staged: Path | None = None
+    if cache_dir is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            staged = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            opts.optimized_model_filepath = str(staged)
+        except OSError as exc:
+            log.warning("model cache %s is not writable (%s); continuing without it", cache_dir, exc)
+    try:
+        session = _create(path, opts)
+    except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        detail = _first_line(exc)
+        if "INVALID_PROTOBUF" in detail or "Protobuf parsing failed" in detail:
+            raise ModelError(f"{key} = {str(path)!r}: not a valid ONNX model (Invalid protobuf): {detail}") from None
+        raise ModelError(f"{key} = {str(path)!r}: ONNX Runtime cannot load it: {detail}") from None
+    if staged is not None:
+        # Renamed only once complete, so a crash never leaves a half-written cache entry behind.
+        try:
+            staged.replace(cached)
+        except OSError as exc:
+            log.warning("cannot cache optimised model at %s: %s", cached, exc)
+            staged.unlink(missing_ok=True)
+    return session
+
+
+def _create(path: Path, opts: ort.SessionOptions) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

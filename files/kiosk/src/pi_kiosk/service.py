@@ -1,0 +1,124 @@
+"""The running kiosk: capture -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+
+import requests
+
+from .capture import frames
+from .config import Config
+from .cooldown import Cooldown
+from .detect import load_detector
+from .embed import load_embedder
+from .errors import GalleryError
+from .match import Gallery
+from .metrics import HealthServer, Metrics
+from .outbox import Outbox, Sender
+from .pipeline import Pipeline, Recognition
+from .store import load_gallery
+from .sync import GallerySync
+
+log = logging.getLogger(__name__)
+
+
+def load_enrolled(cfg: Config, dim: int) -> Gallery:
+    """Embeddings enrolled on this kiosk with `pi-kiosk enroll` (empty if none)."""
+    path = cfg.sync.enrolled_path
+    if not path.exists():
+        return Gallery.empty(dim)
+    gallery, _ = load_gallery(path)
+    if len(gallery) and gallery.dim != dim:
+        raise GalleryError(f"sync.enrolled_path = {str(path)!r}: holds {gallery.dim}-d embeddings but the model "
+                           f"produces {dim}-d; enroll again with this model")
+    return gallery
+
+
+class Service:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        embedder = load_embedder(cfg.embedder)
+        detector = load_detector(cfg.detector)
+        self.sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim,
+                                token=cfg.server.token, timeout=cfg.server.timeout_seconds)
+        self.enrolled = load_enrolled(cfg, embedder.dim)
+        gallery = self.sync.load_cached().merged(self.enrolled)
+        self.pipeline = Pipeline(detector, embedder, gallery, cfg.matching.threshold, self.metrics.observe)
+        self.metrics.gallery_size.set(len(gallery))
+        self.outbox = Outbox(cfg.outbox.path)
+        self.sender = Sender(self.outbox, cfg.server.url, token=cfg.server.token,
+                             timeout=cfg.server.timeout_seconds, retry_initial=cfg.outbox.retry_initial_seconds,
+                             retry_max=cfg.outbox.retry_max_seconds)
+        self.metrics.track_outbox(self.outbox.depth)
+        self.cooldown = Cooldown(cfg.report.cooldown_seconds)
+        self.stop_event = threading.Event()
+        log.info("ready: %d-d embeddings, %d people enrolled", embedder.dim, gallery.people)
+
+    def report(self, results: list[Recognition]) -> None:
+        for r in results:
+            self.metrics.faces.inc()
+            employee = r.match.employee_id
+            if employee is None:
+                self.metrics.unknowns.inc()
+                continue
+            self.metrics.matches.inc()
+            if self.cooldown.should_report(employee):
+                self.outbox.add(employee, self.cfg.report.status, datetime.now().astimezone())
+                self.metrics.events.inc()
+                self.sender.wake()
+                log.info("attendance: %s (score %.2f)", employee, r.match.score)
+
+    def sync_once(self) -> None:
+        try:
+            fresh = self.sync.fetch()
+        except (requests.RequestException, GalleryError, OSError) as exc:
+            log.warning("gallery sync failed, keeping the current gallery: %s", exc)
+            return
+        self.metrics.last_sync.set(time.time())
+        if fresh is not None:
+            self.pipeline.gallery = fresh.merged(self.enrolled)
+            self.metrics.gallery_size.set(len(self.pipeline.gallery))
+
+    def _sync_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.sync_once()
+            if self.cfg.sync.interval_seconds == 0:
+                return
+            self.stop_event.wait(self.cfg.sync.interval_seconds)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.sender.wake()
+
+    def run(self) -> None:
+        cam, met = self.cfg.camera, self.cfg.metrics
+        health = HealthServer(self.metrics, met.host, met.port, met.stale_seconds)
+        health.start()
+        log.info("health and metrics on http://%s:%d/", met.host, health.port)
+        workers = [threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender"),
+                   threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
+        for w in workers:
+            w.start()
+        min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
+        try:
+            next_frame = time.monotonic()
+            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop):
+                if self.stop_event.is_set():
+                    break
+                self.report(self.pipeline.process(frame))
+                self.metrics.frame_done()
+                if min_interval:
+                    next_frame += min_interval
+                    delay = next_frame - time.monotonic()
+                    if delay > 0:
+                        self.stop_event.wait(delay)
+                    else:
+                        next_frame = time.monotonic()
+        finally:
+            self.stop()
+            workers[0].join(timeout=self.cfg.server.timeout_seconds + 5)
+            health.stop()
+            self.outbox.close()

@@ -1,0 +1,96 @@
+"""Enrolled embeddings from the server, cached on disk so a kiosk starts and runs offline.
+
+`GET {server}/api/employees/embeddings` answers
+    {"employees": [{"id": "E001", "embeddings": [[0.01, ...], ...]}, ...]}
+with an ETag; the next request sends If-None-Match and a 304 costs nothing. A new answer is
+validated (every vector finite, non-zero, of the model's dimension) before it replaces the
+cached copy, so a bad response never takes a working gallery away.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from .errors import GalleryError
+from .match import Gallery
+from .store import load_gallery, save_gallery
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_PATH = "/api/employees/embeddings"
+
+
+def parse_embeddings(body: Any, dim: int) -> Gallery:
+    """Gallery from the server's JSON; GalleryError names the first bad entry."""
+    if not isinstance(body, dict) or not isinstance(body.get("employees"), list):
+        raise GalleryError('expected a JSON object with an "employees" list')
+    ids: list[str] = []
+    rows: list[Any] = []
+    for n, entry in enumerate(body["employees"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise GalleryError(f'employees[{n}]: expected an object with a non-empty string "id"')
+        vectors = entry.get("embeddings")
+        if not isinstance(vectors, list) or not vectors:
+            raise GalleryError(f'employees[{n}] ({entry["id"]}): "embeddings" must be a non-empty list')
+        for v in vectors:
+            if not isinstance(v, list) or len(v) != dim:
+                got = len(v) if isinstance(v, list) else type(v).__name__
+                raise GalleryError(f"employees[{n}] ({entry['id']}): embedding of length {got}, "
+                                   f"the model produces {dim}")
+            ids.append(entry["id"])
+            rows.append(v)
+    if not ids:
+        return Gallery.empty(dim)
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise GalleryError("embeddings must contain only numbers") from None
+    return Gallery(ids, matrix)
+
+
+class GallerySync:
+    def __init__(self, server_url: str, cache_path: Path, dim: int, *, token: str = "", timeout: float = 5.0,
+                 session: requests.Session | None = None) -> None:
+        self.url = server_url.rstrip("/") + EMBEDDINGS_PATH
+        self.cache_path = cache_path
+        self.dim = dim
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.etag = ""
+
+    def load_cached(self) -> Gallery:
+        """The last synced gallery, or an empty one on first start."""
+        if not self.cache_path.exists():
+            return Gallery.empty(self.dim)
+        gallery, self.etag = load_gallery(self.cache_path)
+        if len(gallery) and gallery.dim != self.dim:
+            log.warning("cached gallery %s holds %d-d embeddings but the model produces %d-d; ignoring it",
+                        self.cache_path, gallery.dim, self.dim)
+            self.etag = ""
+            return Gallery.empty(self.dim)
+        return gallery
+
+    def fetch(self) -> Gallery | None:
+        """A new gallery, or None if unchanged (304). Raises requests/GalleryError on failure."""
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        resp = self.session.get(self.url, headers=headers, timeout=self.timeout)
+        if resp.status_code == 304:
+            return None
+        resp.raise_for_status()
+        try:
+            body = resp.json()
+        except ValueError:
+            raise GalleryError(f"{self.url}: response is not JSON") from None
+        gallery = parse_embeddings(body, self.dim)
+        etag = resp.headers.get("ETag", "")
+        save_gallery(self.cache_path, gallery, etag)
+        self.etag = etag
+        # Counts only: the embeddings themselves are never logged.
+        log.info("gallery synced: %d people, %d embeddings", gallery.people, len(gallery))
+        return gallery

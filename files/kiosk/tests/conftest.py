@@ -1,0 +1,80 @@
+"""Shared fixtures: a random-weight MobileFaceNet, the astronaut photo, a real HTTP server."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fakeserver import FakeServer, handler
+
+from pi_kiosk import synthetic
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MobileFaceNet architecture, RANDOM weights (built in ~0.2 s, never committed)."""
+    return synthetic.cached("mobilefacenet", tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    # Read from scikit-image's package data without importing scikit-image (and SciPy).
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "astronaut.png"
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut(astronaut_path: Path) -> np.ndarray:
+    image = cv2.imread(str(astronaut_path))
+    assert image is not None
+    return image
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    state = FakeServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler(state))
+    httpd.daemon_threads = True
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, mobilefacenet: Path) -> Callable[..., Path]:
+    """Write a valid config under tmp_path; keyword arguments override whole sections."""
+
+    def write(server_url: str = "http://127.0.0.1:9", **sections: dict[str, Any]) -> Path:
+        base: dict[str, dict[str, Any]] = {
+            "embedder": {"model_path": str(mobilefacenet), "cache_dir": str(tmp_path / "cache")},
+            "server": {"url": server_url, "timeout_seconds": 1.0},
+            "detector": {"min_face_size": 40},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite3"), "retry_initial_seconds": 0.05,
+                       "retry_max_seconds": 0.2},
+            "sync": {"cache_path": str(tmp_path / "gallery.npz"), "enrolled_path": str(tmp_path / "enrolled.npz")},
+            "metrics": {"port": 0},
+        }
+        for name, values in sections.items():
+            base.setdefault(name, {}).update(values)
+        lines: list[str] = []
+        for name, values in base.items():
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        path = tmp_path / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return write

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pi_kiosk import config
+from pi_kiosk.errors import ConfigError
+
+KIOSK = Path(__file__).resolve().parents[1]
+VALID = {"embedder": {"model_path": "/m.onnx"}, "server": {"url": "http://srv:8000"}}
+
+
+def parse_with(**sections: dict[str, object]) -> config.Config:
+    data: dict[str, dict[str, object]] = {k: dict(v) for k, v in VALID.items()}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return config.parse(data)
+
+
+def error_of(**sections: dict[str, object]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_with(**sections)
+    return str(info.value)
+
+
+def test_example_config_is_valid() -> None:
+    cfg = config.load(KIOSK / "config.example.toml")
+    assert cfg.server.url == "https://attendance.example.com"
+    assert cfg.camera.max_fps == 10.0
+
+
+def test_defaults_fill_missing_sections() -> None:
+    cfg = parse_with()
+    assert cfg.matching.threshold == 0.40
+    assert cfg.metrics.host == "127.0.0.1"
+    assert cfg.embedder.model_path == Path("/m.onnx")
+
+
+def test_readme_documents_every_key_with_its_default() -> None:
+    readme = (KIOSK / "README.md").read_text()
+    for key, default, _ in config.describe_keys():
+        row = re.search(rf"^\| `{re.escape(key)}` \| (.*?) \|", readme, re.M)
+        assert row, f"README.md has no table row for {key}"
+        assert default.strip('"') in row.group(1), f"{key}: README default {row.group(1)!r}, code {default}"
+
+
+def test_unknown_key_is_rejected_with_allowed_keys() -> None:
+    msg = error_of(camera={"fps": 5})
+    assert "camera.fps: unknown key" in msg and "max_fps" in msg
+
+
+def test_unknown_section_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"\[kamera\]: unknown section"):
+        config.parse({**VALID, "kamera": {}})
+
+
+@pytest.mark.parametrize(("section", "values", "expected"), [
+    ("camera", {"width": "640"}, "camera.width = '640': expected an integer from 16 to 7680"),
+    ("camera", {"width": True}, "camera.width = True: expected an integer"),
+    ("camera", {"width": 8}, "camera.width = 8: expected an integer from 16 to 7680"),
+    ("camera", {"loop": 1}, "camera.loop = 1: expected true or false"),
+    ("camera", {"source": ""}, "camera.source = '': expected a non-empty string"),
+    ("matching", {"threshold": 1.5}, "matching.threshold = 1.5: expected a number from -1.0 to 1.0"),
+    ("detector", {"backend": "haar"}, "detector.backend = 'haar': expected one of 'mtcnn', 'yunet'"),
+    ("detector", {"backend": "yunet"}, "detector.model_path: required when detector.backend = 'yunet'"),
+    ("embedder", {"backend": "coral"}, "embedder.coral_model_path: required when embedder.backend = 'coral'"),
+    ("embedder", {"model_sha256": "abc"}, "embedder.model_sha256 = 'abc': expected 64 hexadecimal digits"),
+    ("embedder", {"model_path": ""}, "embedder.model_path = '': expected a non-empty path"),
+    ("server", {"url": "ftp://x"}, "server.url = 'ftp://x': expected an http:// or https:// URL"),
+    ("logging", {"level": "debug"}, "logging.level = 'debug': expected one of"),
+    ("outbox", {"retry_initial_seconds": 10.0, "retry_max_seconds": 5.0},
+     "outbox.retry_max_seconds = 5.0: must be at least outbox.retry_initial_seconds"),
+])
+def test_bad_values_name_key_value_and_allowed(section: str, values: dict[str, object], expected: str) -> None:
+    assert expected in error_of(**{section: values})
+
+
+def test_integers_are_accepted_for_numbers() -> None:
+    assert parse_with(report={"cooldown_seconds": 60}).report.cooldown_seconds == 60.0
+
+
+def test_missing_required_key_and_section() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse({"embedder": {}})
+    assert "embedder.model_path: missing" in str(info.value)
+    assert "[server]: missing" in str(info.value)
+
+
+def test_all_errors_reported_at_once() -> None:
+    msg = error_of(camera={"width": 0, "height": 0}, metrics={"port": 70000})
+    assert "camera.width" in msg and "camera.height" in msg and "metrics.port" in msg
+
+
+def test_section_must_be_a_table() -> None:
+    with pytest.raises(ConfigError, match=r"\[camera\] must be a table"):
+        config.parse({**VALID, "camera": 3})
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera\nwidth = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pi_kiosk.errors import GalleryError
+from pi_kiosk.match import COARSE_MIN_ROWS, DEFAULT_THRESHOLD, Gallery
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_rows_are_normalised_into_one_float32_matrix() -> None:
+    g = Gallery(["A", "B"], [[3.0, 4.0], [0.0, 2.0]])
+    assert g.matrix.dtype == np.float32 and g.matrix.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(g.matrix, axis=1), 1.0, rtol=1e-6)
+
+
+def test_top1_over_several_rows_per_person() -> None:
+    g = Gallery(["A", "A", "B"], [[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]])
+    m = g.match(unit(0.7, 0.7, 0.1), 0.4)
+    assert m.employee_id == "A"
+    assert m.score == pytest.approx(float(unit(0.8, 0.6, 0) @ unit(0.7, 0.7, 0.1)), abs=1e-6)
+    assert g.match(unit(0, 0.1, 1), 0.4).employee_id == "B"
+    assert g.people == 2 and len(g) == 3
+
+
+def test_threshold_edges() -> None:
+    g = Gallery(["A"], [[1.0, 0.0]])
+    probe = np.array([0.5, np.sqrt(0.75)], dtype=np.float32)  # cosine exactly 0.5 in float32
+    score = float(g.matrix[0] @ probe)
+    assert g.match(probe, score).employee_id == "A"  # equal to the threshold: a match
+    assert g.match(probe, np.nextafter(np.float32(score), np.float32(1))).employee_id is None
+    assert g.match(unit(-1, 0), -1.0).employee_id == "A"  # -1 accepts everything
+    unknown = g.match(unit(0, 1), 0.4)
+    assert unknown.employee_id is None and unknown.score == pytest.approx(0.0, abs=1e-6)
+
+
+def test_default_threshold_is_stricter_than_the_guides() -> None:
+    guide_cosine = 2 * 0.55 - 1  # (cos + 1) / 2 > 0.55  <=>  cos > 0.10
+    assert guide_cosine == pytest.approx(0.10)
+    g = Gallery(["A"], [[1.0, 0.0]])
+    stranger = unit(0.2, 0.98)  # cosine ~0.2: a different person for ArcFace-family models
+    assert (float(g.matrix[0] @ stranger) + 1) / 2 > 0.55
+    assert g.match(stranger, DEFAULT_THRESHOLD).employee_id is None
+
+
+def test_empty_gallery_is_always_unknown() -> None:
+    m = Gallery.empty(512).match(unit(*([1.0] * 512)), 0.4)
+    assert m.employee_id is None and m.score == -1.0
+
+
+@pytest.mark.parametrize(("ids", "rows", "message"), [
+    (["A"], [[0.0, 0.0]], "embedding 0 .id 'A'. is all zeros"),
+    (["A", "B"], [[1.0, 0.0], [np.nan, 1.0]], "embedding 1 .id 'B'. contains NaN"),
+    (["A"], [[1.0, 0.0], [0.0, 1.0]], "1 ids but 2 embeddings"),
+    ([""], [[1.0, 0.0]], "empty employee id"),
+])
+def test_bad_galleries_are_refused(ids: list[str], rows: list[list[float]], message: str) -> None:
+    with pytest.raises(GalleryError, match=message):
+        Gallery(ids, rows)
+
+
+def test_merging_checks_dimensions() -> None:
+    a, b = Gallery(["A"], [[1.0, 0.0]]), Gallery(["B"], [[0.0, 1.0]])
+    assert a.merged(b).ids == ("A", "B")
+    assert Gallery.empty(2).merged(a) is a
+    with pytest.raises(GalleryError, match="cannot merge 3-d"):
+        a.merged(Gallery(["C"], [[1.0, 0.0, 0.0]]))
+
+
+def test_matching_10000_is_one_matrix_vector_product() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((10_000, 512)).astype(np.float32)
+    g = Gallery([f"E{i}" for i in range(10_000)], rows)
+    probe = g.matrix[1234] + np.float32(0.01) * rng.standard_normal(512).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    assert g.match(probe, 0.4).employee_id == "E1234"
+
+
+def test_large_galleries_give_the_exact_float32_answer() -> None:
+    """From COARSE_MIN_ROWS rows the int8 search runs first; its error bound keeps it exact."""
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((COARSE_MIN_ROWS + 500, 128)).astype(np.float32)
+    rows[100] = rows[99]  # an exact tie: the first row wins, as with argmax
+    g = Gallery([f"E{i}" for i in range(len(rows))], rows)
+    assert g._int8 is not None
+    for t in range(200):
+        probe = g.matrix[t] + np.float32(0.1) * rng.standard_normal(128).astype(np.float32)
+        if t % 3 == 0:
+            probe = rng.standard_normal(128).astype(np.float32)  # nobody in particular
+        probe /= np.linalg.norm(probe)
+        exact = g.matrix @ probe
+        m = g.match(probe, -1.0)
+        assert m.employee_id == g.ids[int(np.argmax(exact))]
+        assert m.score == pytest.approx(float(exact.max()), abs=1e-6)
+    assert g.match(g.matrix[100].copy(), 0.4).employee_id == "E99"
+    assert g.match(np.zeros(128, dtype=np.float32), 0.4).employee_id is None
+
+
+def test_shipped_int8_graph_is_the_documented_one() -> None:
+    """Regenerate src/pi_kiosk/models/gallery_int8_dot.onnx with this code if the test fails."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["probe", "rows_t"], ["dots"], name="dots")], "gallery_int8_dot",
+        [helper.make_tensor_value_info("probe", TensorProto.UINT8, [1, "D"]),
+         helper.make_tensor_value_info("rows_t", TensorProto.INT8, ["D", "N"])],
+        [helper.make_tensor_value_info("dots", TensorProto.INT32, [1, "N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pi_kiosk")
+    model.ir_version = 8
+    shipped = Path(__file__).resolve().parents[1] / "src/pi_kiosk/models/gallery_int8_dot.onnx"
+    assert onnx.load(str(shipped)).SerializeToString() == model.SerializeToString()

@@ -1,0 +1,151 @@
+"""End to end: the CLI and the running service, with the astronaut photo and a real HTTP server."""
+from __future__ import annotations
+
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+from fakeserver import FakeServer
+
+from pi_kiosk import config
+from pi_kiosk.align import Aligner
+from pi_kiosk.detect import MtcnnDetector
+from pi_kiosk.embed import OnnxEmbedder
+from pi_kiosk.enroll import enroll
+from pi_kiosk.service import Service
+from pi_kiosk.store import load_gallery
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pi_kiosk", *args], capture_output=True, text=True, timeout=120)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_enroll_then_check(write_config: Callable[..., Path], astronaut_path: Path, tmp_path: Path) -> None:
+    cfg = write_config()
+    done = cli("enroll", "--config", str(cfg), "--id", "E001", str(astronaut_path))
+    assert done.returncode == 0, done.stderr
+    assert "enrolled E001 from 1 photo(s)" in done.stdout
+    enrolled = tmp_path / "enrolled.npz"
+    assert stat.S_IMODE(enrolled.stat().st_mode) == 0o600
+    gallery, _ = load_gallery(enrolled)
+    assert gallery.ids == ("E001",) and gallery.dim == 512
+    # Never log biometric data: no embedding values in anything the command printed.
+    value = f"{gallery.matrix[0, 0]:.4f}"
+    assert value not in done.stdout + done.stderr
+
+    check = cli("check", "--config", str(cfg), "--image", str(astronaut_path))
+    assert check.returncode == 0, check.stderr
+    assert "1 face(s) in the test frame" in check.stdout and "gallery 1 people" in check.stdout
+
+
+def test_enroll_rejects_photos_without_exactly_one_face(write_config: Callable[..., Path], astronaut: np.ndarray,
+                                                        astronaut_path: Path, tmp_path: Path) -> None:
+    cfg = write_config()
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    pair = tmp_path / "pair.png"
+    cv2.imwrite(str(pair), np.hstack([astronaut, astronaut]))
+    done = cli("enroll", "--config", str(cfg), "--id", "E001", str(astronaut_path), str(noise), str(pair))
+    assert done.returncode == 1
+    assert f"{noise}: 0 usable faces found, need exactly one" in done.stderr
+    assert f"{pair}: 2 usable faces found" in done.stderr
+    assert not (tmp_path / "enrolled.npz").exists()  # all or nothing
+
+
+def test_check_reports_config_and_model_errors(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    bad_cfg = write_config(camera={"width": 1})
+    done = cli("check", "--config", str(bad_cfg))
+    assert done.returncode == 2 and "camera.width = 1: expected an integer from 16 to 7680" in done.stderr
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 100)
+    done = cli("check", "--config", str(write_config(embedder={"model_path": str(corrupt)})))
+    assert done.returncode == 1 and "not a valid ONNX model (Invalid protobuf)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[..., Path], astronaut: np.ndarray,
+                                                        server: FakeServer, tmp_path: Path) -> None:
+    video = tmp_path / "visit.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (512, 512))
+    for _ in range(6):
+        writer.write(astronaut)
+    writer.release()
+    cfg = config.load(write_config(server.url, camera={"source": str(video)}, report={"status": "IN"}))
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), astronaut)
+    enroll("E001", [photo], MtcnnDetector(min_face_size=40), OnnxEmbedder(cfg.embedder.model_path),
+           cfg.sync.enrolled_path)
+    service = Service(cfg)
+    service.run()
+    assert len(server.posts) == 1
+    body = server.posts[0][1]
+    assert body["E1"] == "E001" and body["S1"] == "IN" and "T" in body["TS1"]
+    m = service.metrics
+    assert m.frames._value.get() == 6 and m.faces._value.get() == 6 and m.matches._value.get() == 6
+    assert m.events._value.get() == 1
+
+
+def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[..., Path], astronaut: np.ndarray,
+                                                     astronaut_path: Path, server: FakeServer,
+                                                     mobilefacenet: Path) -> None:
+    face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
+    vector = OnnxEmbedder(mobilefacenet).embed(Aligner().align(astronaut, face.landmarks))
+    server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0}))
+    service = Service(cfg)
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    try:
+        wait_for(lambda: len(server.posts) == 1)
+        assert server.posts[0][1]["E1"] == "E777"
+        assert service.metrics.last_sync._value.get() > 0
+        assert cfg.sync.cache_path.exists()
+    finally:
+        service.stop()
+        worker.join(timeout=20)
+    assert not worker.is_alive()
+    time.sleep(0.2)
+    assert len(server.posts) == 1  # the cooldown held for every later frame
+
+
+def test_pi_kiosk_run_serves_health_and_stops_on_sigterm(write_config: Callable[..., Path], astronaut_path: Path,
+                                                         server: FakeServer) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
+                       metrics={"port": port})
+    with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            def healthy() -> bool:
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                except requests.ConnectionError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    return False
+            wait_for(healthy, 60)
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert "kiosk_frames_total" in metrics and "kiosk_outbox_depth 0.0" in metrics
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+    assert "RANDOM weights" in log and "stopping" in log

@@ -1,0 +1,65 @@
+"""Random-weight model generation, INT8 quantisation, and the wheel the Pis install."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import onnx
+import pytest
+
+from pi_kiosk import synthetic
+from pi_kiosk.quantize import quantize
+
+KIOSK = Path(__file__).resolve().parents[1]
+
+
+def test_mobilefacenet_is_architecture_faithful(mobilefacenet: Path) -> None:
+    model = onnx.load(str(mobilefacenet), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props[synthetic.WEIGHTS_KEY] == "random" and "RANDOM weights" in model.doc_string
+    assert 1.1e6 < int(props["pi_kiosk.params"]) < 1.3e6  # the paper: ~1M plus a 512-d head
+    assert 0.20e9 < int(props["pi_kiosk.macs"]) < 0.24e9  # 0.22 GMAC
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    depthwise = [n for n in convs if next(a.i for a in n.attribute if a.name == "group") > 1]
+    assert len(convs) == 50 and len(depthwise) == 17  # 15 bottlenecks, a depthwise stem, the GDConv
+
+
+def test_resnet50_counts_match_arcface_iresnet50(tmp_path: Path) -> None:
+    info = synthetic.build("resnet50", tmp_path / "r50.onnx")
+    assert 43.0e6 < info.params < 44.0e6 and 6.2e9 < info.macs < 6.4e9
+    assert info.path.stat().st_size > 170e6
+    info.path.unlink()  # 170 MB: not kept around
+
+
+def test_unknown_architecture(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected one of mobilefacenet, resnet50"):
+        synthetic.build("vgg", tmp_path / "x.onnx")
+
+
+def test_quantize_reports_agreement_with_fp32(mobilefacenet: Path, astronaut_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    report = quantize(mobilefacenet, out, [astronaut_path])
+    assert report.real_faces and report.faces == 2  # the face and its mirror image
+    assert -1.0 <= report.cosine_min <= report.cosine_mean <= 1.0
+    assert report.int8_bytes < report.fp32_bytes / 2
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "cosine(FP32, INT8)" in str(report)
+
+
+def test_wheel_ships_the_detector_and_its_licence(tmp_path: Path) -> None:
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(KIOSK)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("pi_fleet_kiosk-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ["pnet.onnx", "rnet.onnx", "onet.onnx", "LICENSE"]:
+        assert f"pi_kiosk/models/mtcnn/{name}" in names
+    assert "pi_kiosk/py.typed" in names
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    (onnxruntime,) = [line for line in meta.splitlines() if line.startswith("Requires-Dist: onnxruntime")]
+    assert "!=1.21.0" in onnxruntime  # dies with "Illegal instruction" on a Raspberry Pi 4
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "pi-kiosk = pi_kiosk.cli:main" in entry
