@@ -18,6 +18,8 @@ PROVISION_TAGS = {
     "governor": "pi_governor",
     "iosched": "pi_iosched",
     "openblas": "pi_openblas",
+    "coral": "pi_coral",
+    "overclock": "pi_overclock",
 }
 
 
