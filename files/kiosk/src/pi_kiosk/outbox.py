@@ -24,6 +24,8 @@ from pathlib import Path
 
 import requests
 
+from .server import server_session
+
 log = logging.getLogger(__name__)
 
 ATTENDANCE_PATH = "/toon/attendance"
@@ -142,9 +144,7 @@ class Sender:
         self.timeout = timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.session = session or requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session = server_session(token, session)
         self._wake = threading.Event()
         self._failures = 0  # consecutive failed attempts
         self._resume_at = 0.0  # time.monotonic() before which delivery is paused

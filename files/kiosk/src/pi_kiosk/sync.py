@@ -17,6 +17,7 @@ import requests
 
 from .errors import GalleryError
 from .match import Gallery
+from .server import server_session
 from .store import load_gallery, save_gallery
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,7 @@ class GallerySync:
         self.cache_path = cache_path
         self.dim = dim
         self.timeout = timeout
-        self.session = session or requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session = server_session(token, session)
         self.etag = ""
 
     def load_cached(self) -> Gallery:
