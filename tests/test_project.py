@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from ansible.module_utils.compat.version import LooseVersion
+from packaging.requirements import Requirement
 
 from conftest import ROOT
 
@@ -74,3 +76,20 @@ def test_example_inventory_puts_every_kiosk_in_one_board_group() -> None:
         assert len(groups) == 1, f"{host} is in board groups {groups}"
     secrets = inventory["_meta"]["hostvars"][next(iter(kiosks))]
     assert secrets["kiosk_server_token"] == "{{ vault_kiosk_server_token }}"
+
+
+def test_coral_runtime_pin_is_one_the_kiosk_accepts() -> None:
+    """pi_coral installs the Edge TPU runtime the kiosk's `coral` extra imports, at a version it accepts."""
+    defaults = yaml.safe_load((ROOT / "roles/pi_coral/defaults/main.yml").read_text())
+    pins = {r.name: r for r in map(Requirement, defaults["pi_coral_python_packages"])}
+    pyproject = tomllib.loads((ROOT / "files/kiosk/pyproject.toml").read_text())
+    extra = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["coral"]]
+    assert extra, "the kiosk package has no `coral` extra"
+    for wanted in extra:
+        assert wanted.name in pins, f"pi_coral_python_packages lacks {wanted.name}, which the kiosk's coral backend imports"
+        (pinned,) = pins[wanted.name].specifier
+        assert pinned.operator == "==", f"{pins[wanted.name]} is not pinned"
+        assert wanted.specifier.contains(pinned.version), f"{pins[wanted.name]} does not satisfy the kiosk's {wanted}"
+    module = defaults["pi_coral_python_import_check"].split()[1].split(".")[0]
+    embed = (ROOT / "files/kiosk/src/pi_kiosk/embed.py").read_text()
+    assert f"from {module}." in embed, f"the kiosk does not import {module}, which pi_coral checks"
