@@ -35,6 +35,25 @@ def test_least_squares_under_noise_keeps_a_similarity() -> None:
     assert np.abs(apply(m, landmarks) - ARCFACE_TEMPLATE).max() < 2.0
 
 
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The general (any dimension) Umeyama estimate with an SVD, restricted to proper rotations."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    sc, dc = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(dc.T @ sc / len(src))
+    sign = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = u @ np.diag(sign) @ vt
+    scale = float((sig * sign).sum()) / float((sc**2).sum() / len(src))
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def test_closed_form_equals_the_svd_solution() -> None:
+    rng = np.random.default_rng(1)
+    template = ARCFACE_TEMPLATE.astype(np.float64)
+    for k in range(200):
+        points = rng.uniform(0, 640, (5, 2)) * (np.array([-1, 1]) if k % 3 == 0 else 1)  # some mirrored
+        np.testing.assert_allclose(similarity_transform(points), umeyama(points, template), atol=1e-9)
+
+
 def test_mirrored_landmarks_are_not_reflected() -> None:
     mirrored = ARCFACE_TEMPLATE * np.array([-1, 1]) + np.array([SIZE, 0])
     m = similarity_transform(mirrored)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
 import pytest
@@ -62,6 +64,32 @@ def test_nms_union_and_min() -> None:
     assert nms(boxes, scores, 0.5, "union").tolist() == [3, 0, 2]
     # "min" divides by the smaller box: the small box inside the big one suppresses it.
     assert nms(boxes, scores, 0.5, "min").tolist() == [3, 2]
+
+
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str) -> list[int]:
+    """Greedy NMS written plainly, one box at a time."""
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    keep: list[int] = []
+    for i in np.argsort(scores)[::-1]:
+        ok = True
+        for j in keep:
+            w = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + 1)
+            h = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + 1)
+            denom = min(area[i], area[j]) if mode == "min" else area[i] + area[j] - w * h
+            ok = ok and w * h / denom <= threshold
+        if ok:
+            keep.append(int(i))
+    return keep
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_nms_matches_the_plain_greedy_algorithm(mode: Literal["union", "min"]) -> None:
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 2, 40, 300):
+        corner = rng.uniform(0, 200, (n, 2))
+        boxes = np.hstack([corner, corner + rng.uniform(5, 60, (n, 2))]).astype(np.float32)
+        scores = rng.permutation(n).astype(np.float32)  # distinct: the order is unambiguous
+        assert nms(boxes, scores, 0.5, mode).tolist() == reference_nms(boxes, scores, 0.5, mode)
 
 
 def test_yunet_needs_its_model_file(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -23,24 +23,25 @@ ARCFACE_TEMPLATE: F32 = np.array(
 
 
 def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike = ARCFACE_TEMPLATE) -> F64:
-    """Least-squares similarity mapping src points onto dst (Umeyama, 1991), as a 2x3 matrix."""
+    """Least-squares similarity mapping src points onto dst (Umeyama, 1991), as a 2x3 matrix.
+
+    In 2-D the rotation-and-scale part is [[a, -b], [b, a]] with a closed form: no SVD (LAPACK's
+    call overhead was most of the alignment's time), and a proper rotation by construction, so a
+    mirrored face is never "aligned" by reflecting it.
+    """
     s = np.asarray(src, dtype=np.float64)
     d = np.asarray(dst, dtype=np.float64)
     if s.shape != d.shape or s.ndim != 2 or s.shape[1] != 2 or s.shape[0] < 2:
         raise ValueError(f"expected two matching (N, 2) point sets with N >= 2, got {s.shape} and {d.shape}")
     mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
     sc, dc = s - mu_s, d - mu_d
-    var_s = float((sc**2).sum()) / len(s)
-    if var_s < 1e-12:
+    spread = float((sc**2).sum())
+    if spread / len(s) < 1e-12:
         raise ValueError("landmarks coincide: no transform maps them onto the template")
-    u, sig, vt = np.linalg.svd(dc.T @ sc / len(s))
-    # Force a proper rotation: a mirrored face must not be "aligned" by reflecting it.
-    sign = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
-    rot = u @ np.diag(sign) @ vt
-    scale = float((sig * sign).sum()) / var_s
-    matrix = np.empty((2, 3), dtype=np.float64)
-    matrix[:, :2] = scale * rot
-    matrix[:, 2] = mu_d - scale * rot @ mu_s
+    a = float((sc * dc).sum()) / spread
+    b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()) / spread
+    matrix = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    matrix[:, 2] = mu_d - matrix[:, :2] @ mu_s
     return matrix
 
 

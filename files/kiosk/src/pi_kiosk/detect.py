@@ -43,20 +43,21 @@ class Detector(Protocol):
 
 def nms(boxes: F32, scores: F32, threshold: float, mode: Literal["union", "min"]) -> npt.NDArray[np.intp]:
     """Indices kept by greedy non-maximum suppression, best score first."""
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(scores)[::-1]
-    keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        order = rest[inter / denom <= threshold]
-    return np.asarray(keep, dtype=np.intp)
+    b = boxes[order]
+    x1, y1, x2, y2 = (b[:, k, None] for k in range(4))  # columns: broadcast against rows
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    # All pairwise overlaps at once (a few hundred boxes at most); only the greedy pass loops.
+    w = np.maximum(0.0, np.minimum(x2, x2.T) - np.maximum(x1, x1.T) + 1)
+    h = np.maximum(0.0, np.minimum(y2, y2.T) - np.maximum(y1, y1.T) + 1)
+    inter = w * h
+    denom = np.minimum(area, area.T) if mode == "min" else area + area.T - inter
+    suppresses = inter / denom > threshold
+    keep = np.ones(len(order), dtype=bool)
+    for i in range(len(order)):
+        if keep[i]:
+            keep[i + 1:] &= ~suppresses[i, i + 1:]
+    return np.asarray(order[keep], dtype=np.intp)
 
 
 def _square(boxes: F32) -> F32:
@@ -81,8 +82,13 @@ def _regress(boxes: F32, reg: F32, plus_one: bool) -> F32:
     return out
 
 
-def _normalise(pixels: U8) -> F32:
-    return ((pixels.astype(np.float32) - 127.5) * 0.0078125).astype(np.float32)
+def _network_input(pixels: U8) -> F32:
+    """N x H x W x 3 RGB -> N x W x H x 3 (the networks' swapped layout) scaled as (x - 127.5) / 128,
+    in one pass into a new contiguous array (ONNX Runtime would copy a transposed view)."""
+    out = np.empty((pixels.shape[0], pixels.shape[2], pixels.shape[1], 3), dtype=np.float32)
+    np.subtract(pixels.transpose(0, 2, 1, 3), np.float32(127.5), out=out, casting="unsafe")
+    np.multiply(out, np.float32(0.0078125), out=out)
+    return out
 
 
 class MtcnnDetector:
@@ -125,7 +131,7 @@ class MtcnnDetector:
             size = (int(np.ceil(width * scale)), int(np.ceil(height * scale)))
             level = np.asarray(cv2.resize(_octave_for(octaves, scale), size, interpolation=cv2.INTER_AREA),
                                dtype=np.uint8)
-            reg, prob = self._pnet.run(None, {"input_1": _normalise(level).transpose(1, 0, 2)[None]})
+            reg, prob = self._pnet.run(None, {"input_1": _network_input(level[None])})
             # Outputs are in the swapped (width, height) layout; back to rows and columns.
             heat = prob[0, :, :, 1].T
             rows, cols = np.nonzero(heat >= PNET_THRESHOLD)
@@ -171,7 +177,7 @@ class MtcnnDetector:
             patch = cv2.copyMakeBorder(src[cy1:cy2, cx1:cx2], cy1 - y1, y2 - cy2, cx1 - x1, x2 - cx2,
                                        cv2.BORDER_CONSTANT, value=0)
             cv2.resize(patch, (size, size), dst=batch[k], interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(_normalise(batch).transpose(0, 2, 1, 3))
+        return _network_input(batch)
 
     def _refine(self, octaves: list[U8], boxes: F32) -> F32:
         reg, prob = self._rnet.run(None, {"input_2": self._crops(octaves, boxes, 24)})

@@ -1,8 +1,9 @@
 """ONNX Runtime sessions, opened the same way for the detector and the embedder.
 
 Tuned for small boards: intra-op threads = the cores this process may use (more threads than
-cores makes ORT's spinning workers fight each other: 4 threads on 2 cores is ~2.4x slower), full
-graph optimisation, and the optimised graph cached on disk so the next start skips the work.
+cores makes ORT's spinning workers fight each other: 4 threads on 2 cores is ~2.4x slower), PReLU
+rewritten into operations ORT runs fast (graph.py), full graph optimisation, and the optimised
+graph cached on disk so the next start skips the work.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import os
 from pathlib import Path
 
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 
+from . import graph
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,9 @@ def session_options(threads: int, *, dynamic_shapes: bool = False) -> ort.Sessio
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The pipeline alternates between models and Python code: workers spinning after a run
-    # would only take the core from the next stage.
+    # would only take the core from the next stage. And numpy's OpenBLAS workers spin for ~0.1 s
+    # after each gallery product: with spinning ORT workers the embedding took 3.3 or 12 ms
+    # depending on where the threads landed; a sleeping worker just leaves its share to the caller.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # ORT's warnings about the saved optimised graph are expected
     # A memory pattern is planned per input shape; with a new shape per pyramid level it only costs.
@@ -62,7 +67,7 @@ def open_session(
     if sha256 is not None and digest != sha256.lower():
         raise ModelError(f"{key} = {str(path)!r}: sha256 is {digest}, but the configuration expects {sha256}")
     if cache_dir is not None:
-        cached = cache_dir / f"{path.stem}-{digest[:16]}-ort{ort.__version__}.onnx"
+        cached = cache_dir / f"{path.stem}-{digest[:16]}-ort{ort.__version__}-g{graph.VERSION}.onnx"
         if cached.is_file():
             opts = session_options(threads, dynamic_shapes=dynamic_shapes)
             # Already optimised for this device; optimising again would only cost start-up time.
@@ -82,7 +87,7 @@ def open_session(
         except OSError as exc:
             log.warning("model cache %s is not writable (%s); continuing without it", cache_dir, exc)
     try:
-        session = _create(path, opts)
+        session = _create(_rewritten(path) or path, opts)
     except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
         if staged is not None:
             staged.unlink(missing_ok=True)
@@ -100,8 +105,16 @@ def open_session(
     return session
 
 
-def _create(path: Path, opts: ort.SessionOptions) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+def _rewritten(path: Path) -> bytes | None:
+    try:
+        return graph.fast_prelu(path.read_bytes())
+    except DecodeError:
+        return None  # not ONNX: ORT says so, with the message the user gets
+
+
+def _create(model: Path | bytes, opts: ort.SessionOptions) -> ort.InferenceSession:
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _first_line(exc: BaseException) -> str:

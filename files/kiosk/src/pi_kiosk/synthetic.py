@@ -10,7 +10,7 @@ which the service warns about at load.
 - ResNet-50 as used by ArcFace (InsightFace "iresnet50": BN-conv-BN-PReLU-conv-BN blocks,
   [3, 4, 14, 3]): about 43.6M parameters and 6.3 GMAC.
 
-Needs the `onnx` package (pip extra `tools`); the service itself does not.
+Builds the graphs with the `onnx` package.
 """
 from __future__ import annotations
 
