@@ -86,7 +86,7 @@ def test_coral_runtime_pin_is_one_the_kiosk_accepts() -> None:
     extra = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["coral"]]
     assert extra, "the kiosk package has no `coral` extra"
     for wanted in extra:
-        assert wanted.name in pins, f"pi_coral_python_packages lacks {wanted.name}, which the kiosk's coral backend imports"
+        assert wanted.name in pins, f"pi_coral_python_packages lacks {wanted.name}, which the kiosk's backend imports"
         (pinned,) = pins[wanted.name].specifier
         assert pinned.operator == "==", f"{pins[wanted.name]} is not pinned"
         assert wanted.specifier.contains(pinned.version), f"{pins[wanted.name]} does not satisfy the kiosk's {wanted}"
