@@ -6,7 +6,7 @@ export PI_FLEET_ROOT
 # machine's own /etc/containers/containers.conf.
 export CONTAINERS_CONF="$PI_FLEET_ROOT/testbed/containers.conf"
 export PI_FLEET_IMAGE="localhost/pi-fleet/rpios-bookworm:latest"
-export PI_FLEET_VENV="$PI_FLEET_ROOT/.venv"
+export PI_FLEET_VENV="${PI_FLEET_VENV:-$PI_FLEET_ROOT/.venv}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

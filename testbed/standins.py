@@ -7,6 +7,7 @@ BOARD names a profile in testbed/boards/ (pi4, pi3, pizero2, ...). DEST gets a f
 container start bind-mounts:
 
     DEST/cpuinfo   -> /proc/cpuinfo (read-only)
+    DEST/meminfo   -> /proc/meminfo (read-only: the board's RAM and Raspberry Pi OS's default swap)
     DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number})
     DEST/cpu       -> /sys/devices/system/cpu (topology + one shared cpufreq policy, writable)
     DEST/block     -> /sys/block (queue/scheduler per device, writable)
@@ -53,6 +54,17 @@ def cpuinfo(profile: dict[str, Any]) -> str:
     return "\n".join(blocks) + "\n" + trailer
 
 
+def meminfo(profile: dict[str, Any]) -> str:
+    """The board's /proc/meminfo: RAM from the revision code, less what the firmware keeps (as a
+    real board reports it), and the swap the profile says the image boots with."""
+    ram_kb = (256 << ((int(profile["revision"], 16) >> 20) & 0x7)) * 1024
+    total = ram_kb - profile["memory"]["firmware_reserved_mb"] * 1024
+    swap = profile["memory"]["swap_mb"] * 1024
+    rows = {"MemTotal": total, "MemFree": total * 3 // 4, "MemAvailable": total * 4 // 5, "Buffers": 0,
+            "Cached": total // 10, "SwapCached": 0, "SwapTotal": swap, "SwapFree": swap}
+    return "".join(f"{key + ':':<16}{value:>8} kB\n" for key, value in rows.items())
+
+
 def put(path: Path, content: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes):
@@ -65,6 +77,7 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     put(dest / "cpuinfo", cpuinfo(profile))
+    put(dest / "meminfo", meminfo(profile))
 
     base = dest / "firmware" / "devicetree" / "base"
     # Device-tree strings are NUL-terminated, lists NUL-separated, as on a real board.

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from ansible.module_utils.compat.version import LooseVersion
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from conftest import ROOT
 
@@ -75,21 +77,71 @@ def test_example_inventory_puts_every_kiosk_in_one_board_group() -> None:
         groups = {g for g in BOARD_GROUPS if host in inventory.get(g, {}).get("hosts", [])}
         assert len(groups) == 1, f"{host} is in board groups {groups}"
     secrets = inventory["_meta"]["hostvars"][next(iter(kiosks))]
-    assert secrets["kiosk_server_token"] == "{{ vault_kiosk_server_token }}"
+    assert secrets["pi_kiosk_server_token"] == "{{ vault_pi_kiosk_server_token }}"
 
 
-def test_coral_runtime_pin_is_one_the_kiosk_accepts() -> None:
-    """pi_coral installs the Edge TPU runtime the kiosk's `coral` extra imports, at a version it accepts."""
-    defaults = yaml.safe_load((ROOT / "roles/pi_coral/defaults/main.yml").read_text())
-    pins = {r.name: r for r in map(Requirement, defaults["pi_coral_python_packages"])}
+def test_coral_extra_is_the_runtime_the_kiosk_imports() -> None:
+    """LiteRT reaches a Coral Pi only through the kiosk's `coral` extra (files/kiosk/locks/pi-coral.txt, one pin)."""
     pyproject = tomllib.loads((ROOT / "files/kiosk/pyproject.toml").read_text())
     extra = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["coral"]]
     assert extra, "the kiosk package has no `coral` extra"
-    for wanted in extra:
-        assert wanted.name in pins, f"pi_coral_python_packages lacks {wanted.name}, which the kiosk's backend imports"
-        (pinned,) = pins[wanted.name].specifier
-        assert pinned.operator == "==", f"{pins[wanted.name]} is not pinned"
-        assert wanted.specifier.contains(pinned.version), f"{pins[wanted.name]} does not satisfy the kiosk's {wanted}"
-    module = defaults["pi_coral_python_import_check"].split()[1].split(".")[0]
     embed = (ROOT / "files/kiosk/src/pi_kiosk/embed.py").read_text()
-    assert f"from {module}." in embed, f"the kiosk does not import {module}, which pi_coral checks"
+    for req in extra:
+        module = req.name.replace("-", "_")
+        assert f"from {module}." in embed, f"the kiosk does not import {module}, which its coral extra installs"
+    assert "ai-edge-litert" in locked(ROOT / "files/kiosk/locks/pi-coral.txt")
+    files = [p for p in (ROOT / "roles").rglob("*") if p.is_file()]
+    pinned = [p for p in files if "ai-edge-litert==" in p.read_text(errors="ignore")]
+    assert not pinned, f"{pinned} pin LiteRT: the kiosk's lock is the one place"
+
+
+def last_task(role: Path, tasks_file: str = "main.yml") -> dict[str, Any]:
+    """The task a role's run ends with, following an include at the end into its file."""
+    task: dict[str, Any] = yaml.safe_load((role / "tasks" / tasks_file).read_text())[-1]
+    include = task.get("ansible.builtin.include_tasks") or task.get("ansible.builtin.import_tasks")
+    return last_task(role, include) if isinstance(include, str) else task
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_ends_with_its_report_line(role: Path) -> None:
+    """The README promises it: every role's last word says what it changed and what it found."""
+    task = last_task(role)
+    assert "ansible.builtin.debug" in task and task["name"].startswith("Report"), (
+        f"{role.name} ends with {task['name']!r}, not a report")
+
+
+def locked(path: Path) -> dict[str, str]:
+    """name -> version of a lock written by scripts/lock (one `name==version` line per package)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            req = Requirement(line.split(" \\")[0])
+            (spec,) = req.specifier
+            if req.marker is None or req.marker.evaluate({"python_full_version": "3.11.2", "python_version": "3.11"}):
+                pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+@pytest.mark.parametrize("name", ["controller", "dev"])
+def test_lock_holds_every_direct_pin(name: str) -> None:
+    lock = locked(ROOT / f"requirements/{name}.txt")
+    for line in (ROOT / f"requirements/{name}.in").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            req = Requirement(line)
+            assert lock.get(canonicalize_name(req.name)) == next(iter(req.specifier)).version, (
+                f"requirements/{name}.txt is out of date for {req}: run scripts/lock")
+
+
+@pytest.mark.parametrize("lock", ["pi", "pi-coral"])
+def test_pi_lock_satisfies_the_kiosk_and_matches_the_tested_versions(lock: str) -> None:
+    pins = locked(ROOT / f"files/kiosk/locks/{lock}.txt")
+    project = tomllib.loads((ROOT / "files/kiosk/pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    if lock == "pi-coral":
+        wanted += [Requirement(r) for r in project["optional-dependencies"]["coral"]]
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in pins and req.specifier.contains(pins[name]), f"{lock}.txt lacks {req}: run scripts/lock"
+    dev = locked(ROOT / "requirements/dev.txt")
+    differ = {n: (v, dev[n]) for n, v in pins.items() if n in dev and dev[n] != v}
+    assert not differ, f"the Pis would run other versions than the tests (Pi, tests): {differ}; run scripts/lock"

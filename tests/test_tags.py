@@ -20,6 +20,10 @@ PROVISION_TAGS = {
     "openblas": "pi_openblas",
     "coral": "pi_coral",
     "overclock": "pi_overclock",
+    # The deploy: the whole role, or only its configuration or model tasks.
+    "recognizer": "pi_kiosk",
+    "recognizer_config": "pi_kiosk",
+    "recognizer_model": "pi_kiosk",
 }
 
 
@@ -39,3 +43,23 @@ def test_tag_runs_only_its_role_and_the_facts(tag: str, role: str) -> None:
 
 def test_untagged_run_covers_every_provision_role() -> None:
     assert roles_listed() >= {"pi_facts", *PROVISION_TAGS.values()}
+
+
+def tasks_listed(*args: str) -> set[str]:
+    listing = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "inventory/example", "site.yml", "--list-tasks", *args],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    return set(re.findall(r"^\s{6}pi_kiosk : (.+?)\s+TAGS:", listing.stdout, re.MULTILINE))
+
+
+def test_config_and_model_runs_never_reinstall() -> None:
+    whole = tasks_listed("--tags", "recognizer")
+    config = tasks_listed("--tags", "recognizer_config")
+    model = tasks_listed("--tags", "recognizer_model")
+    install = {t for t in whole if t.startswith(("Build the", "Send the wheels"))}
+    reinstall = install & (config | model)
+    assert install and not reinstall, f"a config or model run would reinstall: {reinstall}"
+    assert "Send the models" in model and "Send the models" not in config
+    assert {"Render the candidate configuration (judged in preflight by the kiosk's own validator)",
+            "Restart the kiosk and hold it to its health"} <= config & model

@@ -24,6 +24,16 @@ def test_tree_identifies_as_its_board(board: str, tmp_path: Path) -> None:
     assert found["model"] == profile["model"]
 
 
+@pytest.mark.parametrize("board", sorted(EXPECTED))
+def test_meminfo_shows_the_boards_ram_and_default_swap(board: str, tmp_path: Path) -> None:
+    standins.write_tree(standins.load_profile(board), tmp_path)
+    rows = dict(line.split(":") for line in (tmp_path / "meminfo").read_text().splitlines())
+    total_mb = int(rows["MemTotal"].split()[0]) // 1024
+    # As on a real board: a little under the RAM the revision code names, the firmware keeps the rest.
+    assert EXPECTED[board][1] * 0.9 < total_mb < EXPECTED[board][1]
+    assert rows["SwapTotal"].split() == ["102400", "kB"]
+
+
 def test_cores_share_one_writable_cpufreq_policy(tmp_path: Path) -> None:
     standins.write_tree(standins.load_profile("pi4"), tmp_path)
     cpu = tmp_path / "cpu"

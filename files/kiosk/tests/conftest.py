@@ -24,6 +24,13 @@ def mobilefacenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_mobilefacenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model of the same architecture and dimension (other random weights): another space."""
+    return synthetic.build("mobilefacenet", tmp_path_factory.mktemp("other") / "mobilefacenet-seed1.onnx",
+                           seed=1).path
+
+
+@pytest.fixture(scope="session")
 def astronaut_path() -> Path:
     # Read from scikit-image's package data without importing scikit-image (and SciPy).
     spec = importlib.util.find_spec("skimage")
@@ -46,7 +53,7 @@ def server() -> Iterator[FakeServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler(state))
     httpd.daemon_threads = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     httpd.shutdown()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass
@@ -15,12 +16,20 @@ class FakeServer:
     """The attendance server: records posts, dedupes on Idempotency-Key, serves embeddings."""
 
     url: str = ""
+    # Events the server recorded (answered 2xx): (Idempotency-Key, body).
     posts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    # Status codes to answer the next posts with (then 200); "hang" sleeps past client timeouts.
+    # The Idempotency-Key of every POST, whatever the answer.
+    attempts: list[str] = field(default_factory=list)
+    # Status codes to answer the next posts with (then post_status); "hang" sleeps past client
+    # timeouts, "redirect" answers 302 to the embeddings URL (which a GET answers with 200).
     post_script: list[int | str] = field(default_factory=list)
+    post_status: int = 200
     embeddings: dict[str, Any] = field(default_factory=lambda: {"employees": []})
     etag: str = '"v1"'
+    # Headers and query parameters of every GET.
     gets: list[dict[str, str]] = field(default_factory=list)
+    get_queries: list[dict[str, list[str]]] = field(default_factory=list)
+    get_status: int = 200  # answer embeddings GETs with this status instead (e.g. 401, 503)
     # Called after a post is recorded, before answering (used to kill the client mid-request).
     on_post: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -35,11 +44,18 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
-                action = state.post_script.pop(0) if state.post_script else 200
+                state.attempts.append(self.headers.get("Idempotency-Key", ""))
+                action = state.post_script.pop(0) if state.post_script else state.post_status
             if action == "hang":
                 time.sleep(1.5)
                 action = 200
-            if action == 200:
+            if action == "redirect":
+                self.send_response(302)
+                self.send_header("Location", "/api/employees/embeddings")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if isinstance(action, int) and 200 <= action < 300:
                 with state.lock:
                     state.posts.append((self.headers.get("Idempotency-Key", ""), body))
                 if state.on_post:
@@ -49,9 +65,12 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def do_GET(self) -> None:
+            url = urlsplit(self.path)
             state.gets.append(dict(self.headers))
-            if self.path != "/api/employees/embeddings":
-                self.send_response(404)
+            state.get_queries.append(parse_qs(url.query))
+            status = state.get_status if url.path == "/api/employees/embeddings" else 404
+            if status != 200:
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return

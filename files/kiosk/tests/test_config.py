@@ -105,3 +105,20 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("[camera\nwidth = 1\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(bad)
+
+
+def test_token_comes_from_the_config_or_from_its_file(tmp_path: Path) -> None:
+    assert config.server_token(parse_with(server={"token": "abc"}).server) == "abc"
+    (tmp_path / "token").write_text("from-file\n")
+    assert config.server_token(parse_with(server={"token_file": str(tmp_path / "token")}).server) == "from-file"
+    assert config.server_token(parse_with().server) == ""
+
+
+def test_token_and_token_file_exclude_each_other(tmp_path: Path) -> None:
+    assert "set one of them, not both" in error_of(server={"token": "abc", "token_file": str(tmp_path / "t")})
+
+
+def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
+    cfg = parse_with(server={"token_file": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match=r"server.token_file = '.*missing': cannot read it"):
+        config.server_token(cfg.server)

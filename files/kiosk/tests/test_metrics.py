@@ -2,30 +2,61 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
 
+from pi_kiosk import __version__
+from pi_kiosk.delivery import DeliveryStatus
 from pi_kiosk.metrics import HealthServer, Metrics
 
 
 @pytest.fixture
-def health() -> HealthServer:
+def health() -> Iterator[HealthServer]:
     metrics = Metrics()
-    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=0.3)
+    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=0.3, auth_degraded_seconds=300, threads=3)
     server.start()
-    yield server  # type: ignore[misc]
+    yield server
     server.stop()
 
 
+def healthz(health: HealthServer) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{health.port}/healthz", timeout=5)
+
+
+def blocked(state: str, seconds: float, detail: str = "HTTP 401", hint: str = "check server.token") -> DeliveryStatus:
+    since = time.monotonic() - seconds
+    return DeliveryStatus(state, detail, hint, blocked_since=since, state_since=since)
+
+
 def test_healthz_follows_frame_processing(health: HealthServer) -> None:
-    url = f"http://127.0.0.1:{health.port}/healthz"
     health.metrics.frame_done()
-    ok = requests.get(url, timeout=5)
-    assert ok.status_code == 200 and ok.json()["status"] == "ok"
+    ok = healthz(health)
+    assert ok.status_code == 200
+    assert ok.json() == {"status": "ok", "seconds_since_last_frame": pytest.approx(0, abs=0.2), "delivery": "ok",
+                         "version": __version__, "threads": 3}
     time.sleep(0.4)
-    stale = requests.get(url, timeout=5)
+    stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
+    assert "no frame processed for 0 s (metrics.stale_seconds = 0.3)" in stale.json()["reason"]
+
+
+def test_healthz_is_degraded_only_after_auth_blocks_delivery_for_long(health: HealthServer) -> None:
+    status = blocked("auth", 100)
+    health.metrics.track_outbox(lambda: 20, lambda: 0, lambda: status)
+    health.metrics.frame_done()
+    assert healthz(health).json()["status"] == "ok"  # a token being rotated: not yet
+    status = blocked("auth", 301)
+    body = healthz(health)
+    assert body.status_code == 200  # frames are still processed
+    assert body.json()["status"] == "degraded" and body.json()["delivery"] == "auth"
+    assert body.json()["reason"] == "attendance delivery blocked for 301 s by HTTP 401: check server.token"
+    status = blocked("network", 3600, "ConnectionError", "server unreachable")
+    assert healthz(health).json()["status"] == "ok"  # the outbox rides out an outage
+    time.sleep(0.4)
+    status = blocked("auth", 301)
+    assert healthz(health).status_code == 503 and healthz(health).json()["status"] == "stale"
 
 
 def test_metrics_are_prometheus_text(health: HealthServer) -> None:
@@ -36,15 +67,19 @@ def test_metrics_are_prometheus_text(health: HealthServer) -> None:
     m.unknowns.inc()
     m.observe("embed", 0.004)
     m.last_sync.set(1700000000)
-    m.track_outbox(lambda: 7)
+    m.track_outbox(lambda: 7, lambda: 2, lambda: blocked("routing", 42, "HTTP 404", "check server.url"))
     resp = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = resp.text
     for line in ["kiosk_frames_total 1.0", "kiosk_faces_total 2.0", "kiosk_matches_total 1.0",
-                 "kiosk_unknowns_total 1.0", "kiosk_outbox_depth 7.0",
+                 "kiosk_unknowns_total 1.0", "kiosk_outbox_depth 7.0", "kiosk_outbox_rejected 2.0",
+                 'kiosk_outbox_delivery{kiosk_outbox_delivery="routing"} 1.0',
+                 'kiosk_outbox_delivery{kiosk_outbox_delivery="ok"} 0.0',
                  'kiosk_stage_seconds_bucket{le="0.005",stage="embed"} 1.0',
                  "kiosk_last_successful_sync_timestamp_seconds 1.7e+09"]:
         assert line in text, line
+    (blocked_line,) = [line for line in text.splitlines() if line.startswith("kiosk_outbox_blocked_seconds ")]
+    assert 42 <= float(blocked_line.split()[1]) < 50
 
 
 def test_other_paths_are_404(health: HealthServer) -> None:

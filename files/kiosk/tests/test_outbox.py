@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -13,13 +15,20 @@ from pathlib import Path
 import pytest
 from fakeserver import FakeServer
 
-from pi_kiosk.outbox import Outbox, Sender
+from pi_kiosk.errors import OutboxError
+from pi_kiosk.outbox import Backlog, Outbox, Sender
 
 WHEN = datetime(2026, 11, 24, 9, 30, 5, tzinfo=timezone(timedelta(hours=1)))
 
 
 def sender(outbox: Outbox, url: str, **kwargs: float) -> Sender:
     return Sender(outbox, url, timeout=kwargs.get("timeout", 1.0), retry_initial=0.01, retry_max=0.05)
+
+
+def next_pass(s: Sender) -> int:
+    """One deliver_due() once the backoff pause is over."""
+    time.sleep(s.retry_in())
+    return s.deliver_due()
 
 
 def drain(s: Sender, seconds: float = 5.0) -> None:
@@ -106,7 +115,8 @@ CHILD = """
 import os, signal, sys
 from datetime import datetime, timezone
 from pathlib import Path
-from pi_kiosk.outbox import Outbox, Sender
+from pi_kiosk.errors import OutboxError
+from pi_kiosk.outbox import Backlog, Outbox, Sender
 box = Outbox(Path(sys.argv[1]))
 if sys.argv[2] == "write":
     box.add("E001", "IN", datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc))
@@ -172,3 +182,164 @@ def test_run_loop_delivers_on_wake_and_flushes_on_stop(tmp_path: Path, server: F
     assert not worker.is_alive()
     assert [body["E1"] for _, body in server.posts] == ["E001", "E002"]
     assert json.loads(json.dumps(server.posts[1][1]))["S1"] == "IN"
+
+
+def test_a_refused_token_keeps_the_whole_backlog_in_order(tmp_path: Path, server: FakeServer) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    events = [box.add(f"E{i:03d}", "IN", WHEN) for i in range(20)]
+    server.post_status = 401
+    s = sender(box, server.url)
+    assert s.deliver_due() == 0
+    assert box.depth() == 20 and box.rejected_count() == 0
+    assert [e.key for e in box.pending()] == [e.key for e in events]
+    assert server.attempts == [events[0].key]  # the pass stopped at the first refusal
+    assert s.status.state == "auth" and s.status.blocked
+    server.post_status = 200
+    drain(s)
+    assert box.depth() == 0 and box.rejected_count() == 0
+    assert [key for key, _ in server.posts] == [e.key for e in events]
+    assert not s.status.blocked and s.status.blocked_since is None
+
+
+@pytest.mark.parametrize(("status", "state"), [
+    (401, "auth"), (403, "auth"), (407, "auth"), (404, "routing"), (405, "routing"), (421, "routing"),
+    (408, "server"), (409, "server"), (425, "server"), (429, "server"), (500, "server"), (503, "server"),
+    (302, "routing"), (410, "unexpected"), (418, "unexpected"),
+])
+def test_answers_that_say_nothing_about_the_event_pause_delivery(tmp_path: Path, server: FakeServer,
+                                                                  status: int, state: str) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.add("E001", "IN", WHEN)
+    box.add("E002", "IN", WHEN)
+    server.post_script = [status]
+    s = sender(box, server.url)
+    before = time.monotonic()
+    assert s.deliver_due() == 0
+    assert box.depth() == 2 and box.rejected_count() == 0 and s.retry_in() > 0
+    assert s.status.state == state and s.status.detail == f"HTTP {status}"
+    assert s.status.blocked_since is not None and before <= s.status.blocked_since <= time.monotonic()
+    assert (box.pending()[0].attempts, len(server.attempts)) == (1, 1)
+
+
+def test_a_redirect_is_not_followed(tmp_path: Path, server: FakeServer) -> None:
+    """Followed, the POST would become a GET that the server answers 200: a lost event."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.add("E001", "IN", WHEN)
+    server.post_script = ["redirect"]
+    s = sender(box, server.url)
+    assert s.deliver_due() == 0
+    assert box.depth() == 1 and server.gets == []
+    assert s.status.state == "routing" and "set server.url to where it leads" in s.status.hint
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_answers_that_judge_the_event_set_aside_exactly_that_one(tmp_path: Path, server: FakeServer,
+                                                                 status: int) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    events = [box.add(f"E00{i}", "IN", WHEN) for i in range(4)]
+    server.post_script = [200, status]
+    assert sender(box, server.url).deliver_due() == 3
+    assert box.depth() == 0 and box.rejected_count() == 1
+    assert [key for key, _ in server.posts] == [events[0].key, events[2].key, events[3].key]
+    (rejected,) = box.rejected()
+    assert (rejected.key, rejected.employee_id, rejected.status) == (events[1].key, "E001", status)
+
+
+def test_409_is_retried_with_the_same_key(tmp_path: Path, server: FakeServer) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    event = box.add("E001", "IN", WHEN)
+    server.post_script = [409, 409]
+    s = sender(box, server.url)
+    assert s.deliver_due() == 0 and s.status.state == "server"
+    drain(s)
+    assert server.attempts == [event.key] * 3
+    assert server.posts == [(event.key, event.payload)] and box.rejected_count() == 0
+
+
+def test_one_log_line_per_state_change(tmp_path: Path, server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    for i in range(20):
+        box.add(f"E{i:03d}", "IN", WHEN)
+    server.post_script = [401, 401, 401, 503, 503]
+    s = sender(box, server.url)
+    with caplog.at_level(logging.INFO, logger="pi_kiosk.delivery"):
+        for _ in range(6):
+            next_pass(s)
+    assert box.depth() == 0
+    blocked, changed, resumed = (r.getMessage() for r in caplog.records)
+    assert blocked.startswith(f"attendance delivery blocked by HTTP 401 from {server.url}/toon/attendance: "
+                              "check server.token; 20 event(s) waiting")
+    assert changed.startswith("attendance delivery still blocked, now by HTTP 503")
+    assert "server error" in changed
+    assert resumed.startswith("attendance delivery resumed after 0 s blocked (last by HTTP 503); "
+                              "20 event(s) were waiting")
+
+
+def test_an_unreachable_server_is_a_network_block(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.add("E001", "IN", WHEN)
+    s = sender(box, "http://127.0.0.1:9")
+    with caplog.at_level(logging.WARNING, logger="pi_kiosk.delivery"):
+        next_pass(s)
+        next_pass(s)
+    assert (s.status.state, s.status.detail) == ("network", "ConnectionError")
+    (line,) = caplog.records
+    assert "server unreachable: check the network, DNS and server.url" in line.getMessage()
+    (pending,) = box.pending()
+    assert pending.attempts == 2
+    assert box.backlog().last_error is not None and box.backlog().last_error.startswith("ConnectionError: ")
+
+
+def test_requeue_restores_keys_and_places(tmp_path: Path, server: FakeServer) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    e = [box.add(f"E00{i}", "IN", WHEN) for i in range(5)]
+    server.post_script = [200, 400, 200, 422, 401]  # e1 and e3 set aside, blocked at e4
+    s = sender(box, server.url)
+    assert s.deliver_due() == 2
+    e5 = box.add("E005", "IN", WHEN)
+    assert [r.key for r in box.rejected()] == [e[1].key, e[3].key]
+    assert box.requeue([e[3].key]) == 1
+    assert [p.key for p in box.pending()] == [e[3].key, e[4].key, e5.key]
+    assert box.requeue() == 1 and box.rejected_count() == 0
+    assert [p.key for p in box.pending()] == [e[1].key, e[3].key, e[4].key, e5.key]
+    drain(s)
+    assert [key for key, _ in server.posts] == [e[0].key, e[2].key, e[1].key, e[3].key, e[4].key, e5.key]
+
+
+def test_requeue_of_an_unknown_key_moves_nothing(tmp_path: Path, server: FakeServer) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    event = box.add("E001", "IN", WHEN)
+    server.post_script = [400]
+    sender(box, server.url).deliver_due()
+    with pytest.raises(OutboxError, match="no rejected event with idempotency key nope; `pi-kiosk outbox list`"):
+        box.requeue([event.key, "nope"])
+    assert box.rejected_count() == 1 and box.depth() == 0
+
+
+V01_SCHEMA = """
+CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, idempotency_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE rejected (idempotency_key TEXT PRIMARY KEY, payload TEXT NOT NULL, created_at REAL NOT NULL,
+    rejected_at REAL NOT NULL, status INTEGER NOT NULL, response TEXT);
+INSERT INTO outbox (idempotency_key, payload, created_at) VALUES ('k-pending', '{"E1": "E009"}', 300);
+INSERT INTO rejected VALUES ('k-late', '{"E1": "E002"}', 200, 400, 401, '');
+INSERT INTO rejected VALUES ('k-early', '{"E1": "E001"}', 100, 400, 401, '');
+"""
+
+
+def test_a_0_1_outbox_is_migrated_and_its_rejected_events_requeue_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(V01_SCHEMA)
+    old.close()
+    box = Outbox(path)
+    assert box.backlog() == Backlog(pending=1, rejected=2, oldest_created_at=300, last_error=None,
+                                    last_error_attempts=0)
+    assert box.requeue() == 2
+    assert [p.key for p in box.pending()] == ["k-pending", "k-early", "k-late"]  # no recorded place: oldest first
+    box.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    assert "outbox_id" in {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
+    db.close()
+    assert Outbox(path).depth() == 3  # opening a migrated database again changes nothing

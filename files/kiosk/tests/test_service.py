@@ -1,6 +1,8 @@
 """End to end: the CLI and the running service, with the astronaut photo and a real HTTP server."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import stat
@@ -13,20 +15,28 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import requests
 from fakeserver import FakeServer
+from kioskcli import cli
 
-from pi_kiosk import config
+from pi_kiosk import __version__, config
+from pi_kiosk import service as service_module
 from pi_kiosk.align import Aligner
-from pi_kiosk.detect import MtcnnDetector
+from pi_kiosk.config import DetectorConfig
+from pi_kiosk.detect import Detector, Face, MtcnnDetector, load_detector
 from pi_kiosk.embed import OnnxEmbedder
 from pi_kiosk.enroll import enroll
+from pi_kiosk.notify import Notifier
+from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pi_kiosk", *args], capture_output=True, text=True, timeout=120)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
@@ -36,6 +46,15 @@ def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def health(url: str) -> dict[str, object]:
+    """The /healthz body, or {} while the server is not listening yet."""
+    try:
+        body: dict[str, object] = requests.get(url + "/healthz", timeout=5).json()
+    except requests.ConnectionError:
+        return {}
+    return body
+
+
 def test_enroll_then_check(write_config: Callable[..., Path], astronaut_path: Path, tmp_path: Path) -> None:
     cfg = write_config()
     done = cli("enroll", "--config", str(cfg), "--id", "E001", str(astronaut_path))
@@ -43,7 +62,7 @@ def test_enroll_then_check(write_config: Callable[..., Path], astronaut_path: Pa
     assert "enrolled E001 from 1 photo(s)" in done.stdout
     enrolled = tmp_path / "enrolled.npz"
     assert stat.S_IMODE(enrolled.stat().st_mode) == 0o600
-    gallery, _ = load_gallery(enrolled)
+    gallery = load_gallery(enrolled).gallery
     assert gallery.ids == ("E001",) and gallery.dim == 512
     # Never log biometric data: no embedding values in anything the command printed.
     value = f"{gallery.matrix[0, 0]:.4f}"
@@ -124,28 +143,98 @@ def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[...,
     assert len(server.posts) == 1  # the cooldown held for every later frame
 
 
-def test_pi_kiosk_run_serves_health_and_stops_on_sigterm(write_config: Callable[..., Path], astronaut_path: Path,
-                                                         server: FakeServer) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_pi_kiosk_run_serves_health_notifies_systemd_and_stops_on_sigterm(
+        write_config: Callable[..., Path], astronaut_path: Path, server: FakeServer) -> None:
+    port = free_port()
     cfg = write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
                        metrics={"port": port})
-    with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
-                          stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            def healthy() -> bool:
-                try:
-                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-                except requests.ConnectionError:
-                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                    return False
-            wait_for(healthy, 60)
-            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            assert "kiosk_frames_total" in metrics and "kiosk_outbox_depth 0.0" in metrics
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-        assert proc.stderr is not None
-        log = proc.stderr.read()
+    notify_name = f"pi-kiosk-test-{os.getpid()}-{port}"
+    env = {**os.environ, "NOTIFY_SOCKET": "@" + notify_name, "WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind("\0" + notify_name)
+        with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
+                              stderr=subprocess.PIPE, text=True, env=env) as proc:
+            try:
+                def healthy() -> bool:
+                    try:
+                        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                    except requests.ConnectionError:
+                        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                        return False
+                wait_for(healthy, 60)
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+                assert health["version"] == __version__ and health["threads"] == available_cores()
+                metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                assert "kiosk_frames_total" in metrics and "kiosk_outbox_depth 0.0" in metrics
+                time.sleep(0.5)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 0
+            assert proc.stderr is not None
+            log = proc.stderr.read()
+        systemd.setblocking(False)
+        messages = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                messages.append(systemd.recv(4096).decode())
     assert "RANDOM weights" in log and "stopping" in log
+    assert messages[0] == "STATUS=loading models"
+    assert messages[1].startswith("READY=1\nSTATUS=running; 512-d embeddings of model ")
+    assert messages[-1] == "STOPPING=1\nSTATUS=stopping"
+    assert messages[2:-1].count("WATCHDOG=1") >= 3  # from the frame loop, at 10 frames/s
+
+
+def test_ready_only_after_both_models_ran_once(write_config: Callable[..., Path], astronaut_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(Notifier, "notify", lambda self, *assignments: sent.append("\n".join(assignments)))
+    detections: list[str] = []
+
+    def counting_detector(cfg: DetectorConfig) -> Detector:
+        detector = load_detector(cfg)
+        original = detector.detect
+
+        def detect(frame: np.ndarray) -> list[Face]:
+            detections.append(f"{frame.shape[1]}x{frame.shape[0]} after {len(sent)} message(s)")
+            return original(frame)
+        detector.detect = detect  # type: ignore[method-assign]
+        return detector
+
+    monkeypatch.setattr(service_module, "load_detector", counting_detector)
+    cfg = config.load(write_config(camera={"source": str(astronaut_path)}))
+    service = Service(cfg)
+    assert detections == ["640x480 after 1 message(s)"]  # the warm-up, before READY=1
+    assert sent == ["STATUS=loading models"]
+    service.run()
+    assert [m.split("\n")[0] for m in sent] == ["STATUS=loading models", "READY=1", "STOPPING=1"]
+
+
+def test_healthz_turns_degraded_while_the_server_refuses_the_token(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path) -> None:
+    face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
+    vector = OnnxEmbedder(mobilefacenet).embed(Aligner().align(astronaut, face.landmarks))
+    server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
+    server.post_status = 401
+    port = free_port()
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
+                                   outbox={"auth_degraded_seconds": 1}, metrics={"port": port}))
+    service = Service(cfg)
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: health(url).get("status") == "degraded")
+        body = requests.get(url + "/healthz", timeout=5)
+        assert body.status_code == 200
+        assert body.json()["reason"].endswith("by HTTP 401: check server.token")
+        metrics = requests.get(url + "/metrics", timeout=5).text
+        assert 'kiosk_outbox_delivery{kiosk_outbox_delivery="auth"} 1.0' in metrics
+        assert "kiosk_outbox_rejected 0.0" in metrics and "kiosk_outbox_depth 1.0" in metrics
+        server.post_status = 200
+        wait_for(lambda: len(server.posts) == 1)
+        wait_for(lambda: health(url).get("status") == "ok")
+    finally:
+        service.stop()
+        worker.join(timeout=20)
+    assert server.posts[0][1]["E1"] == "E777"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from pi_kiosk.store import load_gallery
 from pi_kiosk.sync import GallerySync, parse_embeddings
 
 DIM = 8
+MODEL = "a" * 64  # the embedding model's sha256
+OTHER = "b" * 64  # another model with the same dimension
 
 
 def body(*people: tuple[str, int]) -> dict[str, object]:
@@ -23,7 +26,7 @@ def body(*people: tuple[str, int]) -> dict[str, object]:
 def test_first_sync_caches_privately_then_etag_makes_it_free(tmp_path: Path, server: FakeServer) -> None:
     server.embeddings = body(("E001", 2), ("E002", 1))
     cache = tmp_path / "state" / "gallery.npz"
-    sync = GallerySync(server.url, cache, DIM, token="t0k")
+    sync = GallerySync(server.url, cache, DIM, MODEL, token="t0k")
     gallery = sync.fetch()
     assert gallery is not None and gallery.ids == ("E001", "E001", "E002")
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
@@ -36,10 +39,10 @@ def test_first_sync_caches_privately_then_etag_makes_it_free(tmp_path: Path, ser
 def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server: FakeServer) -> None:
     server.embeddings = body(("E001", 1))
     cache = tmp_path / "gallery.npz"
-    online = GallerySync(server.url, cache, DIM)
+    online = GallerySync(server.url, cache, DIM, MODEL)
     expected = online.fetch()
     assert expected is not None
-    offline = GallerySync("http://127.0.0.1:9", cache, DIM)
+    offline = GallerySync("http://127.0.0.1:9", cache, DIM, MODEL)
     gallery = offline.load_cached()
     assert gallery.ids == ("E001",)
     np.testing.assert_allclose(gallery.matrix, expected.matrix, rtol=1e-6)
@@ -50,18 +53,18 @@ def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server:
 
 def test_changed_gallery_replaces_the_cache(tmp_path: Path, server: FakeServer) -> None:
     cache = tmp_path / "gallery.npz"
-    sync = GallerySync(server.url, cache, DIM)
+    sync = GallerySync(server.url, cache, DIM, MODEL)
     server.embeddings = body(("E001", 1))
     sync.fetch()
     server.embeddings, server.etag = body(("E001", 1), ("E003", 1)), '"v2"'
     gallery = sync.fetch()
     assert gallery is not None and gallery.people == 2
-    assert load_gallery(cache)[1] == '"v2"'
+    assert load_gallery(cache).etag == '"v2"'
 
 
 def test_a_bad_answer_keeps_the_old_cache(tmp_path: Path, server: FakeServer) -> None:
     cache = tmp_path / "gallery.npz"
-    sync = GallerySync(server.url, cache, DIM)
+    sync = GallerySync(server.url, cache, DIM, MODEL)
     server.embeddings = body(("E001", 1))
     sync.fetch()
     before = cache.read_bytes()
@@ -73,21 +76,69 @@ def test_a_bad_answer_keeps_the_old_cache(tmp_path: Path, server: FakeServer) ->
 
 
 def test_no_cache_means_an_empty_gallery(tmp_path: Path) -> None:
-    gallery = GallerySync("http://x", tmp_path / "none.npz", DIM).load_cached()
+    gallery = GallerySync("http://x", tmp_path / "none.npz", DIM, MODEL).load_cached()
     assert len(gallery) == 0 and gallery.dim == DIM
 
 
-def test_cache_from_another_model_is_ignored(tmp_path: Path, server: FakeServer) -> None:
+def test_cache_of_another_model_with_the_same_dimension_is_not_used(tmp_path: Path, server: FakeServer,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     server.embeddings = body(("E001", 1))
-    GallerySync(server.url, tmp_path / "g.npz", DIM).fetch()
-    sync = GallerySync(server.url, tmp_path / "g.npz", 512)
-    assert len(sync.load_cached()) == 0 and sync.etag == ""
+    cache = tmp_path / "g.npz"
+    GallerySync(server.url, cache, DIM, OTHER).fetch()
+    before = cache.read_bytes()
+    sync = GallerySync(server.url, cache, DIM, MODEL)
+    with caplog.at_level(logging.WARNING):
+        assert len(sync.load_cached()) == 0
+    assert sync.etag == ""
+    (warning,) = caplog.records
+    assert f"holds embeddings of model {OTHER[:12]}, not of the configured model {MODEL[:12]}" in warning.message
+    assert "fetched again for this model on the next sync" in warning.message
+    assert cache.read_bytes() == before  # not deleted: it is replaced by the next sync
+    assert sync.fetch() is not None
+    assert "If-None-Match" not in server.gets[-1]  # the other model's ETag is never sent
+    assert load_gallery(cache).model == MODEL
+
+
+def test_cache_of_pi_kiosk_0_1_records_no_model_and_is_not_used(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "g.npz"
+    rows = np.random.default_rng(0).standard_normal((1, DIM))
+    np.savez(cache, ids=np.asarray(["E001"]), vectors=rows.astype(np.float32), etag=np.str_('"v1"'))  # 0.1's format
+    with caplog.at_level(logging.WARNING):
+        assert len(GallerySync("http://x", cache, DIM, MODEL).load_cached()) == 0
+    assert "an unrecorded model (a file of pi-kiosk 0.1)" in caplog.text
+
+
+def test_the_request_names_the_model(tmp_path: Path, server: FakeServer) -> None:
+    GallerySync(server.url, tmp_path / "g.npz", DIM, MODEL).fetch()
+    assert server.get_queries == [{"model": [MODEL]}]
+
+
+def test_an_answer_for_another_model_is_refused(tmp_path: Path, server: FakeServer) -> None:
+    cache = tmp_path / "g.npz"
+    sync = GallerySync(server.url, cache, DIM, MODEL)
+    server.embeddings = {"model": MODEL, **body(("E001", 1))}
+    assert sync.fetch() is not None
+    before = cache.read_bytes()
+    server.embeddings, server.etag = {"model": OTHER, **body(("E002", 1))}, '"v2"'
+    with pytest.raises(GalleryError, match=f"embeddings of model '{OTHER[:12]}', this kiosk's model is {MODEL[:12]}"):
+        sync.fetch()
+    assert cache.read_bytes() == before and sync.etag == '"v1"'
+
+
+def test_probe_reads_the_status_without_the_gallery(tmp_path: Path, server: FakeServer) -> None:
+    sync = GallerySync(server.url, tmp_path / "g.npz", DIM, MODEL, token="t0k")
+    assert sync.probe() == 200
+    server.get_status = 401
+    assert sync.probe() == 401
+    assert server.gets[-1]["Authorization"] == "Bearer t0k" and server.get_queries[-1] == {"model": [MODEL]}
+    assert not (tmp_path / "g.npz").exists()
 
 
 def test_corrupt_cache_is_reported(tmp_path: Path) -> None:
     (tmp_path / "g.npz").write_bytes(b"not a zip")
     with pytest.raises(GalleryError, match="not a readable embeddings file"):
-        GallerySync("http://x", tmp_path / "g.npz", DIM).load_cached()
+        GallerySync("http://x", tmp_path / "g.npz", DIM, MODEL).load_cached()
 
 
 @pytest.mark.parametrize(("doc", "message"), [

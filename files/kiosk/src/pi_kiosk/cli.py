@@ -1,18 +1,23 @@
-"""`pi-kiosk`: run, enroll, check, bench, quantize, synthetic-model."""
+"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model."""
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__, config
 from .errors import ConfigError, KioskError
+
+if TYPE_CHECKING:
+    from .sync import GallerySync
 
 log = logging.getLogger("pi_kiosk")
 
@@ -43,20 +48,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """The deploy role's on-device smoke test: config, models, one detection and one embedding."""
+    """The deploy role's on-device smoke test: config, models, one detection and one embedding,
+    the outbox and the server. `--config-only` is the config template's `validate:` step."""
+    if args.config_only:
+        config.load(args.config)
+        print(f"ok: config {args.config}")
+        return 0
     from .capture import read_image
     from .detect import load_detector
     from .embed import load_embedder
-    from .outbox import Outbox
+    from .enroll import load_enrolled
     from .pipeline import Pipeline
-    from .service import load_enrolled
     from .sync import GallerySync
 
     cfg = _load(args)
     embedder = load_embedder(cfg.embedder)
     detector = load_detector(cfg.detector)
-    cached = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim).load_cached()
-    gallery = cached.merged(load_enrolled(cfg, embedder.dim))
+    # Offline, the token is not needed (a deploy's smoke test runs before the token file is in place).
+    token = "" if args.offline else config.server_token(cfg.server)
+    sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim, embedder.model_sha256,
+                       token=token, timeout=cfg.server.timeout_seconds)
+    gallery = sync.load_cached().merged(load_enrolled(cfg.sync.enrolled_path, embedder))
     frame = (read_image(args.image) if args.image
              else np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
     results = Pipeline(detector, embedder, gallery, cfg.matching.threshold).process(frame)
@@ -64,12 +76,47 @@ def cmd_check(args: argparse.Namespace) -> int:
     vector = embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
     if not np.isfinite(vector).all():
         raise KioskError("the embedding model produced non-finite values")
-    depth = Outbox(cfg.outbox.path).depth()
     print(f"ok: config {args.config}")
-    print(f"ok: embedder {type(embedder).__name__}, {embedder.dim}-d, one inference done")
+    threads = "Edge TPU" if embedder.threads is None else f"{embedder.threads} thread(s)"
+    print(f"ok: embedder {type(embedder).__name__}, {embedder.dim}-d, model {embedder.model_sha256[:12]}, "
+          f"{threads}, one inference done")
     print(f"ok: detector {cfg.detector.backend}, {len(results)} face(s) in the test frame")
-    print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings; outbox {depth} pending")
+    print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings")
+    print(f"ok: {_outbox_line(cfg.outbox.path)}")
+    if not args.offline:
+        print(_server_line(sync, cfg.server.url))
     return 0
+
+
+def _outbox_line(path: Path) -> str:
+    from .outbox_admin import existing_outbox
+
+    if not path.is_file():  # the service creates it; one created here would be root's
+        return f"outbox {path} not created yet (the service creates it)"
+    with existing_outbox(path) as outbox:
+        return f"outbox {outbox.depth()} pending, {outbox.rejected_count()} rejected"
+
+
+def _server_line(sync: GallerySync, server_url: str) -> str:
+    """The server's answer to the gallery request. Only a refused token fails the check: a kiosk
+    rides out a network or server failure with its outbox, but with a refused token nothing it
+    records ever reaches the server."""
+    import requests
+
+    from .delivery import judge, unreachable
+
+    try:
+        status = sync.probe()
+    except requests.RequestException as exc:
+        verdict = unreachable(exc)
+    else:
+        if status == 304 or 200 <= status < 300:
+            return f"ok: server answered HTTP {status} to GET {sync.url}"
+        verdict = judge(status)
+    if verdict.state == "auth":
+        raise KioskError(f"server.url = {server_url!r} answered {verdict.detail} to GET {sync.url}: {verdict.hint}")
+    return (f"warning: server.url = {server_url!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
+            "(the kiosk keeps events in its outbox meanwhile)")
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -80,8 +127,28 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     cfg = _load(args)
     embedder = load_embedder(cfg.embedder)
     detector = load_detector(cfg.detector)
-    gallery = enroll(args.id, args.photos, detector, embedder, cfg.sync.enrolled_path, replace=args.replace)
+    gallery = enroll(args.id, args.photos, detector, embedder, cfg.sync.enrolled_path, replace=args.replace,
+                     new_model=args.new_model)
     print(f"enrolled {args.id} from {len(args.photos)} photo(s); {gallery.people} people in {cfg.sync.enrolled_path}")
+    return 0
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from .outbox_admin import existing_outbox, listing
+
+    cfg = _load(args)
+    with existing_outbox(cfg.outbox.path) as outbox:
+        print(listing(outbox, time.time()))
+    return 0
+
+
+def cmd_outbox_requeue(args: argparse.Namespace) -> int:
+    from .outbox_admin import existing_outbox
+
+    cfg = _load(args)
+    with existing_outbox(cfg.outbox.path) as outbox:
+        count = outbox.requeue(args.keys)
+    print(f"requeued {count} event(s) at their old place in the queue; the service sends them on its next pass")
     return 0
 
 
@@ -134,21 +201,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_config(name: str, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help)
+    def with_config(name: str, help: str, parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+                    ) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help)
         sp.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
                         help=f"configuration file (default {config.DEFAULT_PATH})")
         return sp
 
     with_config("run", "run the kiosk").set_defaults(func=cmd_run)
-    sp = with_config("check", "validate config and models, run one inference (deploy smoke test)")
+    sp = with_config("check", "validate config and models, run one inference, ask the server (deploy smoke test)")
     sp.add_argument("--image", type=Path, help="photo to run the pipeline on (default: a blank frame)")
+    sp.add_argument("--offline", action="store_true", help="do not ask the attendance server")
+    sp.add_argument("--config-only", action="store_true",
+                    help="only parse and validate the configuration file (nothing else is read or loaded)")
     sp.set_defaults(func=cmd_check)
     sp = with_config("enroll", "enroll a person on this kiosk from photos")
     sp.add_argument("--id", required=True, help="employee id, e.g. E001")
     sp.add_argument("--replace", action="store_true", help="replace this person's earlier enrollment")
+    sp.add_argument("--new-model", action="store_true",
+                    help="the enrollment file is of another model: keep it as enrolled.<its sha256[:12]>.npz "
+                         "and start a new one")
     sp.add_argument("photos", nargs="+", type=Path, help="photos, each with exactly one face")
     sp.set_defaults(func=cmd_enroll)
+    outbox = sub.add_parser("outbox", help="the queue of attendance events (as root beside the running service)")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    with_config("list", "pending and rejected counts, the last error, the rejected events",
+                outbox_sub).set_defaults(func=cmd_outbox_list)
+    sp = with_config("requeue", "put rejected events back in the queue, keys and order kept", outbox_sub)
+    sp.add_argument("keys", nargs="*", metavar="KEY", help="idempotency keys to requeue (default: all rejected)")
+    sp.set_defaults(func=cmd_outbox_requeue)
     sp = with_config("bench", "per-stage latency (p50/p95) and frames/s on this device")
     sp.add_argument("--image", type=Path, help="test photo (default: camera.source if it is an image)")
     sp.add_argument("--frames", type=_positive, default=50)

@@ -69,6 +69,8 @@ class MatchingConfig:
 class ServerConfig:
     url: str
     token: str = ""
+    # The token kept out of this file (a deploy tool writes it with tighter permissions); read at start-up.
+    token_file: Path | None = None
     timeout_seconds: float = field(default=5.0, metadata=_range(0.1, 300))
 
 
@@ -83,6 +85,8 @@ class OutboxConfig:
     path: Path = Path("/var/lib/pi-kiosk/outbox.sqlite3")
     retry_initial_seconds: float = field(default=2.0, metadata=_range(0.01, 3600))
     retry_max_seconds: float = field(default=300.0, metadata=_range(0.01, 86400))
+    # A token being rotated may be refused for a moment; /healthz says "degraded" only after this.
+    auth_degraded_seconds: float = field(default=300.0, metadata=_range(1, 86400))
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ def _section(name: str, cls: type[T], raw: Any, errors: list[str]) -> T | None:
 
 
 def _cross_checks(cfg: Config, errors: list[str]) -> None:
+    if cfg.server.token and cfg.server.token_file is not None:
+        errors.append("server.token and server.token_file: set one of them, not both")
     url = urlparse(cfg.server.url)
     if url.scheme not in ("http", "https") or not url.netloc:
         errors.append(f"server.url = {cfg.server.url!r}: expected an http:// or https:// URL")
@@ -232,6 +238,17 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
     if errors:
         raise ConfigError(f"{source}: " + "\n  ".join(["invalid configuration:", *errors]))
     return cfg
+
+
+def server_token(server: ServerConfig) -> str:
+    """The bearer token: server.token, or the first line of server.token_file ("" when neither is set)."""
+    if server.token_file is None:
+        return server.token
+    try:
+        lines = server.token_file.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"server.token_file = {str(server.token_file)!r}: cannot read it: {exc.strerror}") from None
+    return lines[0].strip() if lines else ""
 
 
 def load(path: Path) -> Config:

@@ -3,6 +3,11 @@
 Contract: one input, float32, N x 3 x 112 x 112 (N = 1 or symbolic), RGB scaled to [-1, 1];
 one output, float32, N x D with D = 128 or 512. It is read from the model and checked at load,
 so a wrong model fails at start-up with a message instead of producing garbage matches.
+
+A model's embeddings only mean something next to embeddings of the same model, so every
+embedder names its model by the sha256 of the ONNX file (`model_sha256`); the gallery files
+record it. The Coral backend runs a compile of that ONNX model for the Edge TPU and carries the
+ONNX file's hash: the `.tflite` must be compiled from the same network.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy.typing as npt
 
 from .config import EmbedderConfig
 from .errors import ModelError
-from .runtime import open_session
+from .runtime import model_sha256, open_session
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ EMBEDDING_DIMS = (128, 512)
 
 class Embedder(Protocol):
     dim: int
+    model_sha256: str  # the ONNX model file's: names the space the embeddings live in
+    threads: int | None  # ONNX Runtime intra-op threads; None on the Edge TPU
 
     def embed(self, face: U8) -> F32:
         """L2-normalised embedding of an aligned 112x112 BGR face.
@@ -82,7 +89,10 @@ class OnnxEmbedder:
 
     def __init__(self, model_path: Path, *, threads: int = 0, cache_dir: Path | None = None,
                  sha256: str | None = None, key: str = "embedder.model_path") -> None:
-        self.session = open_session(model_path, key=key, threads=threads, cache_dir=cache_dir, sha256=sha256)
+        self.model_sha256 = model_sha256(model_path, key=key, expected=sha256)
+        self.session = open_session(model_path, key=key, threads=threads,
+                                    cache=None if cache_dir is None else (cache_dir, self.model_sha256))
+        self.threads: int | None = self.session.get_session_options().intra_op_num_threads
         in_name, out_name, dim = _check_contract(self.session, key, model_path)
         if self.session.get_modelmeta().custom_metadata_map.get("pi_kiosk.weights") == "random":
             log.warning("%s has RANDOM weights (a synthetic test model): it recognises nobody", model_path)
@@ -122,8 +132,10 @@ class CoralEmbedder:
     """An Edge TPU compiled TFLite model through LiteRT with the libedgetpu delegate."""
 
     DELEGATE = "libedgetpu.so.1"
+    threads: int | None = None  # not ONNX Runtime
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, onnx_sha256: str) -> None:
+        self.model_sha256 = onnx_sha256
         try:
             from ai_edge_litert.interpreter import Interpreter, load_delegate
         except ImportError as exc:
@@ -169,7 +181,8 @@ def load_embedder(cfg: EmbedderConfig) -> Embedder:
     """The configured backend; Coral falls back to ONNX Runtime rather than leave the kiosk dead."""
     if cfg.backend == "coral" and cfg.coral_model_path is not None:
         try:
-            return CoralEmbedder(cfg.coral_model_path)
+            return CoralEmbedder(cfg.coral_model_path,
+                                 model_sha256(cfg.model_path, key="embedder.model_path", expected=cfg.model_sha256))
         except CoralUnavailable as exc:
             log.warning("Coral Edge TPU backend unavailable, falling back to ONNX Runtime with %s: %s",
                         cfg.model_path, exc)

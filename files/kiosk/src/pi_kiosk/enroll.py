@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .detect import Detector
 from .embed import Embedder
 from .errors import CaptureError, EnrollError
 from .match import Gallery
-from .store import load_gallery, save_gallery
+from .store import load_for_model, load_gallery, model_label, save_gallery
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,57 @@ def embed_photos(photos: Sequence[Path], detector: Detector, embedder: Embedder)
     return rows
 
 
-def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedder: Embedder, path: Path,
-           replace: bool = False) -> Gallery:
-    """Add (or with `replace`, set) the person's embeddings in the local enrollment file."""
+def load_enrolled(path: Path, embedder: Embedder) -> Gallery:
+    """Embeddings enrolled on this kiosk with this model (empty if none)."""
+    stored = load_for_model(path, embedder.model_sha256,
+                            "re-enroll everyone with this model: pi-kiosk enroll --new-model (keeps that file)")
+    return Gallery.empty(embedder.dim) if stored is None else stored.gallery
+
+
+def set_aside(path: Path, model: str) -> Path:
+    """Rename another model's enrollment file to a free name carrying that model's short hash."""
+    tag = model[:12] or "no-model"
+    n = 0
+    while True:
+        aside = path.with_name(f"{path.stem}.{tag}{f'.{n}' if n else ''}{path.suffix}")
+        try:
+            os.link(path, aside)  # unlike a rename, never replaces an existing file
+        except FileExistsError:
+            n += 1
+            continue
+        os.unlink(path)
+        return aside
+
+
+def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedder: Embedder, path: Path, *,
+           replace: bool = False, new_model: bool = False) -> Gallery:
+    """Add (or with `replace`, set) the person's embeddings in the local enrollment file.
+
+    A file of another model is refused, or with `new_model` kept beside it (set_aside) and a new
+    one started: nothing recorded is lost."""
     if not employee_id.strip():
         raise EnrollError("--id must not be empty")
     if not photos:
         raise EnrollError("give at least one photo")
     rows = embed_photos(photos, detector, embedder)
-    current = load_gallery(path)[0] if path.exists() else Gallery.empty(embedder.dim)
-    if len(current) and current.dim != embedder.dim:
-        raise EnrollError(f"{path} holds {current.dim}-d embeddings but the model produces {embedder.dim}-d")
+    current = Gallery.empty(embedder.dim)
+    if path.exists():
+        stored = load_gallery(path)
+        if stored.model == embedder.model_sha256:
+            current = stored.gallery
+        elif not new_model:
+            raise EnrollError(f"{path} holds enrollments made with {model_label(stored.model)}, not with the "
+                              f"configured model {embedder.model_sha256[:12]}: they cannot be mixed. To start over "
+                              "with this model, add --new-model (that file is kept under a name with its model's "
+                              "hash) and enroll everyone again")
+        else:
+            aside = set_aside(path, stored.model)
+            log.warning("enrollments of %s kept in %s; starting %s for model %s", model_label(stored.model), aside,
+                        path, embedder.model_sha256[:12])
     if replace and len(current):
         keep = [i for i, e in enumerate(current.ids) if e != employee_id]
         current = Gallery([current.ids[i] for i in keep], current.matrix[keep])
     updated = current.merged(Gallery([employee_id] * len(photos), rows))
-    save_gallery(path, updated)
+    save_gallery(path, updated, embedder.model_sha256)
     log.info("enrolled %s from %d photo(s); %d people in %s", employee_id, len(photos), updated.people, path)
     return updated

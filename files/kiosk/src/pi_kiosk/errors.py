@@ -24,3 +24,7 @@ class EnrollError(KioskError):
 
 class GalleryError(KioskError):
     """Enrolled embeddings are malformed or do not fit the embedding model."""
+
+
+class OutboxError(KioskError):
+    """The outbox database is missing, or an operator command on it names events it does not hold."""

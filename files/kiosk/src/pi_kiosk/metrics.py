@@ -1,7 +1,9 @@
 """Health and Prometheus metrics on a small localhost HTTP endpoint.
 
 /healthz answers 200 while frames are being processed and 503 once none has been for
-`stale_seconds` (a stuck camera or a hung model); /metrics is the Prometheus text format from
+`stale_seconds` (a stuck camera or a hung model); while the server has refused the token for
+longer than `auth_degraded_seconds` it still answers 200, with status "degraded": the kiosk
+recognises people, but nothing reaches the server. /metrics is the Prometheus text format from
 prometheus_client. Both are served from one thread of the standard library's HTTP server.
 """
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .delivery import STATES, DeliveryStatus
 
 # Latency buckets from 1 ms to 2.5 s: a Pi Zero 2 W running ResNet-50 still lands in one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,11 +36,11 @@ class Metrics:
         self.events = Counter("kiosk_attendance_events", "Attendance events written to the outbox", registry=r)
         self.latency = Histogram("kiosk_stage_seconds", "Time per pipeline stage (detect, align, embed, match)",
                                  ["stage"], buckets=LATENCY_BUCKETS, registry=r)
-        self.outbox_depth = Gauge("kiosk_outbox_depth", "Attendance events not yet delivered", registry=r)
         self.last_sync = Gauge("kiosk_last_successful_sync_timestamp_seconds",
                                "Unix time of the last successful gallery sync (0: never)", registry=r)
         self.gallery_size = Gauge("kiosk_gallery_embeddings", "Enrolled embeddings in the gallery", registry=r)
         self.last_frame = time.monotonic()
+        self.delivery: Callable[[], DeliveryStatus] = DeliveryStatus  # until track_outbox: "ok"
 
     def observe(self, stage: str, seconds: float) -> None:
         self.latency.labels(stage).observe(seconds)
@@ -42,15 +49,37 @@ class Metrics:
         self.frames.inc()
         self.last_frame = time.monotonic()
 
-    def track_outbox(self, depth: Callable[[], int]) -> None:
-        # Read at scrape time, so the figure is never stale.
-        self.outbox_depth.set_function(lambda: float(depth()))
+    def track_outbox(self, depth: Callable[[], int], rejected: Callable[[], int],
+                     delivery: Callable[[], DeliveryStatus]) -> None:
+        self.delivery = delivery
+        self.registry.register(_OutboxCollector(depth, rejected, delivery))
+
+
+class _OutboxCollector(Collector):
+    """The outbox figures, read at scrape time so they are never stale."""
+
+    def __init__(self, depth: Callable[[], int], rejected: Callable[[], int],
+                 delivery: Callable[[], DeliveryStatus]) -> None:
+        self._depth, self._rejected, self._delivery = depth, rejected, delivery
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._delivery()
+        yield GaugeMetricFamily("kiosk_outbox_depth", "Attendance events not yet delivered", value=self._depth())
+        yield GaugeMetricFamily("kiosk_outbox_rejected", "Attendance events the server refused, set aside "
+                                "(pi-kiosk outbox list)", value=self._rejected())
+        yield StateSetMetricFamily("kiosk_outbox_delivery", "Attendance delivery: ok, or what blocks it",
+                                   {state: state == status.state for state in STATES})
+        yield GaugeMetricFamily("kiosk_outbox_blocked_seconds", "Seconds attendance delivery has been blocked "
+                                "(0 while it works)", value=status.blocked_seconds())
 
 
 class HealthServer:
-    def __init__(self, metrics: Metrics, host: str, port: int, stale_seconds: float) -> None:
+    def __init__(self, metrics: Metrics, host: str, port: int, stale_seconds: float, *,
+                 auth_degraded_seconds: float, threads: int | None) -> None:
         self.metrics = metrics
         self.stale_seconds = stale_seconds
+        self.auth_degraded_seconds = auth_degraded_seconds
+        self.threads = threads  # the embedding model's ONNX Runtime intra-op threads (None: Edge TPU)
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
@@ -59,10 +88,21 @@ class HealthServer:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def healthy(self) -> tuple[bool, dict[str, float | str]]:
+    def healthy(self) -> tuple[bool, dict[str, float | str | int | None]]:
+        """(frames are processed?, the /healthz body)."""
         age = time.monotonic() - self.metrics.last_frame
-        ok = age <= self.stale_seconds
-        return ok, {"status": "ok" if ok else "stale", "seconds_since_last_frame": round(age, 3)}
+        delivery = self.metrics.delivery()
+        body: dict[str, float | str | int | None] = {
+            "status": "ok", "seconds_since_last_frame": round(age, 3), "delivery": delivery.state,
+            "version": __version__, "threads": self.threads}
+        if age > self.stale_seconds:
+            body.update(status="stale", reason=f"no frame processed for {age:.0f} s "
+                                               f"(metrics.stale_seconds = {self.stale_seconds:g})")
+            return False, body
+        if delivery.state == "auth" and delivery.state_seconds() > self.auth_degraded_seconds:
+            body.update(status="degraded", reason=f"attendance delivery blocked for {delivery.state_seconds():.0f} s "
+                                                  f"by {delivery.detail}: {delivery.hint}")
+        return True, body
 
     def start(self) -> None:
         self._thread.start()

@@ -3,11 +3,12 @@
 Events live in SQLite (WAL, synchronous=FULL) from the moment they are recognised. A sender
 posts due events to `{server}/toon/attendance` as the guide's message ({"E1": employee id,
 "S1": status, "TS1": ISO-8601 time}) with an `Idempotency-Key` header that is fixed when the
-event is written. A server error, timeout or network failure leaves the event in place and
-pauses delivery with exponential backoff (the whole queue: a server that is down is down for
-every event, and the order of events is kept); a kill at any point loses nothing. The one case a
-client cannot settle alone, a request the server processed whose answer never arrived, is
-resent with the same key, so a server that honours the key records it once.
+event is written. Only an answer that judges the event itself (delivery.REJECTING) sets it
+aside; any other failure pauses delivery with exponential backoff (the whole queue: a server
+that is down, or refuses the token, does so for every event, and the order of events is kept);
+a kill at any point loses nothing. The one case a client cannot settle alone, a request the
+server processed whose answer never arrived, is resent with the same key, so a server that
+honours the key records it once.
 """
 from __future__ import annotations
 
@@ -18,38 +19,48 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import requests
 
+from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
+from .errors import OutboxError
 from .server import server_session
 
 log = logging.getLogger(__name__)
 
 ATTENDANCE_PATH = "/toon/attendance"
-# Client errors that may pass (timeout, too early, rate limit): retried like server errors.
-RETRYABLE_4XX = frozenset({408, 425, 429})
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE TABLE IF NOT EXISTS rejected (
-    idempotency_key TEXT PRIMARY KEY,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    rejected_at REAL NOT NULL,
-    status INTEGER NOT NULL,
-    response TEXT
-);
-"""
+# The tables of pi-kiosk 0.1 (`PRAGMA user_version` 0); _MIGRATIONS brings them up to date.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS rejected (
+        idempotency_key TEXT PRIMARY KEY,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        rejected_at REAL NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT
+    )""",
+)
+# Entry n takes a database from user_version n to n + 1. Kiosks hold outbox files already, so
+# the schema only ever grows this way.
+_MIGRATIONS = (
+    # The event's outbox row id, so that a requeued event gets its old place in the queue back
+    # (NULL for events set aside by 0.1).
+    "ALTER TABLE rejected ADD COLUMN outbox_id INTEGER",
+)
 
 
 @dataclass(frozen=True)
@@ -59,19 +70,60 @@ class Event:
     attempts: int = 0
 
 
+@dataclass(frozen=True)
+class RejectedEvent:
+    key: str
+    employee_id: str
+    status: int
+    created_at: float  # Unix time the event was queued
+    rejected_at: float
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    rejected: int
+    oldest_created_at: float | None  # Unix time of the oldest pending event
+    last_error: str | None  # of the oldest event that failed, with its attempts
+    last_error_attempts: int
+
+
 class Outbox:
     """Thread-safe: the recognition loop adds, the sender delivers, /metrics reads the depth."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed event survives a power cut, not just a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        with self._lock, self._transaction():
+            self._migrate()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; callers hold self._lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        # A newer pi-kiosk's database (after a downgrade) is used as it is: every query here names its columns.
+        for statement in _MIGRATIONS[version:]:
+            self._db.execute(statement)
+        if version < len(_MIGRATIONS):
+            self._db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
     def close(self) -> None:
         with self._lock:
@@ -110,17 +162,35 @@ class Outbox:
 
     def reject(self, key: str, status: int, response: str) -> None:
         """Move an event the server refused for good aside, kept for an operator to look at."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO rejected SELECT idempotency_key, payload, created_at, ?, ?, ? "
-                    "FROM outbox WHERE idempotency_key = ?", (time.time(), status, response[:500], key))
-                self._db.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO rejected "
+                "(idempotency_key, payload, created_at, rejected_at, status, response, outbox_id) "
+                "SELECT idempotency_key, payload, created_at, ?, ?, ?, id FROM outbox WHERE idempotency_key = ?",
+                (time.time(), status, response[:500], key))
+            self._db.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
+
+    def requeue(self, keys: Sequence[str] = ()) -> int:
+        """Move rejected events (all, or those with these idempotency keys) back into the queue,
+        with their keys and at their old place; returns how many. Unknown keys requeue nothing."""
+        with self._lock, self._transaction():
+            # Events with a recorded place first (their ids are explicit), then 0.1's, oldest first,
+            # which take new ids at the end of the queue.
+            rows = self._db.execute(
+                "SELECT idempotency_key, payload, created_at, outbox_id FROM rejected "
+                "ORDER BY outbox_id IS NULL, outbox_id, created_at").fetchall()
+            if keys:
+                wanted = set(keys)
+                unknown = sorted(wanted - {row[0] for row in rows})
+                if unknown:
+                    raise OutboxError(f"{self.path}: no rejected event with idempotency key {', '.join(unknown)}; "
+                                      "`pi-kiosk outbox list` shows the rejected events")
+                rows = [row for row in rows if row[0] in wanted]
+            for key, payload, created_at, outbox_id in rows:
+                self._db.execute("INSERT INTO outbox (id, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?)",
+                                 (outbox_id, key, payload, created_at))
+                self._db.execute("DELETE FROM rejected WHERE idempotency_key = ?", (key,))
+        return len(rows)
 
     def depth(self) -> int:
         with self._lock:
@@ -132,22 +202,45 @@ class Outbox:
             (count,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
         return int(count)
 
+    def backlog(self) -> Backlog:
+        """What an operator needs to know about the queue (`pi-kiosk outbox list`)."""
+        with self._lock:
+            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+            (rejected,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
+            # A pass stops at the first failure, so the oldest failed event holds the latest error.
+            error = self._db.execute("SELECT last_error, attempts FROM outbox WHERE last_error IS NOT NULL "
+                                     "ORDER BY id LIMIT 1").fetchone()
+        return Backlog(int(pending), int(rejected), oldest, error[0] if error else None, error[1] if error else 0)
+
+    def rejected(self) -> list[RejectedEvent]:
+        with self._lock:
+            rows = self._db.execute("SELECT idempotency_key, payload, status, created_at, rejected_at FROM rejected "
+                                    "ORDER BY rejected_at, outbox_id").fetchall()
+        return [RejectedEvent(key, str(json.loads(payload).get("E1", "?")), status, created, rejected)
+                for key, payload, status, created, rejected in rows]
+
 
 class Sender:
     """Delivers pending events, oldest first; `run` loops until stopped, woken early by `wake`."""
 
     def __init__(self, outbox: Outbox, server_url: str, *, token: str = "", timeout: float = 5.0,
-                 retry_initial: float = 2.0, retry_max: float = 300.0,
-                 session: requests.Session | None = None) -> None:
+                 retry_initial: float = 2.0, retry_max: float = 300.0, session: requests.Session | None = None,
+                 on_change: Callable[[DeliveryStatus], None] | None = None) -> None:
         self.outbox = outbox
         self.url = server_url.rstrip("/") + ATTENDANCE_PATH
         self.timeout = timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.session = server_session(token, session)
+        self.tracker = DeliveryTracker(self.url, outbox.depth, on_change)
         self._wake = threading.Event()
         self._failures = 0  # consecutive failed attempts
         self._resume_at = 0.0  # time.monotonic() before which delivery is paused
+
+    @property
+    def status(self) -> DeliveryStatus:
+        """Whether delivery works, what blocks it and since when."""
+        return self.tracker.status
 
     def backoff(self, failures: int) -> float:
         """Pause after `failures + 1` consecutive failures: doubling, capped, with jitter so a
@@ -161,39 +254,42 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
-    def _fail(self, event: Event, error: str) -> None:
+    def _pause(self, event: Event, verdict: Verdict, error: str) -> None:
         self.outbox.failed(event.key, error)
         self._resume_at = time.monotonic() + self.backoff(self._failures)
         self._failures += 1
+        self.tracker.blocked(verdict, self.retry_in())
 
     def deliver_due(self) -> int:
         """Send pending events unless paused by a failure; returns how many were delivered.
-        Stops at the first failure: the rest would fail the same way, and order is kept."""
+        Stops at the first failure that is not about the event itself: the rest would fail the
+        same way, and order is kept."""
         if self.retry_in() > 0:
             return 0
         delivered = 0
         for event in self.outbox.pending():
             try:
+                # Not redirected: a redirected POST becomes a GET, and a 2xx to that GET (a login
+                # page) would delete an event the server never received.
                 resp = self.session.post(self.url, json=event.payload, timeout=self.timeout,
-                                         headers={"Idempotency-Key": event.key})
+                                         headers={"Idempotency-Key": event.key}, allow_redirects=False)
             except requests.RequestException as exc:
-                self._fail(event, f"{type(exc).__name__}: {exc}")
-                log.warning("attendance server unreachable (%s); %d event(s) waiting, next try in %.0f s",
-                            type(exc).__name__, self.outbox.depth(), self.retry_in())
+                self._pause(event, unreachable(exc), f"{type(exc).__name__}: {exc}")
                 break
-            if 200 <= resp.status_code < 300:
+            verdict = judge(resp.status_code)
+            if verdict.action is Action.BLOCKED:
+                self._pause(event, verdict, verdict.detail)
+                break
+            # The server judged the event: it is reachable, takes the token and knows the URL.
+            self.tracker.resumed()
+            self._failures = 0
+            if verdict.action is Action.DELIVERED:
                 self.outbox.delivered(event.key)
-                self._failures = 0
                 delivered += 1
-            elif 400 <= resp.status_code < 500 and resp.status_code not in RETRYABLE_4XX:
-                self.outbox.reject(event.key, resp.status_code, resp.text)
-                log.error("attendance server rejected event %s with HTTP %d; kept in the rejected table",
-                          event.key, resp.status_code)
             else:
-                self._fail(event, f"HTTP {resp.status_code}")
-                log.warning("attendance server answered HTTP %d; next try in %.0f s", resp.status_code,
-                            self.retry_in())
-                break
+                self.outbox.reject(event.key, resp.status_code, resp.text)
+                log.error("attendance server rejected event %s with HTTP %d; set aside in the rejected table "
+                          "(pi-kiosk outbox list, pi-kiosk outbox requeue)", event.key, resp.status_code)
         return delivered
 
     def run(self, stop: threading.Event) -> None:

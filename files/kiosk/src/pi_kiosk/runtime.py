@@ -7,6 +7,7 @@ graph cached on disk so the next start skips the work.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -27,11 +28,29 @@ def available_cores() -> int:
 
 
 def file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# Keyed by the file's identity and version: the embedder, its Coral fallback and the model's
+# identity in the embeddings files all need the hash, and a ResNet-50 is 170 MB to read.
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, *version: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_sha256(path: Path, *, key: str, expected: str | None = None) -> str:
+    """The model file's sha256 (its identity), checked against `expected` when that is configured."""
+    if not path.is_file():
+        raise ModelError(f"{key} = {str(path)!r}: model file not found")
+    digest = file_sha256(path)
+    if expected is not None and digest != expected.lower():
+        raise ModelError(f"{key} = {str(path)!r}: sha256 is {digest}, but the configuration expects {expected}")
+    return digest
 
 
 def session_options(threads: int, *, dynamic_shapes: bool = False) -> ort.SessionOptions:
@@ -56,17 +75,16 @@ def open_session(
     *,
     key: str,
     threads: int,
-    cache_dir: Path | None = None,
-    sha256: str | None = None,
+    cache: tuple[Path, str] | None = None,
     dynamic_shapes: bool = False,
 ) -> ort.InferenceSession:
-    """Open `path` on the CPU; `key` is the config key that named it, for error messages."""
+    """Open `path` on the CPU; `key` is the config key that named it, for error messages.
+    `cache` is (directory, the file's sha256 from model_sha256): the optimised graph is kept
+    there under a name carrying the hash."""
     if not path.is_file():
         raise ModelError(f"{key} = {str(path)!r}: model file not found")
-    digest = file_sha256(path) if sha256 is not None or cache_dir is not None else ""
-    if sha256 is not None and digest != sha256.lower():
-        raise ModelError(f"{key} = {str(path)!r}: sha256 is {digest}, but the configuration expects {sha256}")
-    if cache_dir is not None:
+    if cache is not None:
+        cache_dir, digest = cache
         cached = cache_dir / f"{path.stem}-{digest[:16]}-ort{ort.__version__}-g{graph.VERSION}.onnx"
         if cached.is_file():
             opts = session_options(threads, dynamic_shapes=dynamic_shapes)
@@ -79,7 +97,7 @@ def open_session(
                 cached.unlink(missing_ok=True)
     opts = session_options(threads, dynamic_shapes=dynamic_shapes)
     staged: Path | None = None
-    if cache_dir is not None:
+    if cache is not None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             staged = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")

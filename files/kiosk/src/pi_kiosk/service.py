@@ -6,56 +6,53 @@ import threading
 import time
 from datetime import datetime
 
+import numpy as np
 import requests
 
 from .capture import frames
-from .config import Config
+from .config import Config, server_token
 from .cooldown import Cooldown
 from .detect import load_detector
 from .embed import load_embedder
+from .enroll import load_enrolled
 from .errors import GalleryError
-from .match import Gallery
 from .metrics import HealthServer, Metrics
+from .notify import Notifier
 from .outbox import Outbox, Sender
 from .pipeline import Pipeline, Recognition
-from .store import load_gallery
 from .sync import GallerySync
 
 log = logging.getLogger(__name__)
 
 
-def load_enrolled(cfg: Config, dim: int) -> Gallery:
-    """Embeddings enrolled on this kiosk with `pi-kiosk enroll` (empty if none)."""
-    path = cfg.sync.enrolled_path
-    if not path.exists():
-        return Gallery.empty(dim)
-    gallery, _ = load_gallery(path)
-    if len(gallery) and gallery.dim != dim:
-        raise GalleryError(f"sync.enrolled_path = {str(path)!r}: holds {gallery.dim}-d embeddings but the model "
-                           f"produces {dim}-d; enroll again with this model")
-    return gallery
-
-
 class Service:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.notifier = Notifier()
+        self.notifier.status("loading models")
         self.metrics = Metrics()
-        embedder = load_embedder(cfg.embedder)
+        embedder = load_embedder(cfg.embedder)  # runs one inference at load
         detector = load_detector(cfg.detector)
-        self.sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim,
-                                token=cfg.server.token, timeout=cfg.server.timeout_seconds)
-        self.enrolled = load_enrolled(cfg, embedder.dim)
+        # Warm-up: first runs allocate and plan; READY=1 should mean frames are processed at full speed.
+        detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
+        token = server_token(cfg.server)
+        self.sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim, embedder.model_sha256,
+                                token=token, timeout=cfg.server.timeout_seconds)
+        self.enrolled = load_enrolled(cfg.sync.enrolled_path, embedder)
         gallery = self.sync.load_cached().merged(self.enrolled)
         self.pipeline = Pipeline(detector, embedder, gallery, cfg.matching.threshold, self.metrics.observe)
         self.metrics.gallery_size.set(len(gallery))
         self.outbox = Outbox(cfg.outbox.path)
-        self.sender = Sender(self.outbox, cfg.server.url, token=cfg.server.token,
+        self.sender = Sender(self.outbox, cfg.server.url, token=token,
                              timeout=cfg.server.timeout_seconds, retry_initial=cfg.outbox.retry_initial_seconds,
-                             retry_max=cfg.outbox.retry_max_seconds)
-        self.metrics.track_outbox(self.outbox.depth)
+                             retry_max=cfg.outbox.retry_max_seconds,
+                             on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
+        self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
         self.cooldown = Cooldown(cfg.report.cooldown_seconds)
         self.stop_event = threading.Event()
-        log.info("ready: %d-d embeddings, %d people enrolled", embedder.dim, gallery.people)
+        self.summary = (f"{embedder.dim}-d embeddings of model {embedder.model_sha256[:12]}, "
+                        f"{gallery.people} people enrolled")
+        log.info("models loaded: %s", self.summary)
 
     def report(self, results: list[Recognition]) -> None:
         for r in results:
@@ -95,13 +92,16 @@ class Service:
 
     def run(self) -> None:
         cam, met = self.cfg.camera, self.cfg.metrics
-        health = HealthServer(self.metrics, met.host, met.port, met.stale_seconds)
+        health = HealthServer(self.metrics, met.host, met.port, met.stale_seconds,
+                              auth_degraded_seconds=self.cfg.outbox.auth_degraded_seconds,
+                              threads=self.pipeline.embedder.threads)
         health.start()
         log.info("health and metrics on http://%s:%d/", met.host, health.port)
         workers = [threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender"),
                    threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
         for w in workers:
             w.start()
+        self.notifier.ready(f"running; {self.summary}; health on http://{met.host}:{health.port}/healthz")
         min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
         try:
             next_frame = time.monotonic()
@@ -110,6 +110,7 @@ class Service:
                     break
                 self.report(self.pipeline.process(frame))
                 self.metrics.frame_done()
+                self.notifier.watchdog()
                 if min_interval:
                     next_frame += min_interval
                     delay = next_frame - time.monotonic()
@@ -118,6 +119,7 @@ class Service:
                     else:
                         next_frame = time.monotonic()
         finally:
+            self.notifier.stopping()
             self.stop()
             workers[0].join(timeout=self.cfg.server.timeout_seconds + 5)
             health.stop()

@@ -2,21 +2,26 @@
 
 A write goes to a temporary file in the same directory, is fsynced, renamed over the old file
 and the directory fsynced: after a power cut the file is either the old or the new version,
-never a torn one, and a kiosk can always start offline from the last good copy.
+never a torn one, and a kiosk can always start offline from the last good copy. Each file
+records the sha256 of the embedding model whose vectors it holds.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GalleryError
 from .match import Gallery
+
+log = logging.getLogger(__name__)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -39,21 +44,47 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save_gallery(path: Path, gallery: Gallery, etag: str = "") -> None:
+@dataclass(frozen=True)
+class StoredGallery:
+    gallery: Gallery
+    model: str  # sha256 of the model that computed the vectors; "" in files of pi-kiosk 0.1
+    etag: str = ""
+
+
+def model_label(sha256: str) -> str:
+    return f"model {sha256[:12]}" if sha256 else "an unrecorded model (a file of pi-kiosk 0.1)"
+
+
+def save_gallery(path: Path, gallery: Gallery, model: str, etag: str = "") -> None:
     buf = io.BytesIO()
-    np.savez(buf, ids=np.asarray(gallery.ids, dtype=np.str_), vectors=gallery.matrix, etag=np.str_(etag))
+    np.savez(buf, ids=np.asarray(gallery.ids, dtype=np.str_), vectors=gallery.matrix, model=np.str_(model),
+             etag=np.str_(etag))
     write_private(path, buf.getvalue())
 
 
-def load_gallery(path: Path) -> tuple[Gallery, str]:
-    """(gallery, etag) from a file written by save_gallery."""
+def load_gallery(path: Path) -> StoredGallery:
     try:
         with np.load(path, allow_pickle=False) as data:
             ids = [str(i) for i in data["ids"]]
             vectors = data["vectors"]
+            model = str(data["model"]) if "model" in data.files else ""
             etag = str(data["etag"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise GalleryError(f"{path}: not a readable embeddings file: {exc}") from None
     if vectors.ndim != 2:
         raise GalleryError(f"{path}: embeddings have shape {vectors.shape}, expected (rows, dim)")
-    return Gallery(ids, vectors), etag
+    return StoredGallery(Gallery(ids, vectors), model, etag)
+
+
+def load_for_model(path: Path, model: str, remedy: str) -> StoredGallery | None:
+    """The file's embeddings if it exists and was written for `model`. A file of another model
+    (vectors of another space: strangers could match) is not used, and one warning says so and
+    what to do (`remedy`); the file itself is left alone."""
+    if not path.exists():
+        return None
+    stored = load_gallery(path)
+    if stored.model != model:
+        log.warning("%s holds embeddings of %s, not of the configured model %s: not used; %s",
+                    path, model_label(stored.model), model[:12], remedy)
+        return None
+    return stored

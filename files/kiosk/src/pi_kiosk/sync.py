@@ -1,10 +1,11 @@
 """Enrolled embeddings from the server, cached on disk so a kiosk starts and runs offline.
 
-`GET {server}/api/employees/embeddings` answers
-    {"employees": [{"id": "E001", "embeddings": [[0.01, ...], ...]}, ...]}
-with an ETag; the next request sends If-None-Match and a 304 costs nothing. A new answer is
-validated (every vector finite, non-zero, of the model's dimension) before it replaces the
-cached copy, so a bad response never takes a working gallery away.
+`GET {server}/api/employees/embeddings?model=<sha256 of the embedding model>` answers
+    {"model": "<sha256>", "employees": [{"id": "E001", "embeddings": [[0.01, ...], ...]}, ...]}
+("model" optional) with an ETag; the next request sends If-None-Match and a 304 costs nothing.
+A new answer is validated (the model, when named, is ours; every vector finite, non-zero, of
+the model's dimension) before it replaces the cached copy, so a bad response never takes a
+working gallery away.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import requests
 from .errors import GalleryError
 from .match import Gallery
 from .server import server_session
-from .store import load_gallery, save_gallery
+from .store import load_for_model, save_gallery
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +55,37 @@ def parse_embeddings(body: Any, dim: int) -> Gallery:
 
 
 class GallerySync:
-    def __init__(self, server_url: str, cache_path: Path, dim: int, *, token: str = "", timeout: float = 5.0,
-                 session: requests.Session | None = None) -> None:
+    def __init__(self, server_url: str, cache_path: Path, dim: int, model: str, *, token: str = "",
+                 timeout: float = 5.0, session: requests.Session | None = None) -> None:
         self.url = server_url.rstrip("/") + EMBEDDINGS_PATH
         self.cache_path = cache_path
         self.dim = dim
+        self.model = model  # the embedding model's sha256
         self.timeout = timeout
         self.session = server_session(token, session)
         self.etag = ""
 
     def load_cached(self) -> Gallery:
-        """The last synced gallery, or an empty one on first start."""
-        if not self.cache_path.exists():
+        """The last gallery synced for this model, or an empty one (first start, or a new model)."""
+        stored = load_for_model(self.cache_path, self.model, "it is fetched again for this model on the next sync")
+        if stored is None:
             return Gallery.empty(self.dim)
-        gallery, self.etag = load_gallery(self.cache_path)
-        if len(gallery) and gallery.dim != self.dim:
-            log.warning("cached gallery %s holds %d-d embeddings but the model produces %d-d; ignoring it",
-                        self.cache_path, gallery.dim, self.dim)
-            self.etag = ""
-            return Gallery.empty(self.dim)
-        return gallery
+        self.etag = stored.etag  # only an ETag of this model's gallery is ever sent
+        return stored.gallery
+
+    def _get(self, *, stream: bool) -> requests.Response:
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        return self.session.get(self.url, params={"model": self.model}, headers=headers, timeout=self.timeout,
+                                stream=stream)
+
+    def probe(self) -> int:
+        """The HTTP status a sync would get now, without downloading the gallery (pi-kiosk check)."""
+        with self._get(stream=True) as resp:
+            return resp.status_code
 
     def fetch(self) -> Gallery | None:
         """A new gallery, or None if unchanged (304). Raises requests/GalleryError on failure."""
-        headers = {"If-None-Match": self.etag} if self.etag else {}
-        resp = self.session.get(self.url, headers=headers, timeout=self.timeout)
+        resp = self._get(stream=False)
         if resp.status_code == 304:
             return None
         resp.raise_for_status()
@@ -86,9 +93,12 @@ class GallerySync:
             body = resp.json()
         except ValueError:
             raise GalleryError(f"{self.url}: response is not JSON") from None
+        if isinstance(body, dict) and "model" in body and body["model"] != self.model:
+            raise GalleryError(f"{self.url}: the answer holds embeddings of model {str(body['model'])[:12]!r}, "
+                               f"this kiosk's model is {self.model[:12]}; keeping the cached gallery")
         gallery = parse_embeddings(body, self.dim)
         etag = resp.headers.get("ETag", "")
-        save_gallery(self.cache_path, gallery, etag)
+        save_gallery(self.cache_path, gallery, self.model, etag)
         self.etag = etag
         # Counts only: the embeddings themselves are never logged.
         log.info("gallery synced: %d people, %d embeddings", gallery.people, len(gallery))

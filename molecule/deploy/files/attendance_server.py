@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""A minimal attendance server for the deploy scenario (stdlib only, runs on the emulated Pi).
+
+POST /toon/attendance records each Idempotency-Key once (events.jsonl beside this file) and answers
+200; GET /api/employees/embeddings answers an empty gallery. Enough to prove delivery end to end;
+the project's reference server is the real specification.
+"""
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+EVENTS = Path(__file__).with_name("events.jsonl")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = self.headers.get("Idempotency-Key", "")
+        seen = {json.loads(line)["key"] for line in EVENTS.read_text().splitlines()} if EVENTS.exists() else set()
+        if key not in seen:
+            with EVENTS.open("a") as fh:
+                fh.write(json.dumps({"key": key, "event": body}) + "\n")
+        self.answer(200, b"{}")
+
+    def do_GET(self) -> None:
+        self.answer(200, b'{"employees": []}')
+
+    def answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

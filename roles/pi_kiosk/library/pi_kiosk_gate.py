@@ -1,0 +1,218 @@
+#!/usr/bin/python
+"""Ansible module: the kiosk's deploy gate, before the switch (smoke test) and after it (health)."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pi_kiosk_gate
+short_description: Smoke-test a kiosk release, or restart the kiosk and hold it to its health
+description:
+  - C(smoke) runs the oneshot unit O(unit) (C(pi-kiosk check) in the candidate release, with the
+    service's own sandbox) and fails with the reason it printed, or the signal that killed it.
+  - C(live) restarts (or starts) the service O(unit) and fails unless systemd reports it ready within
+    O(timeout) seconds, and then, for O(window) seconds, C(/healthz) answers 200 with the expected
+    version, the frames counter of C(/metrics) rises and systemd neither restarts it nor sees its
+    main process change.
+  - C(probe) only reads the same figures once, without restarting (what a run that changes nothing reports).
+options:
+  mode: {description: What to do., type: str, choices: [smoke, live, probe], required: true}
+  unit: {description: The unit., type: str, required: true}
+  url: {description: "Base URL of /healthz and /metrics (live, probe).", type: str, default: "http://127.0.0.1:9108"}
+  timeout: {description: Seconds to become ready (or for the smoke test to finish)., type: int, default: 120}
+  window: {description: Seconds the service must stay healthy after it is ready., type: int, default: 30}
+  expect_version: {description: The version /healthz must report; empty accepts any., type: str, default: ""}
+  daemon_reload: {description: Reload systemd's units before the restart (a unit file changed)., type: bool, default: false}
+"""
+
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+FRAMES = re.compile(r"^kiosk_frames_total\s+([0-9.e+]+)$", re.MULTILINE)
+POLL_SECONDS = 2.0
+# CLD_KILLED and CLD_DUMPED: ExecMainStatus is then the signal's number.
+KILLED_CODES = {"2", "3", "killed", "dumped"}
+SIGNAL_HINTS = {
+    "SIGILL": "illegal instruction: a library in the release (e.g. this onnxruntime build) does not run on this CPU",
+    "SIGABRT": "aborted",
+    "SIGSEGV": "segmentation fault",
+    "SIGKILL": "killed (out of memory? MemoryMax, or the watchdog)",
+    "SIGSYS": "a system call refused by the unit's SystemCallFilter",
+}
+
+
+class GateError(Exception):
+    def __init__(self, phase: str, reason: str) -> None:
+        super().__init__(f"{phase}: {reason}")
+        self.phase = phase
+        self.reason = reason
+
+
+def systemctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def show(unit: str, *props: str) -> dict[str, str]:
+    out = systemctl("show", unit, *(f"--property={p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def journal(invocation: str, lines: int = 15) -> list[str]:
+    if not invocation:
+        return []
+    proc = subprocess.run(["journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "--output=cat", "--no-pager",
+                           f"--lines={lines}"], capture_output=True, text=True)
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def why(unit: str) -> str:
+    """What the unit's last run printed (its own one-line errors first) and how it ended."""
+    info = show(unit, "Result", "ExecMainCode", "ExecMainStatus", "InvocationID")
+    lines = journal(info.get("InvocationID", ""))
+    own = [line for line in lines if line.startswith("pi-kiosk:") or "Error" in line or "error" in line]
+    text = " | ".join((own or lines)[-4:])
+    end = f"result {info.get('Result', '?')}"
+    if info.get("ExecMainCode") in KILLED_CODES and info.get("ExecMainStatus", "").isdigit():
+        name = signal.Signals(int(info["ExecMainStatus"])).name
+        end = f"killed by {name} ({SIGNAL_HINTS.get(name, 'signal')})"
+    elif info.get("ExecMainStatus", "0") not in ("", "0"):
+        end += f", exit status {info['ExecMainStatus']}"
+    return f"{text} [{end}]" if text else f"[{end}]"
+
+
+def smoke(unit: str, timeout: int) -> dict[str, Any]:
+    # The smoke-test unit may have changed with this deploy; reloading is cheap, a stale unit is not.
+    systemctl("daemon-reload")
+    systemctl("reset-failed", unit)
+    start = time.monotonic()
+    try:
+        proc = systemctl("start", unit, timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        systemctl("stop", unit)
+        raise GateError("smoke test", f"{unit} did not finish within {timeout} s") from None
+    if proc.returncode != 0:
+        raise GateError("smoke test", why(unit))
+    info = show(unit, "InvocationID")
+    return {"seconds": round(time.monotonic() - start, 1), "output": journal(info.get("InvocationID", ""))}
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, str(exc)
+
+
+def frames(url: str) -> float | None:
+    status, body = fetch(url + "/metrics")
+    found = FRAMES.search(body) if status == 200 else None
+    return float(found.group(1)) if found else None
+
+
+def health(url: str, expect_version: str) -> dict[str, Any]:
+    status, body = fetch(url + "/healthz")
+    if status != 200:
+        raise GateError("health", f"/healthz answered {status or 'nothing'}: {body[:300]}")
+    info: dict[str, Any] = json.loads(body)
+    if expect_version and info.get("version") != expect_version:
+        raise GateError("health", f"/healthz reports version {info.get('version')}, the release is {expect_version}")
+    return info
+
+
+def wait_ready(unit: str, timeout: int) -> tuple[float, dict[str, str]]:
+    start = time.monotonic()
+    props = ("ActiveState", "SubState", "NRestarts", "MainPID", "Result")
+    while True:
+        state = show(unit, *props)
+        if state.get("ActiveState") == "active":
+            return time.monotonic() - start, state
+        if state.get("ActiveState") == "failed" or time.monotonic() - start > timeout:
+            what = ("failed" if state.get("ActiveState") == "failed"
+                    else f"not ready within {timeout} s ({state.get('ActiveState')}/{state.get('SubState')})")
+            raise GateError("ready", f"{unit} {what}: {why(unit)}")
+        time.sleep(1.0)
+
+
+def live(unit: str, url: str, timeout: int, window: int, expect_version: str, daemon_reload: bool) -> dict[str, Any]:
+    if daemon_reload:
+        systemctl("daemon-reload")
+    systemctl("enable", unit)
+    systemctl("reset-failed", unit)
+    proc = systemctl("restart", "--no-block", unit)
+    if proc.returncode != 0:
+        raise GateError("start", proc.stderr.strip())
+    ready, state = wait_ready(unit, timeout)
+    first = None
+    deadline = time.monotonic() + window
+    info: dict[str, Any] = {}
+    while True:
+        now = show(unit, "ActiveState", "NRestarts", "MainPID")
+        if now.get("NRestarts") != state.get("NRestarts") or now.get("MainPID") != state.get("MainPID"):
+            raise GateError("stability", f"{unit} restarted during the {window} s window: {why(unit)}")
+        if now.get("ActiveState") != "active":
+            raise GateError("stability", f"{unit} is {now.get('ActiveState')} during the window: {why(unit)}")
+        try:
+            info = health(url, expect_version)
+        except GateError:
+            if time.monotonic() < deadline:  # the HTTP endpoint may come up a moment after READY
+                time.sleep(POLL_SECONDS)
+                continue
+            raise
+        count = frames(url)
+        if first is None:
+            first = count
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_SECONDS)
+    if first is None or count is None or count <= first:
+        raise GateError("health", f"no frames processed during the {window} s window (kiosk_frames_total "
+                                  f"{first} -> {count}): is the camera delivering?")
+    return {"ready_seconds": round(ready, 1), "frames": count - first, "fps": round((count - first) / window, 2),
+            "healthz": info}
+
+
+def probe(unit: str, url: str) -> dict[str, Any]:
+    state = show(unit, "ActiveState", "NRestarts")
+    status, body = fetch(url + "/healthz")
+    return {"active": state.get("ActiveState"), "restarts": state.get("NRestarts"), "healthz_status": status,
+            "healthz": json.loads(body) if status in (200, 503) else body[:300]}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "mode": {"type": "str", "required": True, "choices": ["smoke", "live", "probe"]},
+            "unit": {"type": "str", "required": True},
+            "url": {"type": "str", "default": "http://127.0.0.1:9108"},
+            "timeout": {"type": "int", "default": 120},
+            "window": {"type": "int", "default": 30},
+            "expect_version": {"type": "str", "default": ""},
+            "daemon_reload": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["mode"] == "probe":
+        module.exit_json(changed=False, **probe(p["unit"], p["url"].rstrip("/")))
+    if module.check_mode:
+        module.exit_json(changed=p["mode"] == "live", skipped_in_check_mode=True)
+    try:
+        if p["mode"] == "smoke":
+            module.exit_json(changed=False, **smoke(p["unit"], p["timeout"]))
+        module.exit_json(changed=True, **live(p["unit"], p["url"].rstrip("/"), p["timeout"], p["window"],
+                                              p["expect_version"], p["daemon_reload"]))
+    except GateError as exc:
+        module.fail_json(msg=str(exc), phase=exc.phase, reason=exc.reason)
+
+
+if __name__ == "__main__":
+    main()

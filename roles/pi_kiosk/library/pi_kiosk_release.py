@@ -1,0 +1,145 @@
+#!/usr/bin/python
+"""Ansible module: take shipped wheels into the Pi's wheel cache and build a release's virtualenv."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pi_kiosk_release
+short_description: Build a kiosk release (a virtualenv) from the Pi's own wheel cache, offline
+description:
+  - Takes the wheels of O(incoming) (a tar the controller sent with only the wheels this Pi lacked) into
+    the content-addressed cache ROOT/wheels/<sha256>/, each checked against its expected sha256.
+  - Builds ROOT/releases/<release> at its final path with C(python -m venv) and
+    C(pip install --no-index --require-hashes) from links to the cache: no package index is configured
+    or reachable for pip. A release is complete once its marker file is written, last; an incomplete
+    one is removed and built again, a complete one is never rebuilt.
+options:
+  root: {description: The deployment area., type: path, required: true}
+  release: {description: Release id., type: str, required: true}
+  python: {description: The interpreter the virtualenv is made from., type: path, default: /usr/bin/python3}
+  wheels:
+    description: "Every wheel of the release: dicts with file and sha256."
+    type: list
+    elements: dict
+    required: true
+  requirements: {description: The release's requirements (every line pinned and hashed)., type: str, required: true}
+  incoming: {description: A tar of wheels to take into the cache first (removed afterwards)., type: path}
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pi_kiosk_store import MARKER, Store, now, remove_tree, write_atomic
+
+TAIL = 1500
+
+
+def ingest(store: Store, incoming: Path, expected: dict[str, str]) -> tuple[int, int]:
+    """Move the tar's wheels into the cache after checking each one's sha256; (wheels, bytes)."""
+    staging = store.wheels / ".incoming"
+    remove_tree(staging)
+    staging.mkdir(parents=True)
+    count = size = 0
+    with tarfile.open(incoming) as tar:
+        for member in tar:
+            name = os.path.basename(member.name)
+            if not member.isfile() or name not in expected:
+                raise ValueError(f"{incoming}: unexpected member {member.name!r}")
+            src = tar.extractfile(member)
+            assert src is not None
+            digest = hashlib.sha256()
+            with (staging / name).open("wb") as out:
+                for block in iter(lambda: src.read(1 << 20), b""):  # noqa: B023 (src is this member's)
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != expected[name]:
+                raise ValueError(f"{name}: sha256 {digest.hexdigest()} differs from the release's {expected[name]}")
+            dest = store.wheel_path(expected[name], name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, dest)
+            count += 1
+            size += member.size
+    remove_tree(staging)
+    incoming.unlink()
+    return count, size
+
+
+def build(store: Store, release: str, python: str, wheels: list[dict[str, str]], requirements: str) -> float:
+    """Build the release's virtualenv at its final path; the seconds it took."""
+    start = time.monotonic()
+    target = store.release_dir(release)
+    remove_tree(target)
+    links = target / "wheels"
+    run([python, "-m", "venv", str(target)], "create the virtualenv")
+    links.mkdir()
+    for wheel in wheels:
+        os.symlink(store.wheel_path(wheel["sha256"], wheel["file"]), links / wheel["file"])
+    (target / "requirements.txt").write_text(requirements)
+    # No index anywhere: pip's own configuration files are ignored, and it may only read the links.
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pip = [str(target / "bin/python"), "-m", "pip"]
+    run([*pip, "install", "--no-index", "--no-cache-dir", "--require-hashes", "--find-links", str(links),
+         "-r", str(target / "requirements.txt")], "install the wheels", env)
+    run([*pip, "check"], "check the installed dependencies", env)
+    info = {"release": release, "wheels": sorted({w["sha256"] for w in wheels}), "built_at": now(),
+            "python": python}
+    write_atomic(target / MARKER, (json.dumps(info, indent=2) + "\n").encode())
+    return time.monotonic() - start
+
+
+def run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        output = (proc.stderr.strip() or proc.stdout.strip())[-TAIL:]
+        raise RuntimeError(f"could not {what} ({' '.join(argv[:4])}...): {output}")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "path", "required": True},
+            "release": {"type": "str", "required": True},
+            "python": {"type": "path", "default": "/usr/bin/python3"},
+            "wheels": {"type": "list", "elements": "dict", "required": True},
+            "requirements": {"type": "str", "required": True},
+            "incoming": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    store = Store(p["root"])
+    wheels: list[dict[str, str]] = [{"file": w["file"], "sha256": w["sha256"]} for w in p["wheels"]]
+    incoming = Path(p["incoming"]) if p["incoming"] else None
+    result: dict[str, Any] = {"changed": False, "release": p["release"], "path": str(store.release_dir(p["release"])),
+                              "received_wheels": 0, "received_bytes": 0, "built": False}
+    pending = incoming is not None and incoming.is_file()
+    complete = store.release_complete(p["release"])
+    if module.check_mode:
+        module.exit_json(**{**result, "changed": pending or not complete, "built": not complete})
+    try:
+        if pending:
+            assert incoming is not None
+            result["received_wheels"], result["received_bytes"] = ingest(
+                store, incoming, {w["file"]: w["sha256"] for w in wheels})
+            result["changed"] = True
+        if not complete:
+            absent = [w["file"] for w in wheels if not store.wheel_path(w["sha256"], w["file"]).is_file()]
+            if absent:
+                raise ValueError(f"the Pi's wheel cache lacks {', '.join(absent)}, and they were not sent")
+            result["build_seconds"] = round(build(store, p["release"], p["python"], wheels, p["requirements"]), 1)
+            result.update(changed=True, built=True)
+    except (ValueError, RuntimeError, OSError, tarfile.TarError) as exc:
+        if not complete:
+            remove_tree(store.release_dir(p["release"]))
+        module.fail_json(msg=f"release {p['release']}: {exc}. The live release is untouched.", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

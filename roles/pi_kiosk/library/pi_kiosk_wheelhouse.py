@@ -1,0 +1,292 @@
+#!/usr/bin/python
+"""Ansible module (runs on the controller): the kiosk wheel, each platform's wheelhouse, each Pi's delta."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pi_kiosk_wheelhouse
+short_description: Build the kiosk wheel and the Pis' wheelhouses on the controller, once per fleet
+description:
+  - Builds the kiosk wheel from O(source_dir) (no network, reproducible timestamps), cached by the hash of
+    the files that go into it.
+  - Downloads, for every lock and Pi platform (Python version, machine, glibc) of O(hosts), the wheels of
+    the lock (hashes checked) into O(cache_dir)/wheelhouse/<lock>-<lock hash>/<platform>/, once; an
+    offline controller (O(download)=false) uses that cache as it is.
+  - Names each Pi's release (the kiosk version and a hash of everything it installs) and packs the wheels
+    the Pi does not have yet into one tar: what the Pi needs is the only thing sent to it.
+options:
+  source_dir: {description: The kiosk package's source., type: path, required: true}
+  cache_dir: {description: The controller's cache., type: path, required: true}
+  hosts:
+    description: "Per Pi: lock (path), platform (dict: python, machine, glibc), have (sha256 of its cached wheels)."
+    type: dict
+    required: true
+  download: {description: Download what is not cached; false fails instead (offline)., type: bool, default: true}
+  index_url: {description: Package index to download from (a mirror); empty uses pip's default., type: str, default: ""}
+  local_wheels:
+    description: Wheels supplied by the user that replace the lock's entry for their package.
+    type: list
+    elements: path
+    default: []
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+# What goes into the kiosk wheel; a change to anything else (tests, benchmarks) is not a new release.
+WHEEL_INPUTS = ("pyproject.toml", "README.md", "src")
+SKIP = re.compile(r"(^|/)(__pycache__|[^/]*\.egg-info)(/|$)|\.py[co]$")
+REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
+WHEEL_NAME = re.compile(
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
+# Raspberry Pi OS kernels report armv7l/armv6l for 32-bit userlands: PyPI has no onnxruntime for them.
+NO_PYPI_ONNXRUNTIME = ("armv6l", "armv7l")
+TAIL = 1200
+
+
+class WheelhouseError(Exception):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def wheel_inputs(source: Path) -> list[Path]:
+    files = []
+    for name in WHEEL_INPUTS:
+        base = source / name
+        candidates = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        files += [p for p in candidates if not SKIP.search(p.relative_to(source).as_posix())]
+    return files
+
+
+def source_hash(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in wheel_inputs(source):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise WheelhouseError((proc.stderr.strip() or proc.stdout.strip())[-TAIL:])
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move a finished cache entry into place; another run that got there first wins (same content)."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def kiosk_wheel(source: Path, cache: Path) -> dict[str, Any]:
+    """The kiosk wheel, built once per content of its sources."""
+    if not (source / "pyproject.toml").is_file():
+        raise WheelhouseError(f"{source} is not the kiosk package (no pyproject.toml): check pi_kiosk_source_dir")
+    target = cache / "kiosk" / source_hash(source)[:16]
+    if not any(target.glob("*.whl")):
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy, so that the build leaves no build/ or egg-info in the checkout.
+            src = Path(tmp) / "src"
+            for path in wheel_inputs(source):
+                dest = src / path.relative_to(source)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+            out = Path(tmp) / "out"
+            env = {**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH, "PIP_NO_INDEX": "1"}
+            try:
+                run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                     "--wheel-dir", str(out), str(src)], env)
+            except WheelhouseError as exc:
+                raise WheelhouseError(f"could not build the kiosk wheel from {source}: {exc}") from None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target.parent))
+            for wheel in out.glob("*.whl"):
+                shutil.move(str(wheel), staging / wheel.name)
+            publish(staging, target)
+    (wheel,) = target.glob("*.whl")
+    match = WHEEL_NAME.match(wheel.name)
+    assert match is not None
+    return {"file": wheel.name, "path": str(wheel), "sha256": sha256_file(wheel), "size": wheel.stat().st_size,
+            "name": match["name"].replace("_", "-"), "version": match["version"]}
+
+
+def platform_key(platform: dict[str, Any]) -> str:
+    return f"cp{platform['python'].replace('.', '')}-{platform['machine']}-glibc{platform['glibc']}"
+
+
+def pip_platforms(platform: dict[str, Any]) -> list[str]:
+    machine = platform["machine"]
+    if machine in NO_PYPI_ONNXRUNTIME:
+        return [f"linux_{machine}"]
+    glibc_minor = int(str(platform["glibc"]).split(".")[1])
+    return [f"manylinux2014_{machine}", f"linux_{machine}"] + [
+        f"manylinux_2_{minor}_{machine}" for minor in range(17, glibc_minor + 1)]
+
+
+def split_lock(text: str) -> dict[str, str]:
+    """Lock entries by canonical package name (an entry is its line and its hash lines)."""
+    entries: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            current = re.split(r"[=<>!~ ;\[]", line, maxsplit=1)[0].lower().replace("_", "-")
+            entries[current] = line
+        elif line.startswith(" ") and current:
+            entries[current] += "\n" + line
+    return entries
+
+
+def local_entries(local_wheels: list[Path], machine: str) -> list[dict[str, Any]]:
+    """The user's wheels that install on this machine."""
+    found = []
+    for path in local_wheels:
+        match = WHEEL_NAME.match(path.name)
+        if not path.is_file() or match is None:
+            raise WheelhouseError(f"pi_kiosk_local_wheels: {path} is not a wheel file")
+        if match["plat"] == "any" or machine in match["plat"]:
+            found.append({"file": path.name, "path": str(path), "sha256": sha256_file(path),
+                          "size": path.stat().st_size, "name": match["name"].lower().replace("_", "-"),
+                          "version": match["version"]})
+    return found
+
+
+def wheelhouse(lock: Path, platform: dict[str, Any], cache: Path, download: bool, index_url: str,
+               local: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """(wheels, requirements) of the lock for one platform: the lock, the user's wheels replacing entries."""
+    entries = split_lock(lock.read_text())
+    replaced = {w["name"] for w in local}
+    to_fetch = "\n".join(text for name, text in entries.items() if name not in replaced) + "\n"
+    key = hashlib.sha256((to_fetch + platform_key(platform)).encode()).hexdigest()[:12]
+    target = cache / "wheelhouse" / f"{lock.stem}-{key}" / platform_key(platform)
+    manifest = target / "manifest.json"
+    if not manifest.is_file():
+        if not download:
+            raise WheelhouseError(
+                f"the wheels of {lock.name} for {platform_key(platform)} are not in the controller's cache ({target}) "
+                "and pi_kiosk_pip_download is false: run once with downloads on, or copy that directory from a "
+                "controller that has it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+        try:
+            reqs = staging / "requirements.txt"
+            reqs.write_text(to_fetch)
+            argv = [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--only-binary=:all:",
+                    "--implementation=cp", f"--python-version={platform['python']}",
+                    f"--abi=cp{platform['python'].replace('.', '')}", f"--dest={staging / 'wheels'}",
+                    *(f"--platform={p}" for p in pip_platforms(platform)), "-r", str(reqs)]
+            env = {**os.environ, **({"PIP_INDEX_URL": index_url} if index_url else {})}
+            try:
+                run(argv, env)
+            except WheelhouseError as exc:
+                hint = (f" PyPI has no onnxruntime wheels for {platform['machine']} (32-bit Raspberry Pi OS): build "
+                        "or obtain one and list it in pi_kiosk_local_wheels." if platform["machine"] in
+                        NO_PYPI_ONNXRUNTIME else "")
+                raise WheelhouseError(f"could not download the wheels of {lock.name} for {platform_key(platform)}:"
+                                      f" {exc}.{hint}") from None
+            wheels = [{"file": w.name, "sha256": sha256_file(w), "size": w.stat().st_size}
+                      for w in sorted((staging / "wheels").glob("*.whl"))]
+            (staging / "wheels" / "manifest.json").write_text(json.dumps(wheels, indent=1))
+            publish(staging / "wheels", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    wheels = [{**w, "path": str(target / w["file"])} for w in json.loads(manifest.read_text())]
+    local_lines = [f"{w['name']}=={w['version']} \\\n    --hash=sha256:{w['sha256']}" for w in local]
+    requirements = to_fetch + "".join(line + "\n" for line in local_lines)
+    return wheels + [{k: w[k] for k in ("file", "path", "sha256", "size")} for w in local], requirements
+
+
+def pack(missing: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
+    """One tar of the wheels a Pi lacks (reused for every Pi that lacks the same ones)."""
+    if not missing:
+        return {"tar": "", "count": 0, "bytes": 0}
+    key = hashlib.sha256("".join(sorted(w["sha256"] for w in missing)).encode()).hexdigest()[:16]
+    tar = cache / "transfer" / f"{key}.tar"
+    if not tar.is_file():
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tar.parent, suffix=".tmp")
+        os.close(fd)
+        # Wheels are zip files already: compressing them again buys nothing.
+        with tarfile.open(tmp, "w") as out:
+            for wheel in sorted(missing, key=lambda w: w["file"]):
+                out.add(wheel["path"], arcname=wheel["file"])
+        os.replace(tmp, tar)
+    return {"tar": str(tar), "count": len(missing), "bytes": tar.stat().st_size}
+
+
+def plan(params: dict[str, Any]) -> dict[str, Any]:
+    cache = Path(params["cache_dir"]).expanduser()
+    kiosk = kiosk_wheel(Path(params["source_dir"]).expanduser(), cache)
+    kiosk_line = f"{kiosk['name']}=={kiosk['version']} \\\n    --hash=sha256:{kiosk['sha256']}\n"
+    local_paths = [Path(p).expanduser() for p in params["local_wheels"]]
+    houses: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
+    hosts: dict[str, Any] = {}
+    for host, want in sorted(params["hosts"].items()):
+        platform, lock = want["platform"], Path(want["lock"]).expanduser()
+        key = (str(lock), platform_key(platform))
+        if key not in houses:
+            local = local_entries(local_paths, platform["machine"])
+            if platform["machine"] in NO_PYPI_ONNXRUNTIME and not any(w["name"] == "onnxruntime" for w in local):
+                raise WheelhouseError(
+                    f"{host} runs a 32-bit userland ({platform['machine']}): PyPI has no onnxruntime wheels for it. "
+                    "Install 64-bit Raspberry Pi OS, or build an onnxruntime wheel for "
+                    f"{platform_key(platform)} and list it in pi_kiosk_local_wheels. Nothing was changed.")
+            houses[key] = wheelhouse(lock, platform, cache, params["download"], params["index_url"], local)
+        deps, requirements = houses[key]
+        wheels = [*deps, {k: kiosk[k] for k in ("file", "path", "sha256", "size")}]
+        requirements += kiosk_line
+        release_hash = hashlib.sha256((requirements + platform_key(platform)).encode()).hexdigest()[:12]
+        have = set(want.get("have") or [])
+        hosts[host] = {
+            "release": f"{kiosk['version']}-{release_hash}",
+            "platform": platform_key(platform),
+            "wheels": [{"file": w["file"], "sha256": w["sha256"]} for w in wheels],
+            "requirements": requirements,
+            "transfer": pack([w for w in wheels if w["sha256"] not in have], cache),
+            "total_bytes": sum(w["size"] for w in wheels),
+        }
+    return {"kiosk": kiosk, "hosts": hosts}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "source_dir": {"type": "path", "required": True},
+            "cache_dir": {"type": "path", "required": True},
+            "hosts": {"type": "dict", "required": True},
+            "download": {"type": "bool", "default": True},
+            "index_url": {"type": "str", "default": ""},
+            "local_wheels": {"type": "list", "elements": "path", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = plan(module.params)
+    except (WheelhouseError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    # The controller's cache, not a Pi's state: nothing here counts as a change.
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

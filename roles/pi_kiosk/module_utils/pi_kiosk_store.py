@@ -1,0 +1,165 @@
+"""The kiosk's deployment area on a Pi, shared by the pi_kiosk modules.
+
+    ROOT/releases/<id>/         a virtualenv built at its final path; complete once MARKER exists
+    ROOT/current -> releases/<id>   switched by an atomic rename
+    ROOT/wheels/<sha256>/<file> the content-addressed wheel cache (a release ships only what is missing)
+    ROOT/files/<sha256>         content-addressed copies of deployed files (config, token, unit)
+    ROOT/state.json             the live deployment, the committed ones (oldest first), failed attempts
+
+A deployment is a release id plus the sha256 of each deployed file. It is committed only after
+the health gate passed; rollback and pruning follow the order of commits, never file times.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MARKER = ".pi-kiosk-release"
+STATE_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, uid: int = -1, gid: int = -1) -> None:
+    """Replace `path` by `data`: after a power cut it is the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.chown(tmp, uid, gid)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def install_copy(src: Path, dest: Path) -> None:
+    """Copy `src` over `dest` atomically, with the source's mode and owner."""
+    st = src.stat()
+    write_atomic(dest, src.read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
+
+
+def symlink_atomic(target: str, link: Path) -> None:
+    tmp = link.with_name(f".{link.name}.new")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)
+
+
+class Store:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.releases = self.root / "releases"
+        self.current = self.root / "current"
+        self.wheels = self.root / "wheels"
+        self.files = self.root / "files"
+        self.state_path = self.root / "state.json"
+
+    # -- releases and wheels -------------------------------------------------------------------
+    def release_dir(self, release: str) -> Path:
+        return self.releases / release
+
+    def release_complete(self, release: str) -> bool:
+        return (self.release_dir(release) / MARKER).is_file()
+
+    def release_ids(self) -> tuple[list[str], list[str]]:
+        """(complete, partial) release ids."""
+        if not self.releases.is_dir():
+            return [], []
+        complete, partial = [], []
+        for entry in sorted(self.releases.iterdir()):
+            if entry.is_dir() and not entry.name.startswith("."):
+                (complete if self.release_complete(entry.name) else partial).append(entry.name)
+        return complete, partial
+
+    def current_release(self) -> str | None:
+        if not self.current.is_symlink():
+            return None
+        return Path(os.readlink(self.current)).name
+
+    def wheel_path(self, sha256: str, filename: str) -> Path:
+        return self.wheels / sha256 / filename
+
+    def wheel_hashes(self) -> list[str]:
+        if not self.wheels.is_dir():
+            return []
+        return sorted(d.name for d in self.wheels.iterdir() if d.is_dir() and any(d.glob("*.whl")))
+
+    # -- deployed files ------------------------------------------------------------------------
+    def stored_file(self, sha256: str) -> Path:
+        return self.files / sha256
+
+    def keep_file(self, src: Path) -> str:
+        """Copy a candidate into the file store (mode and owner kept); its sha256."""
+        sha = sha256_file(src)
+        dest = self.stored_file(sha)
+        if not dest.exists():
+            install_copy(src, dest)
+        return sha
+
+    # -- state ---------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            state = {}
+        state.setdefault("version", STATE_VERSION)
+        state.setdefault("live", None)
+        state.setdefault("committed", [])
+        state.setdefault("failed", [])
+        return state
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+
+
+def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two deployments are the same when release and files agree (times do not count)."""
+    return bool(a and b) and a["release"] == b["release"] and a["files"] == b["files"]  # type: ignore[index]
+
+
+def last_known_good(state: dict[str, Any], other_than: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newest committed deployment that differs from `other_than` (by commit order)."""
+    for dep in reversed(state["committed"]):
+        if not same(dep, other_than):
+            return dep  # type: ignore[no-any-return]
+    return None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
