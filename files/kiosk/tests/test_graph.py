@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pi_kiosk import graph
 from pi_kiosk.embed import OnnxEmbedder
 
-MTCNN = resources.files("pi_kiosk") / "models" / "mtcnn"
+MTCNN = resources.files("pi_fleet_mtcnn")
 
 
 def run(model: bytes, x: np.ndarray) -> list[np.ndarray]:

@@ -1,6 +1,7 @@
 """Random-weight model generation, INT8 quantisation, and the wheel the Pis install."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,16 +50,30 @@ def test_quantize_reports_agreement_with_fp32(mobilefacenet: Path, astronaut_pat
     assert "cosine(FP32, INT8)" in str(report)
 
 
-def test_wheel_ships_the_detector_and_its_licence(tmp_path: Path) -> None:
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(KIOSK)],
-                           capture_output=True, text=True, timeout=300)
+def build_wheel(source: Path, out: Path) -> list[str]:
+    # From a copy: setuptools reuses an in-tree build/ directory, stale files included.
+    copy = out / "src"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "tests", "__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(out), str(copy)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
+    return zipfile.ZipFile(next(out.glob("*.whl"))).namelist()
+
+
+def test_the_detector_ships_in_its_own_wheel_with_its_licence(tmp_path: Path) -> None:
+    names = build_wheel(KIOSK.parent / "mtcnn", tmp_path)
+    for name in ["pnet.onnx", "rnet.onnx", "onet.onnx", "LICENSE", "py.typed"]:
+        assert f"pi_fleet_mtcnn/{name}" in names
+
+
+def test_kiosk_wheel_is_code_and_needs_the_detector(tmp_path: Path) -> None:
+    names = build_wheel(KIOSK, tmp_path)
     (wheel,) = tmp_path.glob("pi_fleet_kiosk-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    for name in ["pnet.onnx", "rnet.onnx", "onet.onnx", "LICENSE"]:
-        assert f"pi_kiosk/models/mtcnn/{name}" in names
     assert "pi_kiosk/py.typed" in names
+    assert not [n for n in names if n.endswith(".onnx")], "a code-only release would ship the networks again"
+    assert wheel.stat().st_size < 200_000
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: pi-fleet-mtcnn==1.0.0" in meta.splitlines()
     (onnxruntime,) = [line for line in meta.splitlines() if line.startswith("Requires-Dist: onnxruntime")]
     assert "!=1.21.0" in onnxruntime  # dies with "Illegal instruction" on a Raspberry Pi 4
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

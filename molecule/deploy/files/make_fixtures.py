@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Fixtures of the deploy scenario, made on the controller with the development venv.
 
-    make_fixtures.py DIR KIOSK_SOURCE
+    make_fixtures.py DIR KIOSK_SOURCE MODEL_URL
 
 DIR gets: mobilefacenet.onnx (the architecture with RANDOM weights), nhwc.onnx (a model with the
-wrong input layout), camera.avi (scikit-image's astronaut, moving a little, then no face), kiosk-v2/
+wrong input layout), camera.avi (the test bed's camera video, testbed/camera.py), kiosk-v2/
 (the kiosk source with a changed README: a code-only release), kiosk-broken/ (a release whose
-smoke test fails: its detector module cannot be imported) and vars.yml with their paths and sha256.
+smoke test fails: its detector module cannot be imported) and vars.yml with their paths and sha256;
+the deployed model by MODEL_URL (where the scenario serves DIR), the others by path.
 """
 import hashlib
 import shutil
@@ -14,30 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import onnx
 import yaml
 from onnx import TensorProto, helper
-from skimage import data
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def camera(path: Path) -> None:
-    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)  # 512x512, one face
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
-    for n in range(30):
-        frame = np.full((480, 640, 3), 90, np.uint8)
-        dx = int(20 * np.sin(n / 5))
-        crop = cv2.resize(face[0:400, 56:456], (320, 320))
-        frame[80:400, 160 + dx:480 + dx] = crop
-        writer.write(frame)
-    for _ in range(10):
-        writer.write(np.full((480, 640, 3), 90, np.uint8))
-    writer.release()
 
 
 def nhwc_model(path: Path) -> None:
@@ -55,23 +39,26 @@ def kiosk_copy(source: Path, dest: Path) -> None:
 
 
 def main() -> None:
-    out, source = Path(sys.argv[1]), Path(sys.argv[2])
+    out, source, model_url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     out.mkdir(parents=True, exist_ok=True)
     model = out / "mobilefacenet.onnx"
     if not model.exists():
         subprocess.run([str(Path(sys.executable).parent / "pi-kiosk"), "synthetic-model", "--arch", "mobilefacenet",
                         str(model)], check=True)
     nhwc_model(out / "nhwc.onnx")
-    camera(out / "camera.avi")
+    subprocess.run([sys.executable, str(source.parents[1] / "testbed/camera.py"), str(out / "camera.avi")], check=True)
+    # The kiosk's own dependency (tool.uv.sources: ../mtcnn) beside the copies, unchanged.
+    shutil.rmtree(out / "mtcnn", ignore_errors=True)
+    shutil.copytree(source.parent / "mtcnn", out / "mtcnn", ignore=shutil.ignore_patterns("build", "*.egg-info"))
     kiosk_copy(source, out / "kiosk-v2")
     with (out / "kiosk-v2/README.md").open("a") as fh:
         fh.write("\nA code-only change (pi-fleet deploy scenario).\n")
     kiosk_copy(source, out / "kiosk-broken")
     detect = out / "kiosk-broken/src/pi_kiosk/detect.py"
-    detect.write_text('raise ImportError("this release is broken on purpose (pi-fleet deploy scenario)")\n'
-                      + detect.read_text())
+    with detect.open("a") as fh:
+        fh.write('\nraise ImportError("this release is broken on purpose (pi-fleet deploy scenario)")\n')
     (out / "vars.yml").write_text(yaml.safe_dump({
-        "pi_kiosk_model_src": str(model), "pi_kiosk_model_sha256": sha256(model),
+        "pi_kiosk_model_src": model_url, "pi_kiosk_model_sha256": sha256(model),
         "fixture_nhwc_src": str(out / "nhwc.onnx"), "fixture_nhwc_sha256": sha256(out / "nhwc.onnx"),
         "fixture_camera": str(out / "camera.avi"),
         "fixture_kiosk_v2": str(out / "kiosk-v2"), "fixture_kiosk_broken": str(out / "kiosk-broken"),

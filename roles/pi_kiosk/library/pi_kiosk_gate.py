@@ -20,7 +20,7 @@ options:
   timeout: {description: Seconds to become ready (or for the smoke test to finish)., type: int, default: 120}
   window: {description: Seconds the service must stay healthy after it is ready., type: int, default: 30}
   expect_version: {description: The version /healthz must report; empty accepts any., type: str, default: ""}
-  daemon_reload: {description: Reload systemd's units before the restart (a unit file changed)., type: bool, default: false}
+  daemon_reload: {description: Reload systemd's units before the restart (a unit changed)., type: bool, default: false}
 """
 
 import json

@@ -46,26 +46,28 @@ def ingest(store: Store, incoming: Path, expected: dict[str, str]) -> tuple[int,
     remove_tree(staging)
     staging.mkdir(parents=True)
     count = size = 0
-    with tarfile.open(incoming) as tar:
-        for member in tar:
-            name = os.path.basename(member.name)
-            if not member.isfile() or name not in expected:
-                raise ValueError(f"{incoming}: unexpected member {member.name!r}")
-            src = tar.extractfile(member)
-            assert src is not None
-            digest = hashlib.sha256()
-            with (staging / name).open("wb") as out:
-                for block in iter(lambda: src.read(1 << 20), b""):  # noqa: B023 (src is this member's)
-                    digest.update(block)
-                    out.write(block)
-            if digest.hexdigest() != expected[name]:
-                raise ValueError(f"{name}: sha256 {digest.hexdigest()} differs from the release's {expected[name]}")
-            dest = store.wheel_path(expected[name], name)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, dest)
-            count += 1
-            size += member.size
-    remove_tree(staging)
+    try:
+        with tarfile.open(incoming) as tar:
+            for member in tar:
+                name = os.path.basename(member.name)
+                if not member.isfile() or name not in expected:
+                    raise ValueError(f"{incoming}: unexpected member {member.name!r}")
+                src = tar.extractfile(member)
+                assert src is not None
+                digest = hashlib.sha256()
+                with (staging / name).open("wb") as out:
+                    for block in iter(lambda: src.read(1 << 20), b""):  # noqa: B023 (src is this member's)
+                        digest.update(block)
+                        out.write(block)
+                if digest.hexdigest() != expected[name]:
+                    raise ValueError(f"{name}: sha256 {digest.hexdigest()} differs from the release's {expected[name]}")
+                dest = store.wheel_path(expected[name], name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, dest)
+                count += 1
+                size += member.size
+    finally:
+        remove_tree(staging)
     incoming.unlink()
     return count, size
 

@@ -87,8 +87,8 @@ def go_live(store: Store, release: str, candidates: dict[str, str], check: bool)
     if not check:
         for candidate in candidates.values():
             store.keep_file(Path(candidate))
-    changed_files = activate(store, desired, check)
     switching = store.current_release() != release
+    changed_files = activate(store, desired, check)
     changed = bool(changed_files) or switching or not same(state["live"], desired)
     if changed and not check:
         state["live"] = {**desired, "at": now()}
@@ -170,8 +170,9 @@ def roll_back(store: Store, rollback_to: str, phase: str, reason: str, check: bo
                              "or the live one is the only one)")
     if not store.release_complete(target["release"]):
         raise ValueError(f"release {target['release']} is gone from {store.releases}: cannot roll back to it")
+    switching = store.current_release() != target["release"]
     changed_files = activate(store, target, check)
-    changed = bool(changed_files) or store.current_release() != target["release"] or not same(live, target)
+    changed = bool(changed_files) or switching or not same(live, target)
     if not check and changed:
         committed = any(same(live, d) for d in state["committed"])
         if live and not committed:

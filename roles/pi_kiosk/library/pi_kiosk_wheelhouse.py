@@ -6,8 +6,9 @@ DOCUMENTATION = r"""
 module: pi_kiosk_wheelhouse
 short_description: Build the kiosk wheel and the Pis' wheelhouses on the controller, once per fleet
 description:
-  - Builds the kiosk wheel from O(source_dir) (no network, reproducible timestamps), cached by the hash of
-    the files that go into it.
+  - Builds the kiosk wheel from O(source_dir), and the wheels of the packages of this repository it depends
+    on (its C(tool.uv.sources) paths, e.g. the detector's networks), with no network and reproducible
+    timestamps, each cached by the hash of the files that go into it.
   - Downloads, for every lock and Pi platform (Python version, machine, glibc) of O(hosts), the wheels of
     the lock (hashes checked) into O(cache_dir)/wheelhouse/<lock>-<lock hash>/<platform>/, once; an
     offline controller (O(download)=false) uses that cache as it is.
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,17 @@ def publish(staging: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def kiosk_wheel(source: Path, cache: Path) -> dict[str, Any]:
-    """The kiosk wheel, built once per content of its sources."""
+def local_sources(source: Path) -> list[Path]:
+    """The directories of the repository's packages the kiosk depends on (its tool.uv.sources paths)."""
+    sources = tomllib.loads((source / "pyproject.toml").read_text()).get("tool", {}).get("uv", {}).get("sources", {})
+    return [(source / spec["path"]).resolve() for spec in sources.values() if "path" in spec]
+
+
+def local_wheel(source: Path, cache: Path) -> dict[str, Any]:
+    """The wheel of a package in this repository, built once per content of its sources."""
     if not (source / "pyproject.toml").is_file():
         raise WheelhouseError(f"{source} is not the kiosk package (no pyproject.toml): check pi_kiosk_source_dir")
-    target = cache / "kiosk" / source_hash(source)[:16]
+    target = cache / "local" / source_hash(source)[:16]
     if not any(target.glob("*.whl")):
         with tempfile.TemporaryDirectory() as tmp:
             # A copy, so that the build leaves no build/ or egg-info in the checkout.
@@ -118,7 +126,7 @@ def kiosk_wheel(source: Path, cache: Path) -> dict[str, Any]:
                 run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                      "--wheel-dir", str(out), str(src)], env)
             except WheelhouseError as exc:
-                raise WheelhouseError(f"could not build the kiosk wheel from {source}: {exc}") from None
+                raise WheelhouseError(f"could not build a wheel from {source}: {exc}") from None
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=target.parent))
             for wheel in out.glob("*.whl"):
@@ -171,14 +179,18 @@ def local_entries(local_wheels: list[Path], machine: str) -> list[dict[str, Any]
     return found
 
 
+def cache_entry(lock: Path, platform: dict[str, Any], cache: Path, replaced: set[str]) -> tuple[str, Path]:
+    """(requirements to download, their cache directory): keyed by those requirements and the platform."""
+    entries = split_lock(lock.read_text())
+    to_fetch = "\n".join(text for name, text in entries.items() if name not in replaced) + "\n"
+    key = hashlib.sha256((to_fetch + platform_key(platform)).encode()).hexdigest()[:12]
+    return to_fetch, cache / "wheelhouse" / f"{lock.stem}-{key}" / platform_key(platform)
+
+
 def wheelhouse(lock: Path, platform: dict[str, Any], cache: Path, download: bool, index_url: str,
                local: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """(wheels, requirements) of the lock for one platform: the lock, the user's wheels replacing entries."""
-    entries = split_lock(lock.read_text())
-    replaced = {w["name"] for w in local}
-    to_fetch = "\n".join(text for name, text in entries.items() if name not in replaced) + "\n"
-    key = hashlib.sha256((to_fetch + platform_key(platform)).encode()).hexdigest()[:12]
-    target = cache / "wheelhouse" / f"{lock.stem}-{key}" / platform_key(platform)
+    to_fetch, target = cache_entry(lock, platform, cache, {w["name"] for w in local})
     manifest = target / "manifest.json"
     if not manifest.is_file():
         if not download:
@@ -236,8 +248,10 @@ def pack(missing: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
 
 def plan(params: dict[str, Any]) -> dict[str, Any]:
     cache = Path(params["cache_dir"]).expanduser()
-    kiosk = kiosk_wheel(Path(params["source_dir"]).expanduser(), cache)
-    kiosk_line = f"{kiosk['name']}=={kiosk['version']} \\\n    --hash=sha256:{kiosk['sha256']}\n"
+    source = Path(params["source_dir"]).expanduser()
+    kiosk = local_wheel(source, cache)
+    own = [kiosk] + [local_wheel(path, cache) for path in local_sources(source)]
+    own_lines = "".join(f"{w['name']}=={w['version']} \\\n    --hash=sha256:{w['sha256']}\n" for w in own)
     local_paths = [Path(p).expanduser() for p in params["local_wheels"]]
     houses: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
     hosts: dict[str, Any] = {}
@@ -253,8 +267,8 @@ def plan(params: dict[str, Any]) -> dict[str, Any]:
                     f"{platform_key(platform)} and list it in pi_kiosk_local_wheels. Nothing was changed.")
             houses[key] = wheelhouse(lock, platform, cache, params["download"], params["index_url"], local)
         deps, requirements = houses[key]
-        wheels = [*deps, {k: kiosk[k] for k in ("file", "path", "sha256", "size")}]
-        requirements += kiosk_line
+        wheels = [*deps, *({k: w[k] for k in ("file", "path", "sha256", "size")} for w in own)]
+        requirements += own_lines
         release_hash = hashlib.sha256((requirements + platform_key(platform)).encode()).hexdigest()[:12]
         have = set(want.get("have") or [])
         hosts[host] = {

@@ -111,7 +111,8 @@ class Store:
     def wheel_hashes(self) -> list[str]:
         if not self.wheels.is_dir():
             return []
-        return sorted(d.name for d in self.wheels.iterdir() if d.is_dir() and any(d.glob("*.whl")))
+        return sorted(d.name for d in self.wheels.iterdir()
+                      if d.is_dir() and not d.name.startswith(".") and any(d.glob("*.whl")))
 
     # -- deployed files ------------------------------------------------------------------------
     def stored_file(self, sha256: str) -> Path:

@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """The deploy role's on-device smoke test: config, models, one detection and one embedding,
-    the outbox and the server. `--config-only` is the config template's `validate:` step."""
+    the outbox and the server. `--config-only` only judges the file (an operator's hand edit)."""
     if args.config_only:
         config.load(args.config)
         print(f"ok: config {args.config}")

@@ -102,8 +102,7 @@ class MtcnnDetector:
         self.min_face_size = min_face_size
         self.score_threshold = score_threshold
         self.max_faces = max_faces
-        models = resources.files("pi_kiosk") / "models" / "mtcnn"
-        with resources.as_file(models) as folder:
+        with resources.as_file(resources.files("pi_fleet_mtcnn")) as folder:
             self._pnet = open_session(folder / "pnet.onnx", key="bundled MTCNN", threads=threads,
                                       dynamic_shapes=True)
             self._rnet = open_session(folder / "rnet.onnx", key="bundled MTCNN", threads=threads,

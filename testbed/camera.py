@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""A camera for the emulated Pis: a short video file the kiosk reads in loop mode.
+
+    camera.py OUT.avi
+
+A real photo with one face (scikit-image's astronaut.png) in a 640x480 frame, moving a little as a
+person in front of a kiosk does, then a stretch with nobody there. MJPG in AVI: OpenCV writes and
+reads it everywhere, with no codec of the system's.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+
+WIDTH, HEIGHT, FPS = 640, 480, 10
+FACE_FRAMES, EMPTY_FRAMES = 30, 10
+BACKGROUND = 90
+
+
+def frames() -> list[np.ndarray]:
+    # The astronaut's head and shoulders, scaled by 1.25: the face is about 110 pixels wide, as a
+    # person standing half a metre from the kiosk's camera.
+    person = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[20:276, 100:356], (320, 320))
+    out = []
+    for n in range(FACE_FRAMES):
+        frame = np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)
+        dx, dy = int(20 * np.sin(n / 5)), int(8 * np.cos(n / 7))
+        frame[80 + dy:400 + dy, 160 + dx:480 + dx] = person
+        out.append(frame)
+    return out + [np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)] * EMPTY_FRAMES
+
+
+def write(path: Path) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (WIDTH, HEIGHT))
+    for frame in frames():
+        writer.write(frame)
+    writer.release()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    write(Path(sys.argv[1]))
