@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import subprocess
 import sys
 import tarfile
 import time
@@ -164,9 +166,11 @@ def test_a_wheel_that_is_not_what_the_controller_sent_is_refused(area: Area, tmp
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     expected = {"a-1-py3-none-any.whl": sha(good), "b-1-py3-none-any.whl": sha(b"what was locked")}
-    with pytest.raises(ValueError, match=r"b-1-py3-none-any.whl: sha256 .* differs from the release's"):
-        release_mod.ingest(area.store, tar_path, expected)
+    with pytest.raises(release_mod.Refused, match=r"b-1-py3-none-any.whl: sha256 .* differs from the release's"):
+        release_mod.ingest(area.store, tar_path, expected, False)
     assert area.store.wheel_hashes() == [sha(good)]
+    assert not tar_path.exists(), "a refused tar stays on the Pi"
+
 
 
 def test_lock_entries_are_replaced_by_the_users_wheels(tmp_path: Path) -> None:
@@ -232,3 +236,57 @@ def test_an_offline_controller_uses_its_cache_and_says_what_is_missing(tmp_path:
     wheels, requirements = wheelhouse.wheelhouse(lock, platform, tmp_path, False, "", [])
     assert [w["file"] for w in wheels] == ["numpy-2.4.6-cp311-cp311-manylinux_2_28_aarch64.whl"]
     assert "onnxruntime==" in requirements and "--hash=sha256:" in requirements
+
+
+def test_a_cached_kiosk_wheel_keeps_the_sha256_it_was_built_with(tmp_path: Path) -> None:
+    built = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path)
+    Path(built["path"]).write_bytes(b"tampered in the controller's cache")
+    again = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path)
+    # The Pi checks what it receives against this sha256: the tampered file cannot match it.
+    assert again["sha256"] == built["sha256"] != sha(b"tampered in the controller's cache")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two throwaway ed25519 keys: the fleet's signing key and a stranger's; an allowed_signers file for the first."""
+    base = tmp_path_factory.mktemp("keys")
+    paths = {}
+    for name in ("fleet", "stranger"):
+        paths[name] = base / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(paths[name])], check=True)
+    allowed = base / "allowed_signers"
+    allowed.write_text(f'pi-kiosk-release namespaces="pi-kiosk-release" {(base / "fleet.pub").read_text()}')
+    paths["allowed"] = allowed
+    return paths
+
+
+def signed_release(key: Path) -> dict[str, Any]:
+    host_plan = {"release": "0.2.0-abc", "platform": "cp311-aarch64-glibc2.36", "requirements": "numpy==2.4.6\n",
+                 "wheels": [{"file": "numpy-2.4.6-cp311-cp311-linux_aarch64.whl", "sha256": "a" * 64}]}
+    models = {"m.onnx": "b" * 64}
+    manifest = wheelhouse.manifest_of(host_plan, models)
+    return {"manifest": manifest, "signature": wheelhouse.sign(manifest, key), "release": host_plan["release"],
+            "wheels": host_plan["wheels"], "requirements": host_plan["requirements"], "models": models}
+
+
+def test_a_signed_release_verifies_and_anything_else_is_refused(keys: dict[str, Path]) -> None:
+    good = signed_release(keys["fleet"])
+    release_mod.verify(keys["allowed"], **good)
+    refusals = {
+        "not signed": {**good, "signature": ""},
+        "does not verify": {**good, "signature": signed_release(keys["stranger"])["signature"]},
+        "does not verify ": {**good, "manifest": good["manifest"].replace("0.2.0-abc", "0.2.0-abd")},
+        "differs from its signed manifest in wheels (numpy": {
+            **good, "wheels": [{"file": "numpy-2.4.6-cp311-cp311-linux_aarch64.whl", "sha256": "c" * 64}]},
+        "differs from its signed manifest in requirements_sha256": {**good, "requirements": "numpy==2.4.7\n"},
+        "differs from its signed manifest in models": {**good, "models": {"m.onnx": "d" * 64}},
+    }
+    for message, args in refusals.items():
+        with pytest.raises(release_mod.Refused, match=re.escape(message.strip())):
+            release_mod.verify(keys["allowed"], **args)
+
+
+def test_a_key_that_cannot_sign_is_named(tmp_path: Path) -> None:
+    (tmp_path / "nokey").write_text("not a key")
+    with pytest.raises(wheelhouse.WheelhouseError, match="pi_kiosk_signing_key=.*nokey"):
+        wheelhouse.sign("{}", tmp_path / "nokey")

@@ -55,10 +55,14 @@ options:
       - name: ansible_pipelining
 """
 
+import re
 import shlex
 
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.containers.podman.plugins.connection.podman import Connection as PodmanConnection
+
+NOT_RUNNING = re.compile(rb"state improper|is not running|is paused|no such container", re.IGNORECASE)
 
 
 class Connection(PodmanConnection):
@@ -72,4 +76,9 @@ class Connection(PodmanConnection):
         if self.user:
             args.extend(("--user", self.user))
         rc, stdout, stderr = self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        # podman's own error (exit 125) for a container that is stopped, paused or gone: a Pi that is off or
+        # cut off, which SSH would report as unreachable (the rollout counts it as such).
+        if rc == 125 and NOT_RUNNING.search(stderr):
+            raise AnsibleConnectionFailure(f"the emulated Pi {self._container_id} is not running: "
+                                           f"{to_native(stderr).strip()}")
         return rc, stdout, stderr

@@ -8,6 +8,8 @@ short_description: Build a kiosk release (a virtualenv) from the Pi's own wheel 
 description:
   - Takes the wheels of O(incoming) (a tar the controller sent with only the wheels this Pi lacked) into
     the content-addressed cache ROOT/wheels/<sha256>/, each checked against its expected sha256.
+  - With O(allowed_signers), first verifies the release's signed manifest and refuses, changing nothing, a
+    release that is unsigned, signed by another key or different from what was signed.
   - Builds ROOT/releases/<release> at its final path with C(python -m venv) and
     C(pip install --no-index --require-hashes) from links to the cache: no package index is configured
     or reachable for pip. A release is complete once its marker file is written, last; an incomplete
@@ -23,6 +25,15 @@ options:
     required: true
   requirements: {description: The release's requirements (every line pinned and hashed)., type: str, required: true}
   incoming: {description: A tar of wheels to take into the cache first (removed afterwards)., type: path}
+  allowed_signers:
+    description: >-
+      An ssh-keygen allowed_signers file on the Pi; given, the release must come with a O(manifest) and O(signature)
+      it verifies (namespace and principal pi-kiosk-release) that names this release, its wheels, its requirements
+      and O(models), or nothing is installed.
+    type: path
+  manifest: {description: The release's signed manifest (JSON)., type: str, default: ""}
+  signature: {description: The manifest's SSH signature., type: str, default: ""}
+  models: {description: "The models the release runs with: file name -> sha256.", type: dict, default: {}}
 """
 
 import hashlib
@@ -30,6 +41,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,9 +50,39 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.pi_kiosk_store import MARKER, Store, now, remove_tree, write_atomic
 
 TAIL = 1500
+SIGNATURE_NAMESPACE = "pi-kiosk-release"
 
 
-def ingest(store: Store, incoming: Path, expected: dict[str, str]) -> tuple[int, int]:
+class Refused(Exception):
+    pass
+
+
+def verify(allowed_signers: Path, manifest: str, signature: str, release: str, wheels: list[dict[str, str]],
+           requirements: str, models: dict[str, str]) -> None:
+    """Refuse a release the manifest does not vouch for, or whose manifest none of the allowed keys signed."""
+    if not manifest or not signature:
+        raise Refused(f"the release is not signed, and this Pi accepts only signed releases ({allowed_signers}): "
+                      "set pi_kiosk_signing_key on the controller")
+    with tempfile.TemporaryDirectory() as tmp:
+        sig = Path(tmp) / "manifest.json.sig"
+        sig.write_text(signature)
+        proc = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed_signers), "-I", SIGNATURE_NAMESPACE,
+                               "-n", SIGNATURE_NAMESPACE, "-s", str(sig)],
+                              input=manifest, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Refused(f"the release manifest's signature does not verify against {allowed_signers}: "
+                      f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+    signed = json.loads(manifest)
+    want = {"release": release, "wheels": {w["file"]: w["sha256"] for w in wheels},
+            "requirements_sha256": hashlib.sha256(requirements.encode()).hexdigest(), "models": models}
+    differ = [key for key, value in want.items() if signed.get(key) != value]
+    if differ:
+        files = sorted(f for f, sha in want["wheels"].items() if signed.get("wheels", {}).get(f) != sha)
+        raise Refused(f"the release differs from its signed manifest in {', '.join(differ)}"
+                      + (f" ({', '.join(files)})" if files else ""))
+
+
+def ingest(store: Store, incoming: Path, expected: dict[str, str], signed: bool) -> tuple[int, int]:
     """Move the tar's wheels into the cache after checking each one's sha256; (wheels, bytes)."""
     staging = store.wheels / ".incoming"
     remove_tree(staging)
@@ -60,7 +102,9 @@ def ingest(store: Store, incoming: Path, expected: dict[str, str]) -> tuple[int,
                         digest.update(block)
                         out.write(block)
                 if digest.hexdigest() != expected[name]:
-                    raise ValueError(f"{name}: sha256 {digest.hexdigest()} differs from the release's {expected[name]}")
+                    raise Refused(f"{name}: sha256 {digest.hexdigest()} differs from the "
+                                  f"{'signed manifest' if signed else 'release'}'s {expected[name]}: a damaged or "
+                                  "tampered wheel (remove it from the controller's cache to build it again)")
                 dest = store.wheel_path(expected[name], name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / name, dest)
@@ -68,7 +112,7 @@ def ingest(store: Store, incoming: Path, expected: dict[str, str]) -> tuple[int,
                 size += member.size
     finally:
         remove_tree(staging)
-    incoming.unlink()
+        incoming.unlink()
     return count, size
 
 
@@ -111,6 +155,10 @@ def main() -> None:
             "wheels": {"type": "list", "elements": "dict", "required": True},
             "requirements": {"type": "str", "required": True},
             "incoming": {"type": "path"},
+            "allowed_signers": {"type": "path"},
+            "manifest": {"type": "str", "default": ""},
+            "signature": {"type": "str", "default": "", "no_log": False},
+            "models": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -122,13 +170,24 @@ def main() -> None:
                               "received_wheels": 0, "received_bytes": 0, "built": False}
     pending = incoming is not None and incoming.is_file()
     complete = store.release_complete(p["release"])
+    signed = bool(p["allowed_signers"])
+    if signed:
+        try:
+            verify(Path(p["allowed_signers"]), p["manifest"], p["signature"], p["release"], wheels, p["requirements"],
+                   p["models"])
+        except (Refused, ValueError, OSError) as exc:
+            if pending and not module.check_mode:
+                assert incoming is not None
+                incoming.unlink()
+            module.fail_json(msg=f"release {p['release']} REFUSED: {exc}. Nothing was installed; the live release "
+                                 "is untouched.", **result)
     if module.check_mode:
         module.exit_json(**{**result, "changed": pending or not complete, "built": not complete})
     try:
         if pending:
             assert incoming is not None
             result["received_wheels"], result["received_bytes"] = ingest(
-                store, incoming, {w["file"]: w["sha256"] for w in wheels})
+                store, incoming, {w["file"]: w["sha256"] for w in wheels}, signed)
             result["changed"] = True
         if not complete:
             absent = [w["file"] for w in wheels if not store.wheel_path(w["sha256"], w["file"]).is_file()]
@@ -136,6 +195,13 @@ def main() -> None:
                 raise ValueError(f"the Pi's wheel cache lacks {', '.join(absent)}, and they were not sent")
             result["build_seconds"] = round(build(store, p["release"], p["python"], wheels, p["requirements"]), 1)
             result.update(changed=True, built=True)
+            if signed:
+                # Kept beside the release: what was verified, for whoever audits the Pi.
+                write_atomic(store.release_dir(p["release"]) / "manifest.json", p["manifest"].encode())
+                write_atomic(store.release_dir(p["release"]) / "manifest.json.sig", p["signature"].encode())
+    except Refused as exc:
+        module.fail_json(msg=f"release {p['release']} REFUSED: {exc}. Nothing was installed; the live release is "
+                             "untouched.", **result)
     except (ValueError, RuntimeError, OSError, tarfile.TarError) as exc:
         if not complete:
             remove_tree(store.release_dir(p["release"]))

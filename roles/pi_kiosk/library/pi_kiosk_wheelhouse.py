@@ -14,11 +14,15 @@ description:
     offline controller (O(download)=false) uses that cache as it is.
   - Names each Pi's release (the kiosk version and a hash of everything it installs) and packs the wheels
     the Pi does not have yet into one tar: what the Pi needs is the only thing sent to it.
+  - With O(signing_key), signs each release's manifest (every wheel's sha256 as built or downloaded and
+    checked against the lock, the requirements', the models'); the Pi checks the wheels it installs against it.
 options:
   source_dir: {description: The kiosk package's source., type: path, required: true}
   cache_dir: {description: The controller's cache., type: path, required: true}
   hosts:
-    description: "Per Pi: lock (path), platform (dict: python, machine, glibc), have (sha256 of its cached wheels)."
+    description: >-
+      Per Pi: lock (path), platform (dict: python, machine, glibc), have (sha256 of its cached wheels),
+      models (dict: file name on the Pi to sha256, for the signed manifest).
     type: dict
     required: true
   download: {description: Download what is not cached; false fails instead (offline)., type: bool, default: true}
@@ -28,6 +32,12 @@ options:
     type: list
     elements: path
     default: []
+  signing_key:
+    description: >-
+      An SSH key (or a .pub whose private key is in ssh-agent) that signs each Pi's release manifest
+      (ssh-keygen -Y sign, namespace pi-kiosk-release); empty signs nothing.
+    type: str
+    default: ""
 """
 
 import hashlib
@@ -54,6 +64,9 @@ WHEEL_NAME = re.compile(
 # Raspberry Pi OS kernels report armv7l/armv6l for 32-bit userlands: PyPI has no onnxruntime for them.
 NO_PYPI_ONNXRUNTIME = ("armv6l", "armv7l")
 TAIL = 1200
+BUILT_SHA256 = "built.sha256"
+# ssh-keygen -Y namespace and principal of release signatures (the Pi's allowed_signers names both).
+SIGNATURE_NAMESPACE = "pi-kiosk-release"
 
 
 class WheelhouseError(Exception):
@@ -131,12 +144,17 @@ def local_wheel(source: Path, cache: Path) -> dict[str, Any]:
             staging = Path(tempfile.mkdtemp(dir=target.parent))
             for wheel in out.glob("*.whl"):
                 shutil.move(str(wheel), staging / wheel.name)
+                # The sha256 as built: a later change to the cached file is a tampered wheel, refused by the Pi.
+                (staging / BUILT_SHA256).write_text(sha256_file(staging / wheel.name))
             publish(staging, target)
     (wheel,) = target.glob("*.whl")
     match = WHEEL_NAME.match(wheel.name)
     assert match is not None
-    return {"file": wheel.name, "path": str(wheel), "sha256": sha256_file(wheel), "size": wheel.stat().st_size,
-            "name": match["name"].replace("_", "-"), "version": match["version"]}
+    recorded = target / BUILT_SHA256
+    if not recorded.is_file():
+        recorded.write_text(sha256_file(wheel))
+    return {"file": wheel.name, "path": str(wheel), "sha256": recorded.read_text().strip(),
+            "size": wheel.stat().st_size, "name": match["name"].replace("_", "-"), "version": match["version"]}
 
 
 def platform_key(platform: dict[str, Any]) -> str:
@@ -246,6 +264,32 @@ def pack(missing: list[dict[str, Any]], cache: Path) -> dict[str, Any]:
     return {"tar": str(tar), "count": len(missing), "bytes": tar.stat().st_size}
 
 
+def manifest_of(host_plan: dict[str, Any], models: dict[str, str]) -> str:
+    """What a signature vouches for: the release, every wheel's and model's sha256, the requirements' (the lock)."""
+    return json.dumps({
+        "format": 1,
+        "release": host_plan["release"],
+        "platform": host_plan["platform"],
+        "requirements_sha256": hashlib.sha256(host_plan["requirements"].encode()).hexdigest(),
+        "wheels": {w["file"]: w["sha256"] for w in host_plan["wheels"]},
+        "models": dict(sorted(models.items())),
+    }, sort_keys=True, indent=1) + "\n"
+
+
+def sign(manifest: str, key: Path) -> str:
+    """The manifest's SSH signature (ssh-keygen -Y sign; a .pub key signs with its private key in ssh-agent)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "manifest.json"
+        path.write_text(manifest)
+        proc = subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", SIGNATURE_NAMESPACE, str(path)],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise WheelhouseError(f"could not sign the release manifest with pi_kiosk_signing_key={key}: "
+                                  f"{(proc.stderr or proc.stdout).strip()[-TAIL:]} (a key with a passphrase must be "
+                                  "in ssh-agent, given by its .pub)")
+        return (Path(tmp) / "manifest.json.sig").read_text()
+
+
 def plan(params: dict[str, Any]) -> dict[str, Any]:
     cache = Path(params["cache_dir"]).expanduser()
     source = Path(params["source_dir"]).expanduser()
@@ -255,6 +299,7 @@ def plan(params: dict[str, Any]) -> dict[str, Any]:
     local_paths = [Path(p).expanduser() for p in params["local_wheels"]]
     houses: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
     hosts: dict[str, Any] = {}
+    signatures: dict[str, str] = {}
     for host, want in sorted(params["hosts"].items()):
         platform, lock = want["platform"], Path(want["lock"]).expanduser()
         key = (str(lock), platform_key(platform))
@@ -279,6 +324,11 @@ def plan(params: dict[str, Any]) -> dict[str, Any]:
             "transfer": pack([w for w in wheels if w["sha256"] not in have], cache),
             "total_bytes": sum(w["size"] for w in wheels),
         }
+        if params["signing_key"]:
+            manifest = manifest_of(hosts[host], want.get("models") or {})
+            if manifest not in signatures:
+                signatures[manifest] = sign(manifest, Path(params["signing_key"]).expanduser())
+            hosts[host].update(manifest=manifest, signature=signatures[manifest])
     return {"kiosk": kiosk, "hosts": hosts}
 
 
@@ -291,6 +341,7 @@ def main() -> None:
             "download": {"type": "bool", "default": True},
             "index_url": {"type": "str", "default": ""},
             "local_wheels": {"type": "list", "elements": "path", "default": []},
+            "signing_key": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Fixtures of the deploy scenario, made on the controller with the development venv.
+"""Fixtures of the fleet scenario, made on the controller with the development venv.
 
-    make_fixtures.py DIR KIOSK_SOURCE MODEL_URL
+    make_fixtures.py DIR KIOSK_SOURCE URL
 
-DIR gets: mobilefacenet.onnx (the architecture with RANDOM weights), nhwc.onnx (a model with the
-wrong input layout), camera.avi (the test bed's camera video, testbed/camera.py), kiosk-v2/
-(the kiosk source with a changed README: a code-only release), kiosk-broken/ (a release whose
-smoke test fails: its detector module cannot be imported) and vars.yml with their paths and sha256;
-the deployed model by MODEL_URL (where the scenario serves DIR), the others by path.
+DIR gets: one model per board group (the MobileFaceNet architecture with RANDOM weights, a seed per
+board: the Pi 4's served by URL, where the scenario serves DIR, the others by path), nhwc.onnx (a
+model with the wrong input layout), camera.avi (the test bed's camera video, testbed/camera.py),
+kiosk-v2/ and kiosk-v3/ (the kiosk source with a changed README: code-only releases) and vars.yml
+with their paths and sha256.
 """
 import hashlib
 import shutil
@@ -18,6 +18,8 @@ from pathlib import Path
 import onnx
 import yaml
 from onnx import TensorProto, helper
+
+BOARDS = ("pi4", "pi3", "pizero2")
 
 
 def sha256(path: Path) -> str:
@@ -39,29 +41,28 @@ def kiosk_copy(source: Path, dest: Path) -> None:
 
 
 def main() -> None:
-    out, source, model_url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    out, source, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     out.mkdir(parents=True, exist_ok=True)
-    model = out / "mobilefacenet.onnx"
-    if not model.exists():
-        subprocess.run([str(Path(sys.executable).parent / "pi-kiosk"), "synthetic-model", "--arch", "mobilefacenet",
-                        str(model)], check=True)
+    models = {}
+    for seed, board in enumerate(BOARDS):
+        model = out / f"mobilefacenet-{board}.onnx"
+        if not model.exists():
+            subprocess.run([str(Path(sys.executable).parent / "pi-kiosk"), "synthetic-model", "--arch",
+                            "mobilefacenet", "--seed", str(seed), str(model)], check=True)
+        models[board] = {"src": f"{url}/{model.name}" if board == "pi4" else str(model), "sha256": sha256(model)}
     nhwc_model(out / "nhwc.onnx")
     subprocess.run([sys.executable, str(source.parents[1] / "testbed/camera.py"), str(out / "camera.avi")], check=True)
     # The kiosk's own dependency (tool.uv.sources: ../mtcnn) beside the copies, unchanged.
     shutil.rmtree(out / "mtcnn", ignore_errors=True)
     shutil.copytree(source.parent / "mtcnn", out / "mtcnn", ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    kiosk_copy(source, out / "kiosk-v2")
-    with (out / "kiosk-v2/README.md").open("a") as fh:
-        fh.write("\nA code-only change (pi-fleet deploy scenario).\n")
-    kiosk_copy(source, out / "kiosk-broken")
-    detect = out / "kiosk-broken/src/pi_kiosk/detect.py"
-    with detect.open("a") as fh:
-        fh.write('\nraise ImportError("this release is broken on purpose (pi-fleet deploy scenario)")\n')
+    for version in ("v2", "v3"):
+        kiosk_copy(source, out / f"kiosk-{version}")
+        with (out / f"kiosk-{version}/README.md").open("a") as fh:
+            fh.write(f"\nA code-only change ({version}, pi-fleet fleet scenario).\n")
     (out / "vars.yml").write_text(yaml.safe_dump({
-        "pi_kiosk_model_src": model_url, "pi_kiosk_model_sha256": sha256(model),
+        "fixture_models": models,
         "fixture_nhwc_src": str(out / "nhwc.onnx"), "fixture_nhwc_sha256": sha256(out / "nhwc.onnx"),
-        "fixture_camera": str(out / "camera.avi"),
-        "fixture_kiosk_v2": str(out / "kiosk-v2"), "fixture_kiosk_broken": str(out / "kiosk-broken"),
+        "fixture_kiosk_v2": str(out / "kiosk-v2"), "fixture_kiosk_v3": str(out / "kiosk-v3"),
     }))
 
 

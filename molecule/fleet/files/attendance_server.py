@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A minimal attendance server for the deploy scenario (stdlib only, runs on the emulated Pi).
+"""A minimal attendance server for the fleet scenario (stdlib only, runs on the emulated Pi).
 
 POST /toon/attendance records each Idempotency-Key once (events.jsonl beside this file) and answers
 200; GET /api/employees/embeddings answers an empty gallery. Enough to prove delivery end to end;

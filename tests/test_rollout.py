@@ -1,0 +1,156 @@
+"""The rollout's pre-flight (roles/pi_kiosk/tasks/rollout.yml) and its report (playbooks/callback_plugins), run by
+ansible-playbook against kiosks that are this machine (local connection) and one that cannot be reached.
+
+The deploy play is a stand-in that records outcomes as the pi_kiosk role does (pi_kiosk_outcome, then a failed
+task for a rolled back kiosk); the real role and playbooks/deploy.yml run in molecule/fleet."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT
+
+STAND_IN_DEPLOY = """
+- name: Check the kiosks before the rollout
+  hosts: kiosks
+  gather_facts: false
+  max_fail_percentage: "{{ pi_kiosk_max_fail_percentage }}"
+  tasks:
+    - name: Run the rollout's pre-flight
+      ansible.builtin.import_role:
+        name: pi_kiosk
+        tasks_from: rollout
+
+- name: Deploy (stand-in)
+  hosts: kiosks
+  gather_facts: false
+  # The real play has the pi_kiosk role, whose defaults these are.
+  vars_files: [{defaults}]
+  serial: "{{ pi_kiosk_serial }}"
+  max_fail_percentage: "{{ pi_kiosk_max_fail_percentage }}"
+  tasks:
+    - name: Touch the kiosk
+      ansible.builtin.ping:
+
+    - name: Deploy or roll back
+      block:
+        - name: Pass or fail the health gate
+          ansible.builtin.fail:
+            msg: the health gate failed
+          when: fake == 'broken'
+
+        - name: Record a deployment
+          ansible.builtin.set_fact:
+            pi_kiosk_outcome: {outcome: deployed, release: 0.2.0-new, live: 0.2.0-new, detail: deployed now}
+      rescue:
+        - name: Record a rollback
+          ansible.builtin.set_fact:
+            pi_kiosk_outcome: {outcome: rolled back, release: 0.2.0-new, live: 0.1.0-old, phase: health, reason: no frames}
+
+        - name: Fail the host
+          ansible.builtin.fail:
+            msg: rolled back
+"""
+
+
+DEFAULTS = ROOT / "roles/pi_kiosk/defaults/main.yml"
+
+
+def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    inventory = {"kiosks": {"hosts": hosts}}
+    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
+    (tmp_path / "deploy.yml").write_text(STAND_IN_DEPLOY.replace("{defaults}", str(DEFAULTS)))
+    report = tmp_path / "report.json"
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+           "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks/callback_plugins"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.json"),
+         str(tmp_path / "deploy.yml"), "-e", f"pi_kiosk_report_file={report}", *extra],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    return proc, json.loads(report.read_text()) if report.is_file() else None
+
+
+def local(fake: str = "ok") -> dict[str, Any]:
+    return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "fake": fake}
+
+
+# Nothing listens on port 9 of this machine: the connection is refused at once.
+UNREACHABLE = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "nobody",
+               "ansible_ssh_common_args": "-o ConnectTimeout=3 -o StrictHostKeyChecking=no", "fake": "ok"}
+
+
+def outcomes(report: dict[str, Any]) -> dict[str, str]:
+    return {row["host"]: row["outcome"] for row in report["kiosks"]}
+
+
+def test_a_canary_failure_halts_the_rollout_and_the_report_says_where(tmp_path: Path) -> None:
+    hosts = {"k1": local(), "k2": local("broken"), "k3": local(), "k4": local(), "k5": local()}
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_kiosk_serial": [1, "40%"]}')
+    assert proc.returncode != 0, proc.stdout
+    # Batches: 1 kiosk, then 40% of 5 = 2: k2 fails beside k3, which finishes; the rest of the run halts.
+    assert outcomes(report) == {"k1": "deployed", "k2": "rolled back", "k3": "deployed",
+                                "k4": "not attempted", "k5": "not attempted"}, proc.stdout
+    k2 = report["kiosks"][1]
+    assert (k2["live"], k2["phase"], k2["reason"]) == ("0.1.0-old", "health", "no frames")
+    assert report["halted"] is True and report["serial"] == [1, "40%"] and report["max_fail_percentage"] == 0
+    assert "PI-KIOSK ROLLOUT REPORT" in proc.stdout and "HALTED" in proc.stdout
+    assert "k2                       rolled back    0.1.0-old              health: no frames" in proc.stdout
+
+
+def test_a_failure_share_within_the_threshold_lets_the_rollout_go_on(tmp_path: Path) -> None:
+    hosts = {"k1": local(), "k2": local("broken"), "k3": local(), "k4": local()}
+    # 50% of 4 = 2 per batch; one failure in a batch of two is 50%, not more than 50: no halt.
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_kiosk_serial": ["50%"], "pi_kiosk_max_fail_percentage": 50}')
+    assert outcomes(report) == {"k1": "deployed", "k2": "rolled back", "k3": "deployed", "k4": "deployed"}, proc.stdout
+    assert report["halted"] is False and "complete" in proc.stdout
+
+
+def test_an_unreachable_kiosk_counts_and_halts_before_any_change(tmp_path: Path) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "gone": UNREACHABLE, "k3": local()})
+    assert proc.returncode != 0
+    assert outcomes(report) == {"k1": "not attempted", "gone": "unreachable", "k3": "not attempted"}, proc.stdout
+    assert report["kiosks"][1]["live"] is None and report["kiosks"][1]["reason"]
+    assert "it counts as a failed kiosk of the rollout" in proc.stdout
+
+
+def test_an_unreachable_kiosk_can_be_left_out_instead(tmp_path: Path) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "gone": UNREACHABLE, "k3": local()},
+                       "-e", '{"pi_kiosk_unreachable_is_failure": false, "pi_kiosk_serial": ["100%"]}')
+    # Ansible's own rule: an unreachable host halts the run only when its whole batch is unreachable.
+    assert outcomes(report) == {"k1": "deployed", "gone": "unreachable", "k3": "deployed"}, proc.stdout
+
+
+@pytest.mark.parametrize(("extra", "bad"), [
+    ('{"pi_kiosk_serial": [0, "25%"]}', 'pi_kiosk_serial=[0, "25%"]'),
+    ('{"pi_kiosk_serial": ["150%"]}', 'pi_kiosk_serial=["150%"]'),
+    ("pi_kiosk_max_fail_percentage=101", "pi_kiosk_max_fail_percentage=101"),
+])
+def test_bad_rollout_settings_are_named_before_anything_runs(tmp_path: Path, extra: str, bad: str) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "k2": local()}, "-e", extra)
+    assert proc.returncode != 0
+    assert bad in proc.stdout and "Nothing was changed" in proc.stdout, proc.stdout
+    # Refused before the rollout was named: no report of a rollout that never began.
+    assert report is None
+
+
+def test_the_report_is_silent_for_other_playbooks(tmp_path: Path) -> None:
+    (tmp_path / "other.yml").write_text(textwrap.dedent("""
+        - name: Something else
+          hosts: localhost
+          gather_facts: false
+          tasks:
+            - name: Say hello
+              ansible.builtin.debug: {msg: hello}
+    """))
+    env = {**os.environ, "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks/callback_plugins")}
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "other.yml")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and "ROLLOUT REPORT" not in proc.stdout
