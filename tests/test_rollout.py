@@ -105,6 +105,12 @@ def test_a_canary_failure_halts_the_rollout_and_the_report_says_where(tmp_path: 
     assert "k2                       rolled back    0.1.0-old              health: no frames" in proc.stdout
 
 
+def test_a_batch_size_given_as_key_value_works(tmp_path: Path) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "k2": local(), "k3": local()}, "-e", "pi_kiosk_serial=2")
+    assert proc.returncode == 0, proc.stdout
+    assert report["serial"] == "2" and set(outcomes(report).values()) == {"deployed"}
+
+
 def test_a_failure_share_within_the_threshold_lets_the_rollout_go_on(tmp_path: Path) -> None:
     hosts = {"k1": local(), "k2": local("broken"), "k3": local(), "k4": local()}
     # 50% of 4 = 2 per batch; one failure in a batch of two is 50%, not more than 50: no halt.
@@ -132,6 +138,7 @@ def test_an_unreachable_kiosk_can_be_left_out_instead(tmp_path: Path) -> None:
     ('{"pi_kiosk_serial": [0, "25%"]}', 'pi_kiosk_serial=[0, "25%"]'),
     ('{"pi_kiosk_serial": ["150%"]}', 'pi_kiosk_serial=["150%"]'),
     ("pi_kiosk_max_fail_percentage=101", "pi_kiosk_max_fail_percentage=101"),
+    ("pi_kiosk_serial=1,25%", 'pi_kiosk_serial="1,25%"'),
 ])
 def test_bad_rollout_settings_are_named_before_anything_runs(tmp_path: Path, extra: str, bad: str) -> None:
     proc, report = run(tmp_path, {"k1": local(), "k2": local()}, "-e", extra)

@@ -6,8 +6,9 @@
 DIR gets: one model per board group (the MobileFaceNet architecture with RANDOM weights, a seed per
 board: the Pi 4's served by URL, where the scenario serves DIR, the others by path), nhwc.onnx (a
 model with the wrong input layout), camera.avi (the test bed's camera video, testbed/camera.py),
-kiosk-v2/ and kiosk-v3/ (the kiosk source with a changed README: code-only releases) and vars.yml
-with their paths and sha256.
+kiosk-v2/ and kiosk-v3/ (the kiosk source with a changed README: code-only releases), kiosk-broken/
+(a release whose smoke test fails: its detector module cannot be imported) and vars.yml with their
+paths and sha256.
 """
 import hashlib
 import shutil
@@ -59,10 +60,14 @@ def main() -> None:
         kiosk_copy(source, out / f"kiosk-{version}")
         with (out / f"kiosk-{version}/README.md").open("a") as fh:
             fh.write(f"\nA code-only change ({version}, pi-fleet fleet scenario).\n")
+    kiosk_copy(source, out / "kiosk-broken")
+    with (out / "kiosk-broken/src/pi_kiosk/detect.py").open("a") as fh:
+        fh.write('\nraise ImportError("this release is broken on purpose (pi-fleet fleet scenario)")\n')
     (out / "vars.yml").write_text(yaml.safe_dump({
         "fixture_models": models,
         "fixture_nhwc_src": str(out / "nhwc.onnx"), "fixture_nhwc_sha256": sha256(out / "nhwc.onnx"),
         "fixture_kiosk_v2": str(out / "kiosk-v2"), "fixture_kiosk_v3": str(out / "kiosk-v3"),
+        "fixture_kiosk_broken": str(out / "kiosk-broken"),
     }))
 
 
