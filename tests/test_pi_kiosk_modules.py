@@ -288,5 +288,16 @@ def test_a_signed_release_verifies_and_anything_else_is_refused(keys: dict[str, 
 
 def test_a_key_that_cannot_sign_is_named(tmp_path: Path) -> None:
     (tmp_path / "nokey").write_text("not a key")
-    with pytest.raises(wheelhouse.WheelhouseError, match="pi_kiosk_signing_key=.*nokey"):
+    with pytest.raises(wheelhouse.WheelhouseError, match=r"pi_kiosk_signing_key=.*nokey"):
         wheelhouse.sign("{}", tmp_path / "nokey")
+
+
+def test_the_verified_manifest_is_kept_beside_the_release_once(tmp_path: Path) -> None:
+    release = tmp_path / "0.2.0-abc"
+    release.mkdir()
+    assert release_mod.keep_manifest(release, '{"release": "0.2.0-abc"}\n', "SIG1") is True
+    # Signed again (ECDSA signatures differ each time): the same manifest is no change.
+    assert release_mod.keep_manifest(release, '{"release": "0.2.0-abc"}\n', "SIG2") is False
+    assert (release / "manifest.json.sig").read_text() == "SIG1"
+    assert release_mod.keep_manifest(release, '{"release": "0.2.0-abc", "models": {}}\n', "SIG3") is True
+    assert (release / "manifest.json.sig").read_text() == "SIG3"

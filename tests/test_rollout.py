@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import ROOT
 
 STAND_IN_DEPLOY = """
@@ -51,7 +52,8 @@ STAND_IN_DEPLOY = """
       rescue:
         - name: Record a rollback
           ansible.builtin.set_fact:
-            pi_kiosk_outcome: {outcome: rolled back, release: 0.2.0-new, live: 0.1.0-old, phase: health, reason: no frames}
+            pi_kiosk_outcome:
+              {outcome: rolled back, release: 0.2.0-new, live: 0.1.0-old, phase: health, reason: no frames}
 
         - name: Fail the host
           ansible.builtin.fail:

@@ -82,6 +82,18 @@ def verify(allowed_signers: Path, manifest: str, signature: str, release: str, w
                       + (f" ({', '.join(files)})" if files else ""))
 
 
+def keep_manifest(release_dir: Path, manifest: str, signature: str) -> bool:
+    """Keep the verified manifest and its signature beside the release, for whoever audits the Pi (also for a
+    release built before it was signed); whether they were written."""
+    kept = release_dir / "manifest.json"
+    if kept.is_file() and kept.read_text() == manifest and (release_dir / "manifest.json.sig").is_file():
+        # The same manifest: its signature is kept as it is (ECDSA signs differently every time).
+        return False
+    write_atomic(release_dir / "manifest.json.sig", signature.encode())
+    write_atomic(kept, manifest.encode())
+    return True
+
+
 def ingest(store: Store, incoming: Path, expected: dict[str, str], signed: bool) -> tuple[int, int]:
     """Move the tar's wheels into the cache after checking each one's sha256; (wheels, bytes)."""
     staging = store.wheels / ".incoming"
@@ -195,10 +207,8 @@ def main() -> None:
                 raise ValueError(f"the Pi's wheel cache lacks {', '.join(absent)}, and they were not sent")
             result["build_seconds"] = round(build(store, p["release"], p["python"], wheels, p["requirements"]), 1)
             result.update(changed=True, built=True)
-            if signed:
-                # Kept beside the release: what was verified, for whoever audits the Pi.
-                write_atomic(store.release_dir(p["release"]) / "manifest.json", p["manifest"].encode())
-                write_atomic(store.release_dir(p["release"]) / "manifest.json.sig", p["signature"].encode())
+        if signed and keep_manifest(store.release_dir(p["release"]), p["manifest"], p["signature"]):
+            result["changed"] = True
     except Refused as exc:
         module.fail_json(msg=f"release {p['release']} REFUSED: {exc}. Nothing was installed; the live release is "
                              "untouched.", **result)
