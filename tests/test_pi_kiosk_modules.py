@@ -301,3 +301,48 @@ def test_the_verified_manifest_is_kept_beside_the_release_once(tmp_path: Path) -
     assert (release / "manifest.json.sig").read_text() == "SIG1"
     assert release_mod.keep_manifest(release, '{"release": "0.2.0-abc", "models": {}}\n', "SIG3") is True
     assert (release / "manifest.json.sig").read_text() == "SIG3"
+
+
+def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+    args = tmp / "args.json"
+    params = {**params, "_ansible_check_mode": check, "_ansible_diff": diff}
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
+    proc = subprocess.run([sys.executable, str(ROLE / "library/pi_kiosk_files.py"), str(args)],
+                          capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(tmp_path: Path) -> None:
+    import grp
+    import pwd
+    me = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name}
+    etc = tmp_path / "etc"
+    params = {"directories": [{"path": str(etc / "sub"), **me, "mode": "0750"}],
+              "files": [{"path": str(etc / "sub/config.toml"), "content": "threshold = 0.4\n", **me, "mode": "0640"},
+                        {"path": str(etc / "gone"), "state": "absent"}],
+              "secret_files": [{"path": str(etc / "sub/token"), "content": "s3cret-token", **me, "mode": "0600"}]}
+    (tmp_path / "etc").mkdir()
+    (etc / "gone").write_text("old")
+
+    preview = run_files_module(tmp_path, check=True, **params)
+    assert preview["changed"] and not (etc / "sub").exists() and (etc / "gone").exists()
+    assert [d["after"] for d in preview["diff"]] == ["threshold = 0.4\n"]
+    assert "s3cret-token" not in json.dumps(preview)
+
+    sub, config, token = etc / "sub", etc / "sub/config.toml", etc / "sub/token"
+    made = run_files_module(tmp_path, **params)
+    assert made["changed_paths"] == [str(sub), str(config), str(etc / "gone"), str(token)]
+    assert token.read_text() == "s3cret-token" and not (etc / "gone").exists()
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (sub, config, token)} == {
+        "sub": "0o750", "config.toml": "0o640", "token": "0o600"}
+    assert "s3cret-token" not in json.dumps(made)
+
+    assert run_files_module(tmp_path, **params)["changed"] is False
+    (etc / "sub/token").chmod(0o644)
+    params["files"][0]["content"] = "threshold = 0.45\n"
+    again = run_files_module(tmp_path, check=True, **params)
+    assert again["changed_paths"] == [str(config), str(token)]
+    assert again["diff"] == [{"before_header": str(config), "after_header": str(config),
+                              "before": "threshold = 0.4\n", "after": "threshold = 0.45\n"}]
+    assert oct(token.stat().st_mode & 0o777) == "0o644"

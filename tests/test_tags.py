@@ -61,5 +61,5 @@ def test_config_and_model_runs_never_reinstall() -> None:
     reinstall = install & (config | model)
     assert install and not reinstall, f"a config or model run would reinstall: {reinstall}"
     assert "Send the models" in model and "Send the models" not in config
-    assert {"Render the candidate configuration (judged in preflight by the kiosk's own validator)",
+    assert {"Create the directories, the release signing keys and the candidate configuration, token and units",
             "Restart the kiosk and hold it to its health"} <= config & model

@@ -1,0 +1,136 @@
+#!/usr/bin/python
+"""Ansible module: the kiosk's directories and small files on a Pi, in one call.
+
+One module run instead of one per directory and two per template: each costs a Python start on the Pi,
+seconds on a Pi Zero 2 W."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pi_kiosk_files
+short_description: Ensure directories and small files (content, owner, group, mode) in one call
+description:
+  - Directories are created (parents too) and given their owner, group and mode; files get their
+    content (written atomically), owner, group and mode, or are removed with O(state=absent).
+  - Check mode reports what would change and writes nothing; with --diff, every non-secret file's
+    before and after.
+options:
+  directories:
+    description: Directories to ensure, in order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: The directory., type: path, required: true}
+      owner: {description: Its owner., type: str, default: root}
+      group: {description: Its group., type: str, default: root}
+      mode: {description: Its mode., type: raw, default: "0755"}
+  files:
+    description: Files to ensure, after the directories.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: The file., type: path, required: true}
+      state: {description: present or absent., type: str, choices: [present, absent], default: present}
+      content: {description: Its content (text)., type: str, default: ""}
+      owner: {description: Its owner., type: str, default: root}
+      group: {description: Its group., type: str, default: root}
+      mode: {description: Its mode., type: raw, default: "0644"}
+  secret_files:
+    description: Files as in O(files) whose content is never shown (no diff, masked in the output), after them.
+    type: list
+    elements: dict
+    default: []
+"""
+
+import os
+import tempfile
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+ATTRIBUTES = {"owner": {"type": "str", "default": "root"}, "group": {"type": "str", "default": "root"}}
+
+
+def file_options(secret: bool) -> dict[str, Any]:
+    return {"path": {"type": "path", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "content": {"type": "str", "default": "", "no_log": secret},
+            **ATTRIBUTES, "mode": {"type": "raw", "default": "0644"}}
+
+
+def file_args(module: AnsibleModule, spec: dict[str, Any]) -> dict[str, Any]:
+    return module.load_file_common_arguments({k: spec[k] for k in ("path", "owner", "group", "mode")})
+
+
+def ensure_directory(module: AnsibleModule, spec: dict[str, Any]) -> bool:
+    changed = False
+    if not os.path.isdir(spec["path"]):
+        if os.path.lexists(spec["path"]):
+            module.fail_json(msg=f"{spec['path']} exists and is not a directory")
+        changed = True
+        if module.check_mode:
+            return True
+        os.makedirs(spec["path"])
+    return bool(module.set_fs_attributes_if_different(file_args(module, spec), changed))
+
+
+def ensure_file(module: AnsibleModule, spec: dict[str, Any], diffs: list[dict[str, str]] | None) -> bool:
+    path = spec["path"]
+    exists = os.path.lexists(path)
+    if spec["state"] == "absent":
+        if exists and not module.check_mode:
+            os.unlink(path)
+        return exists
+    want = spec["content"].encode()
+    have = None
+    if exists:
+        with open(path, "rb") as fh:
+            have = fh.read()
+    if have != want:
+        if diffs is not None:
+            diffs.append({"before_header": path, "after_header": path,
+                          "before": (have or b"").decode(errors="replace"), "after": spec["content"]})
+        if module.check_mode:
+            return True
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".pi-kiosk-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(want)
+        # Owner and mode before the rename (a secret is never readable by others, not even for a moment) and
+        # after it (atomic_move gives a new file the umask's mode).
+        module.set_fs_attributes_if_different(file_args(module, {**spec, "path": tmp}), True)
+        module.atomic_move(tmp, path, keep_dest_attrs=False)
+        module.set_fs_attributes_if_different(file_args(module, spec), True)
+        return True
+    return bool(module.set_fs_attributes_if_different(file_args(module, spec), False))
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "directories": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True}, **ATTRIBUTES, "mode": {"type": "raw", "default": "0755"}}},
+            "files": {"type": "list", "elements": "dict", "default": [], "options": file_options(secret=False)},
+            "secret_files": {"type": "list", "elements": "dict", "default": [], "options": file_options(secret=True)},
+        },
+        supports_check_mode=True,
+    )
+    changed: list[str] = []
+    diffs: list[dict[str, str]] = []
+    for spec in module.params["directories"]:
+        if ensure_directory(module, spec):
+            changed.append(spec["path"])
+    for spec in module.params["files"]:
+        if ensure_file(module, spec, diffs):
+            changed.append(spec["path"])
+    for spec in module.params["secret_files"]:
+        if ensure_file(module, spec, None):
+            changed.append(spec["path"])
+    result: dict[str, Any] = {"changed": bool(changed), "changed_paths": changed}
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
