@@ -1,0 +1,120 @@
+"""The kiosk against the reference attendance server (files/server), over real HTTP: what the fake
+server cannot prove, because the guarantees live on both sides (a repeated key stored once, ETags,
+embeddings per model, enrollment from a photo with the kiosk's own pipeline)."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import uvicorn
+from attendance_server.app import create_app
+from attendance_server.config import Settings
+from attendance_server.store import Store
+
+from pi_kiosk.outbox import Outbox, Sender
+from pi_kiosk.runtime import file_sha256
+from pi_kiosk.sync import GallerySync
+
+ADMIN = "admin-token-0123456789"
+KIOSK = "lobby-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(settings: Settings, port: int) -> Iterator[str]:
+    """The reference server on 127.0.0.1:port until the block ends (then it is down again)."""
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the reference server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mobilefacenet: Path) -> Settings:
+    return Settings(tmp_path / "server.sqlite3", ADMIN, {"lobby": KIOSK}, {"mobilefacenet": mobilefacenet})
+
+
+def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, settings: Settings) -> None:
+    port = free_port()
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    sender = Sender(box, f"http://127.0.0.1:{port}", token=KIOSK, timeout=2, retry_initial=0.01, retry_max=0.05)
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    events = [box.add(f"E{i:03d}", "IN", start + timedelta(minutes=i)) for i in range(20)]
+    assert sender.deliver_due() == 0 and box.depth() == 20  # nothing listens: all kept
+
+    with serving(settings, port) as url:
+        deadline = time.monotonic() + 30
+        while box.depth() and time.monotonic() < deadline:
+            time.sleep(sender.retry_in())
+            sender.deliver_due()
+        assert box.depth() == 0
+        # An answer lost on the way: the kiosk sends the same event again with its key.
+        replay = requests.post(f"{url}/toon/attendance", json=events[0].payload, timeout=5,
+                               headers={"Authorization": f"Bearer {KIOSK}", "Idempotency-Key": events[0].key})
+        assert replay.status_code == 200
+
+    rows = Store(settings.database).events(limit=100)
+    assert len(rows) == 20
+    assert [r.key for r in reversed(rows)] == [e.key for e in events]  # newest first, so in the kiosk's order
+    assert {r.kiosk for r in rows} == {"lobby"}
+
+
+def sync_for(tmp_path: Path, url: str, model: Path) -> GallerySync:
+    return GallerySync(url, tmp_path / "gallery.npz", 512, file_sha256(model), token=KIOSK, timeout=5)
+
+
+def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
+        tmp_path: Path, settings: Settings, mobilefacenet: Path, other_mobilefacenet: Path,
+        astronaut_path: Path) -> None:
+    with serving(settings, free_port()) as url:
+        with astronaut_path.open("rb") as photo:
+            enrolled = requests.post(f"{url}/api/employees/E042/photos", params={"name": "Eileen"}, timeout=120,
+                                     files=[("photos", ("astronaut.png", photo, "image/png"))],
+                                     headers={"Authorization": f"Bearer {ADMIN}"})
+        assert enrolled.status_code == 201, enrolled.text
+        assert enrolled.json()["embeddings"] == {file_sha256(mobilefacenet): 1}
+
+        sync = sync_for(tmp_path, url, mobilefacenet)
+        gallery = sync.fetch()
+        assert gallery is not None and list(gallery.ids) == ["E042"]
+        assert np.isclose(np.linalg.norm(gallery.matrix[0]), 1.0, atol=1e-3)
+        assert sync.fetch() is None  # the ETag: nothing changed, nothing sent
+
+        # Another model's kiosk gets none of these vectors: they live in another space.
+        other = GallerySync(url, tmp_path / "other.npz", 512, file_sha256(other_mobilefacenet), token=KIOSK, timeout=5)
+        fetched = other.fetch()
+        assert fetched is not None and len(fetched) == 0
+
+
+def test_a_photo_without_exactly_one_face_is_refused_and_nothing_is_stored(
+        tmp_path: Path, settings: Settings) -> None:
+    blank = tmp_path / "blank.png"
+    import cv2
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 127, np.uint8))
+    with serving(settings, free_port()) as url, blank.open("rb") as photo:
+        r = requests.post(f"{url}/api/employees/E001/photos", files=[("photos", ("blank.png", photo, "image/png"))],
+                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120)
+    assert r.status_code == 422 and "0 usable faces" in r.json()["detail"]
+    assert Store(settings.database).employees() == {}
+

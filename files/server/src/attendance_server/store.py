@@ -1,0 +1,192 @@
+"""The server's SQLite database: employees, their embeddings per model, attendance events.
+
+WAL mode, so the attendance page reads while kiosks write. A repeated Idempotency-Key is stored once
+(a UNIQUE column, not a set in memory): a kiosk that lost an answer sends the event again, and the
+server answers it as the first time without a second row. Each model's gallery has a version, bumped
+by every change to it, which names it in the ETag the kiosks send back."""
+from __future__ import annotations
+
+import math
+import sqlite3
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS employees (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    row INTEGER PRIMARY KEY,
+    employee TEXT NOT NULL REFERENCES employees(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS embeddings_by_model ON embeddings(model, employee);
+CREATE TABLE IF NOT EXISTS galleries (
+    model TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    row INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    kiosk TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at TEXT NOT NULL,
+    received TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(at DESC);
+"""
+
+
+class Conflict(Exception):
+    """The request contradicts what is stored (a reused key with another event, a vector of another size)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    kiosk: str
+    employee: str
+    status: str
+    at: str
+    received: str
+
+
+@dataclass(frozen=True)
+class Gallery:
+    model: str
+    version: int
+    employees: dict[str, list[list[float]]]
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.model[:16]}-{self.version}"'
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def pack(vector: Sequence[float]) -> bytes:
+    return struct.pack(f"<{len(vector)}f", *vector)
+
+
+def unpack(blob: bytes, dim: int) -> list[float]:
+    return list(struct.unpack(f"<{dim}f", blob))
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """One connection per request (FastAPI runs them in threads); committed when the block ends."""
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            db.execute("PRAGMA foreign_keys=ON")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # Employees and their embeddings.
+
+    def enroll(self, employee: str, model: str, vectors: Sequence[Sequence[float]], name: str = "",
+               replace: bool = False) -> int:
+        """Adds (or with replace, replaces) an employee's embeddings for one model; returns how many they have."""
+        dims = {len(v) for v in vectors}
+        if not vectors or len(dims) != 1 or 0 in dims:
+            raise Conflict("embeddings must be a non-empty list of vectors of one length")
+        if not all(math.isfinite(x) for v in vectors for x in v) or any(not any(v) for v in vectors):
+            raise Conflict("every embedding must be finite and not all zeros")
+        (dim,) = dims
+        with self.connect() as db:
+            known = db.execute("SELECT DISTINCT dim FROM embeddings WHERE model = ?", (model,)).fetchall()
+            if known and known[0][0] != dim:
+                raise Conflict(f"model {model[:12]} has embeddings of length {known[0][0]}, not {dim}")
+            # A name given replaces the one stored; none keeps it.
+            db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) "
+                       "DO UPDATE SET name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
+                       (employee, name, now()))
+            if replace:
+                db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
+            db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
+                           [(employee, model, dim, pack(v), now()) for v in vectors])
+            self._bump(db, model)
+            (count,) = db.execute("SELECT count(*) FROM embeddings WHERE employee = ? AND model = ?",
+                                  (employee, model)).fetchone()
+        return int(count)
+
+    def remove(self, employee: str) -> bool:
+        with self.connect() as db:
+            models = [m for (m,) in db.execute("SELECT DISTINCT model FROM embeddings WHERE employee = ?", (employee,))]
+            gone = db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
+            for model in models:
+                self._bump(db, model)
+        return gone
+
+    def employees(self) -> dict[str, dict[str, object]]:
+        """Every employee: name and embeddings per model (counts, never the vectors)."""
+        with self.connect() as db:
+            people: dict[str, dict[str, object]] = {
+                emp: {"name": name, "embeddings": {}} for emp, name in db.execute("SELECT id, name FROM employees")}
+            for emp, model, count in db.execute(
+                    "SELECT employee, model, count(*) FROM embeddings GROUP BY employee, model"):
+                people[emp]["embeddings"][model] = count  # type: ignore[index]
+        return people
+
+    def gallery(self, model: str) -> Gallery:
+        with self.connect() as db:
+            row = db.execute("SELECT version FROM galleries WHERE model = ?", (model,)).fetchone()
+            employees: dict[str, list[list[float]]] = {}
+            for emp, dim, blob in db.execute(
+                    "SELECT employee, dim, vector FROM embeddings WHERE model = ? ORDER BY employee, row", (model,)):
+                employees.setdefault(emp, []).append(unpack(blob, dim))
+        return Gallery(model, row[0] if row else 0, employees)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, model: str) -> None:
+        db.execute("INSERT INTO galleries (model, version) VALUES (?, 1) "
+                   "ON CONFLICT(model) DO UPDATE SET version = version + 1", (model,))
+
+    # Attendance.
+
+    def record(self, key: str, kiosk: str, employee: str, status: str, at: str) -> bool:
+        """Stores an event once per key: True when new, False for a replay of the same event;
+        Conflict when the key was used for another event."""
+        with self.connect() as db:
+            new = db.execute("INSERT INTO events (idempotency_key, kiosk, employee, status, at, received) "
+                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
+                             (key, kiosk, employee, status, at, now())).rowcount > 0
+            if not new:
+                stored = db.execute("SELECT kiosk, employee, status, at FROM events WHERE idempotency_key = ?",
+                                    (key,)).fetchone()
+                if tuple(stored) != (kiosk, employee, status, at):
+                    raise Conflict(f"Idempotency-Key {key} was used for another event")
+        return new
+
+    def events(self, kiosk: str | None = None, employee: str | None = None, limit: int = 500) -> list[Event]:
+        """Newest first."""
+        where, args = [], []
+        for column, value in (("kiosk", kiosk), ("employee", employee)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = ("SELECT idempotency_key, kiosk, employee, status, at, received FROM events"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, row DESC LIMIT ?")
+        with self.connect() as db:
+            return [Event(*row) for row in db.execute(sql, (*args, limit))]

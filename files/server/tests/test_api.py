@@ -1,0 +1,153 @@
+"""The API as a kiosk and an operator use it, through HTTP (FastAPI's TestClient)."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from attendance_server.app import create_app
+from attendance_server.config import ConfigError, Settings, parse
+
+ADMIN = "admin-token-0123456789"
+LOBBY = "lobby-token-0123456789"
+DOOR = "door-token-01234567890"
+MODEL_A = "a" * 64
+MODEL_B = "b" * 64
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    settings = Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY, "door": DOOR})
+    return TestClient(create_app(settings))
+
+
+def event(employee: str = "E001", at: str = "2026-11-26T09:00:00+01:00") -> dict[str, str]:
+    return {"E1": employee, "S1": "IN", "TS1": at}
+
+
+def post(client: TestClient, body: dict[str, str], key: str | None = "k1", token: str = LOBBY) -> int:
+    headers = {**bearer(token), **({"Idempotency-Key": key} if key else {})}
+    return client.post("/toon/attendance", json=body, headers=headers).status_code
+
+
+def test_a_repeated_idempotency_key_is_stored_once_and_answered_2xx(client: TestClient) -> None:
+    assert post(client, event()) == 201
+    assert post(client, event()) == 200  # the kiosk lost the first answer: same key, same event
+    assert post(client, event(), key="k2") == 201  # another event of the same person
+    rows = client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"]
+    assert [(r["key"], r["kiosk"], r["employee"]) for r in rows] == [("k2", "lobby", "E001"), ("k1", "lobby", "E001")]
+
+
+def test_a_key_reused_for_another_event_is_refused(client: TestClient) -> None:
+    assert post(client, event()) == 201
+    assert post(client, event("E002")) == 422
+
+
+@pytest.mark.parametrize(("body", "key", "status"), [
+    (event(), None, 400),                                        # no Idempotency-Key
+    ({"E1": "E001", "S1": "IN"}, "k", 422),                      # no time
+    (event(at="2026-11-26T09:00:00"), "k", 422),                 # a time without its UTC offset
+    (event("E 001; DROP TABLE"), "k", 422),                      # not an employee id
+    ({**event(), "E2": "x"}, "k", 422),                          # a field the API does not have
+])
+def test_bad_events_get_a_clear_4xx(client: TestClient, body: dict[str, str], key: str | None, status: int) -> None:
+    assert post(client, body, key=key) == status
+    assert client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"] == []
+
+
+def test_tokens_decide_who_may_do_what(client: TestClient) -> None:
+    assert post(client, event(), token="") == 401
+    assert post(client, event(), token="wrong-token-0123456789") == 401
+    assert post(client, event(), token=ADMIN) == 403  # attendance comes from kiosks, each named by its token
+    unauthorized = client.get("/api/employees/embeddings", params={"model": MODEL_A})
+    assert unauthorized.status_code == 401 and "Bearer" in unauthorized.headers["WWW-Authenticate"]
+    assert client.get("/api/attendance", headers=bearer(LOBBY)).status_code == 403
+    enroll = {"model": MODEL_A, "embeddings": [[1.0, 0.0]]}
+    assert client.post("/api/employees/E001/embeddings", json=enroll, headers=bearer(DOOR)).status_code == 403
+    assert post(client, event(), token=DOOR) == 201
+    assert client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"][0]["kiosk"] == "door"
+
+
+def test_a_kiosk_gets_only_its_models_embeddings_with_an_etag(client: TestClient) -> None:
+    for model, vector in ((MODEL_A, [1.0, 0.0]), (MODEL_B, [0.0, 1.0, 0.0])):
+        r = client.post("/api/employees/E001/embeddings", json={"model": model, "embeddings": [vector], "name": "Ada"},
+                        headers=bearer(ADMIN))
+        assert r.status_code == 201 and r.json()["embeddings"] == 1
+    got = client.get("/api/employees/embeddings", params={"model": MODEL_A}, headers=bearer(LOBBY))
+    assert got.json() == {"model": MODEL_A, "employees": [{"id": "E001", "embeddings": [[1.0, 0.0]]}]}
+    etag = got.headers["ETag"]
+    same = client.get("/api/employees/embeddings", params={"model": MODEL_A},
+                      headers={**bearer(LOBBY), "If-None-Match": etag})
+    assert same.status_code == 304
+    client.post("/api/employees/E002/embeddings", json={"model": MODEL_A, "embeddings": [[0.6, 0.8]]},
+                headers=bearer(ADMIN))
+    changed = client.get("/api/employees/embeddings", params={"model": MODEL_A},
+                         headers={**bearer(LOBBY), "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert [e["id"] for e in changed.json()["employees"]] == ["E001", "E002"]
+    unknown = client.get("/api/employees/embeddings", params={"model": "c" * 64}, headers=bearer(LOBBY))
+    assert unknown.json() == {"model": "c" * 64, "employees": []}
+    bad = client.get("/api/employees/embeddings", params={"model": "not-a-sha"}, headers=bearer(LOBBY))
+    assert bad.status_code == 422
+
+
+def test_enrollment_is_validated_and_replace_and_delete_work(client: TestClient) -> None:
+    def enroll(employee: str, **body: object) -> int:
+        return client.post(f"/api/employees/{employee}/embeddings", json={"model": MODEL_A, **body},
+                           headers=bearer(ADMIN)).status_code
+
+    assert enroll("E001", embeddings=[[1.0, 0.0], [0.0, 1.0]]) == 201
+    assert enroll("E001", embeddings=[[1.0, 0.0, 0.0]]) == 422       # another length than the model's
+    assert enroll("E001", embeddings=[[0.0, 0.0]]) == 422            # a zero vector
+    assert enroll("E001", embeddings=[]) == 422
+    assert enroll("E 001", embeddings=[[1.0, 0.0]]) == 422
+    assert enroll("E001", embeddings=[[0.5, 0.5]], replace=True) == 201
+    assert client.get("/api/employees", headers=bearer(ADMIN)).json() == {
+        "employees": {"E001": {"name": "", "embeddings": {MODEL_A: 1}}}}
+    assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 204
+    assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 404
+    assert client.get("/api/employees/embeddings", params={"model": MODEL_A}, headers=bearer(LOBBY)).json()[
+        "employees"] == []
+
+
+def test_photos_need_configured_models(client: TestClient) -> None:
+    r = client.post("/api/employees/E001/photos", files=[("photos", ("a.jpg", b"x", "image/jpeg"))],
+                    headers=bearer(ADMIN))
+    assert r.status_code == 422 and "[models]" in r.json()["detail"]
+
+
+def test_the_attendance_page_lists_events_newest_first_behind_basic_auth(client: TestClient) -> None:
+    post(client, event("E001", "2026-11-26T08:00:00+00:00"), key="k1")
+    post(client, event("E002", "2026-11-26T09:00:00+00:00"), key="k2", token=DOOR)
+    assert client.get("/").status_code == 401
+    basic = {"Authorization": "Basic " + base64.b64encode(f"ops:{ADMIN}".encode()).decode()}
+    page = client.get("/", headers=basic).text
+    assert page.index("E002") < page.index("E001") and "door" in page and "lobby" in page
+    filtered = client.get("/", params={"kiosk": "lobby"}, headers=basic).text
+    assert "E001" in filtered and "E002" not in filtered
+    assert "<script" not in page and "http" not in page.split("<body>")[1].replace('href="/', "")
+
+
+def test_the_openapi_contract_is_published(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/toon/attendance", "/api/employees/embeddings"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"admin_token": ADMIN, "kiosks": {"a": LOBBY}}, "database"),
+    ({"database": "x.db", "admin_token": "short", "kiosks": {"a": LOBBY}}, "admin_token must be"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {}}, "[kiosks]"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": ADMIN}}, "a token of their own"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}, "port": 1}, "unknown settings port"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}, "models": {"m": "/nonexistent.onnx"}},
+     "models.m"),
+])
+def test_bad_settings_are_named(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse(data, "server.toml")
