@@ -1,0 +1,65 @@
+"""The fleet report's judgements (roles/pi_report/filter_plugins/pi_report.py)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT, load_module
+
+report = load_module(ROOT / "roles/pi_report/filter_plugins/pi_report.py")
+
+METRICS = """# HELP kiosk_stage_seconds Time per pipeline stage
+# TYPE kiosk_stage_seconds histogram
+kiosk_stage_seconds_bucket{le="0.05",stage="embed"} 0.0
+kiosk_stage_seconds_bucket{le="0.1",stage="embed"} 10.0
+kiosk_stage_seconds_bucket{le="0.2",stage="embed"} 90.0
+kiosk_stage_seconds_bucket{le="+Inf",stage="embed"} 100.0
+kiosk_stage_seconds_count{stage="embed"} 100.0
+kiosk_stage_seconds_bucket{le="0.05",stage="detect"} 0.0
+kiosk_stage_seconds_bucket{le="+Inf",stage="detect"} 0.0
+kiosk_outbox_depth 3.0
+kiosk_outbox_blocked_seconds 120.0
+kiosk_last_successful_sync_timestamp_seconds 1000.0
+"""
+
+
+def test_throttled_flags_are_words() -> None:
+    assert report.throttled_words("throttled=0x0") == []
+    assert report.throttled_words("throttled=0x50005") == [
+        "under-voltage now", "throttled now", "under-voltage since boot", "throttled since boot"]
+
+
+def test_latency_quantiles_follow_prometheus_interpolation() -> None:
+    latency = report.stage_latency_ms(METRICS)
+    # p50: rank 50 falls in (0.1, 0.2] holding 10..90: 0.1 + 0.1 * 40/80 = 0.15 s.
+    assert latency["embed"] == {"p50": 150.0, "p95": 200.0}
+    assert latency["detect"] == {"p50": None, "p95": None}
+
+
+def test_a_kiosk_with_problems_shows_each_of_them() -> None:
+    probe = {"metrics": METRICS, "throttled": "throttled=0x4", "healthz": {"status": "stale", "reason": "no frame"},
+             "restarts": 2, "live": "0.2.0-b", "last_known_good": "0.2.0-a", "model_size": 5_000_000}
+    row = report.kiosk_row(probe, "pi4", False, now=1000.0 + 7200)
+    assert row["model_class"] == "mobilefacenet" and row["guide_ms"] == [100, 150]
+    assert row["problems"] == [
+        "throttled: throttled now", "unhealthy: stale no frame", "restarted 2 time(s)",
+        "outbox growing: 3 event(s) waiting", "gallery sync stale: 120 min ago",
+        "release 0.2.0-b is not the last known good (0.2.0-a)"]
+    assert row["embed_p50_ms"] == 150.0  # the top of the guide's range: not slow
+
+
+@pytest.mark.parametrize(("board", "p50_bucket", "slow"), [("pi4", "0.2", True), ("zero2w", "0.2", False)])
+def test_slow_embedding_is_judged_against_the_boards_guide_range(board: str, p50_bucket: str, slow: bool) -> None:
+    metrics = (f'kiosk_stage_seconds_bucket{{le="0.16",stage="embed"}} 0.0\n'
+               f'kiosk_stage_seconds_bucket{{le="{p50_bucket}",stage="embed"}} 10.0\n'
+               "kiosk_last_successful_sync_timestamp_seconds 1000.0\n")
+    probe = {"metrics": metrics, "healthz": {"status": "ok"}, "model_size": 5_000_000}
+    row = report.kiosk_row(probe, board, False, now=1000.0)
+    assert any(p.startswith("embedding") for p in row["problems"]) is slow
+    # An emulated Pi's latency is not a Pi's: never judged.
+    assert report.kiosk_row(probe, board, True, now=1000.0)["problems"] == []
+
+
+def test_model_classes() -> None:
+    assert report.model_class(5_000_000, False) == "mobilefacenet"
+    assert report.model_class(170_000_000, False) == "arcface-fp32"
+    assert report.model_class(43_000_000, True) == "arcface-int8"
