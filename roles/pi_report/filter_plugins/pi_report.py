@@ -105,29 +105,32 @@ def kiosk_row(probe: dict[str, Any], board: str, emulated: bool, now: float) -> 
     embed_p50 = (latency.get("embed") or {}).get("p50")
     cls = model_class(int(probe.get("model_size") or 0), bool(probe.get("model_quantized")))
     expected = GUIDE_LATENCY_MS.get(board, {}).get(cls)
-    problems: list[str] = []
+    # (the report's column it concerns, what a person must know)
+    problems: list[tuple[str, str]] = []
     words = throttled_words(probe.get("throttled") or "0")
     if words:
-        problems.append("throttled: " + ", ".join(words))
+        problems.append(("throttled", "throttled: " + ", ".join(words)))
     healthz = probe.get("healthz") or {}
     if healthz.get("status") != "ok":
-        problems.append(f"unhealthy: {healthz.get('status', 'no answer')} {healthz.get('reason', '')}".strip())
+        status, reason = healthz.get("status", "no answer"), healthz.get("reason", "")
+        problems.append(("health", f"unhealthy: {status} {reason}".strip()))
     restarts = int(probe.get("restarts") or 0)
     if restarts > 0:
-        problems.append(f"restarted {restarts} time(s)")
+        problems.append(("service", f"restarted {restarts} time(s)"))
     depth = metric_value(metrics, "kiosk_outbox_depth")
     if depth is not None and depth > 0 and (metric_value(metrics, "kiosk_outbox_blocked_seconds") or 0) > 0:
-        problems.append(f"outbox growing: {int(depth)} event(s) waiting")
+        problems.append(("outbox", f"outbox growing: {int(depth)} event(s) waiting"))
     last_sync = metric_value(metrics, "kiosk_last_successful_sync_timestamp_seconds")
     if not last_sync:
-        problems.append("never synced the gallery")
+        problems.append(("sync", "never synced the gallery"))
     elif now - last_sync > STALE_SYNC_SECONDS:
-        problems.append(f"gallery sync stale: {int((now - last_sync) // 60)} min ago")
-    if probe.get("live") and probe.get("live") != probe.get("last_known_good"):
-        problems.append(f"release {probe.get('live')} is not the last known good ({probe.get('last_known_good')})")
+        problems.append(("sync", f"gallery sync stale: {int((now - last_sync) // 60)} min ago"))
+    live, good = probe.get("live"), probe.get("last_known_good")
+    if live and live != good:
+        problems.append(("release", f"release {live} is not the last known good ({good})"))
     slow = (expected is not None and embed_p50 is not None and not emulated and embed_p50 > expected[1])
     if slow:
-        problems.append(f"embedding {embed_p50} ms, the guide expects {expected[0]}-{expected[1]} ms")
+        problems.append(("latency", f"embedding {embed_p50} ms, the guide expects {expected[0]}-{expected[1]} ms"))
     return {
         "latency_ms": latency,
         "embed_p50_ms": embed_p50,
@@ -137,9 +140,18 @@ def kiosk_row(probe: dict[str, Any], board: str, emulated: bool, now: float) -> 
         "outbox_depth": None if depth is None else int(depth),
         "last_sync_age_s": None if not last_sync else int(now - last_sync),
         "frames_per_s": probe.get("fps"),
-        "problems": problems,
+        "problems": [message for _, message in problems],
+        "flagged": sorted({column for column, _ in problems}),
         "emulated": emulated,
     }
+
+
+def row_of(host: str, hostvars: Any) -> dict[str, Any]:
+    """The judged row of a kiosk, or the row saying it could not be read."""
+    row = hostvars[host].get("__pi_report_row")
+    if row:
+        return dict(row)
+    return {"host": host, "reachable": False, "judged": {"problems": ["unreachable: not read"], "flagged": ["host"]}}
 
 
 class FilterModule:
@@ -147,4 +159,4 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {"pi_throttled_words": throttled_words, "pi_stage_latency_ms": stage_latency_ms,
-                "pi_kiosk_row": kiosk_row}
+                "pi_kiosk_row": kiosk_row, "pi_report_row_of": row_of}

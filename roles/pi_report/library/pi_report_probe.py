@@ -12,7 +12,10 @@ description:
     is quantised, and the service sandbox's exposure (systemd-analyze security). Changes nothing.
 options:
   boot_config: {description: The boot partition's config.txt., type: path, required: true}
-  overclock_marker: {description: "The overclock block's marker ({mark} is BEGIN or END).", type: str, required: true}
+  overclock_block:
+    description: The overclock block's name in its BEGIN and END lines.
+    type: str
+    default: pi-fleet pi_overclock
   state_file: {description: The kiosk deployment's state., type: path, default: /opt/pi-kiosk/state.json}
   config_file: {description: The kiosk's live configuration., type: path, default: /etc/pi-kiosk/config.toml}
   unit: {description: The kiosk's systemd unit., type: str, default: pi-kiosk.service}
@@ -76,13 +79,14 @@ def schedulers() -> dict[str, str]:
     return out
 
 
-def overclock(config: str, marker: str) -> list[str]:
+def overclock(config: str, name: str) -> list[str]:
+    """The settings between the block's "# BEGIN <name>" and "# END <name>" lines (pi_overclock's marker)."""
     lines = (read(config) or "").splitlines()
-    begin, end = marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
-    if begin not in lines or end not in lines:
+    begin = next((n for n, line in enumerate(lines) if line.startswith(f"# BEGIN {name}")), None)
+    end = next((n for n, line in enumerate(lines) if line.startswith(f"# END {name}")), None)
+    if begin is None or end is None:
         return []
-    block = lines[lines.index(begin) + 1:lines.index(end)]
-    return [line for line in block if line.strip() and not line.startswith("#")]
+    return [line for line in lines[begin + 1:end] if line.strip() and not line.startswith("#")]
 
 
 def fetch(url: str) -> tuple[int | None, str]:
@@ -147,7 +151,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "boot_config": {"type": "path", "required": True},
-            "overclock_marker": {"type": "str", "required": True},
+            "overclock_block": {"type": "str", "default": "pi-fleet pi_overclock"},
             "state_file": {"type": "path", "default": "/opt/pi-kiosk/state.json"},
             "config_file": {"type": "path", "default": "/etc/pi-kiosk/config.toml"},
             "unit": {"type": "str", "default": "pi-kiosk.service"},
@@ -165,7 +169,7 @@ def main() -> None:
         governor=governor,
         swap=swap(),
         schedulers=schedulers(),
-        overclock=overclock(p["boot_config"], p["overclock_marker"]),
+        overclock=overclock(p["boot_config"], p["overclock_block"]),
         throttled=run("vcgencmd", "get_throttled"),
         temperature=run("vcgencmd", "measure_temp"),
         arm_freq=run("vcgencmd", "measure_clock", "arm"),
