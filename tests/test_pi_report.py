@@ -31,8 +31,15 @@ def test_throttled_flags_are_words() -> None:
 def test_latency_quantiles_follow_prometheus_interpolation() -> None:
     latency = report.stage_latency_ms(METRICS)
     # p50: rank 50 falls in (0.1, 0.2] holding 10..90: 0.1 + 0.1 * 40/80 = 0.15 s.
-    assert latency["embed"] == {"p50": 150.0, "p95": 200.0}
-    assert latency["detect"] == {"p50": None, "p95": None}
+    # p95: rank 95 is past the last finite bucket (0.2 s holds 90 of 100): at least 200 ms.
+    assert latency["embed"] == {"p50": 150.0, "p50_over": False, "p95": 200.0, "p95_over": True}
+    assert latency["detect"] == {"p50": None, "p50_over": False, "p95": None, "p95_over": False}
+
+
+def test_a_quantile_beyond_the_last_bucket_says_so() -> None:
+    slow = ('kiosk_stage_seconds_bucket{le="2.5",stage="embed"} 1.0\n'
+            'kiosk_stage_seconds_bucket{le="+Inf",stage="embed"} 10.0\n')
+    assert report.stage_latency_ms(slow)["embed"] == {"p50": 2500.0, "p50_over": True, "p95": 2500.0, "p95_over": True}
 
 
 def test_a_kiosk_with_problems_shows_each_of_them() -> None:

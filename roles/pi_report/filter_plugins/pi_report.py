@@ -54,7 +54,7 @@ def metric_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     """Prometheus's histogram_quantile over cumulative (upper bound, count) buckets: linear within the
-    bucket the rank falls in; None without observations. A rank in the +Inf bucket gives the last finite bound."""
+    bucket the rank falls in; None without observations; inf when the rank is beyond the last finite bound."""
     buckets = sorted(buckets)
     total = buckets[-1][1] if buckets else 0
     if total <= 0:
@@ -63,27 +63,29 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | 
     lower_bound, lower_count = 0.0, 0.0
     for bound, count in buckets:
         if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            if count == lower_count:
+            if math.isinf(bound) or count == lower_count:
                 return bound
             return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
         lower_bound, lower_count = bound, count
-    return lower_bound
+    return math.inf
 
 
-def stage_latency_ms(metrics_text: str, name: str = "kiosk_stage_seconds") -> dict[str, dict[str, float | None]]:
-    """p50 and p95 per pipeline stage, in ms, from the kiosk's /metrics."""
+def stage_latency_ms(metrics_text: str, name: str = "kiosk_stage_seconds") -> dict[str, dict[str, Any]]:
+    """p50 and p95 per pipeline stage in ms, from the kiosk's /metrics; a quantile beyond the histogram's last
+    finite bucket is given as that bound with p50_over / p95_over true (the true value is larger)."""
     buckets: dict[str, list[tuple[float, float]]] = {}
     for sample, labels, value in metric_samples(metrics_text):
         if sample == f"{name}_bucket" and "stage" in labels:
             buckets.setdefault(labels["stage"], []).append((float(labels["le"]), value))
-    out: dict[str, dict[str, float | None]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for stage, stage_buckets in buckets.items():
+        top = max((b for b, _ in stage_buckets if not math.isinf(b)), default=0.0)
         out[stage] = {}
         for label, q in (("p50", 0.5), ("p95", 0.95)):
             seconds = histogram_quantile(stage_buckets, q)
-            out[stage][label] = None if seconds is None else round(seconds * 1000, 1)
+            over = seconds is not None and math.isinf(seconds)
+            out[stage][label] = None if seconds is None else round((top if over else seconds) * 1000, 1)
+            out[stage][f"{label}_over"] = over
     return out
 
 
