@@ -3,9 +3,10 @@
 
     camera.py OUT.avi
 
-A real photo with one face (scikit-image's astronaut.png) in a 640x480 frame, moving a little as a
-person in front of a kiosk does, then a stretch with nobody there. MJPG in AVI: OpenCV writes and
-reads it everywhere, with no codec of the system's.
+A real photo with one face (scikit-image's astronaut.png, the demo's enrolled person) in a 640x480
+frame, moving a little as a person in front of a kiosk does, a stretch with nobody there, then a
+stranger (the cameraman of scikit-image's camera.png, who is never enrolled) the same way, and nobody
+again. MJPG in AVI: OpenCV writes and reads it everywhere, with no codec of the system's.
 """
 from __future__ import annotations
 
@@ -21,17 +22,24 @@ FACE_FRAMES, EMPTY_FRAMES = 30, 10
 BACKGROUND = 90
 
 
-def frames() -> list[np.ndarray]:
-    # The astronaut's head and shoulders, scaled by 1.25: the face is about 110 pixels wide, as a
-    # person standing half a metre from the kiosk's camera.
-    person = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[20:276, 100:356], (320, 320))
+def _moving(person: np.ndarray) -> list[np.ndarray]:
     out = []
     for n in range(FACE_FRAMES):
         frame = np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)
         dx, dy = int(20 * np.sin(n / 5)), int(8 * np.cos(n / 7))
         frame[80 + dy:400 + dy, 160 + dx:480 + dx] = person
         out.append(frame)
-    return out + [np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)] * EMPTY_FRAMES
+    return out
+
+
+def frames() -> list[np.ndarray]:
+    # The astronaut's head and shoulders, scaled by 1.25: the face is about 110 pixels wide, as a
+    # person standing half a metre from the kiosk's camera.
+    person = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[20:276, 100:356], (320, 320))
+    # The cameraman's head, scaled by 2: a face of about the same size.
+    stranger = cv2.resize(cv2.cvtColor(data.camera()[40:200, 180:340], cv2.COLOR_GRAY2BGR), (320, 320))
+    empty = [np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)] * EMPTY_FRAMES
+    return _moving(person) + empty + _moving(stranger) + empty
 
 
 def write(path: Path) -> None:
