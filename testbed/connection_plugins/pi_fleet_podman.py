@@ -76,9 +76,10 @@ class Connection(PodmanConnection):
         if self.user:
             args.extend(("--user", self.user))
         rc, stdout, stderr = self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
-        # podman's own error (exit 125) for a container that is stopped, paused or gone: a Pi that is off or
-        # cut off, which SSH would report as unreachable (the rollout counts it as such).
-        if rc == 125 and NOT_RUNNING.search(stderr):
+        # podman's own error (exit 125, or 255 for a paused container in podman 4) for a container that is
+        # stopped, paused or gone: a Pi that is off or cut off, which SSH would report as unreachable (the
+        # rollout counts it as such).
+        if rc in (125, 255) and NOT_RUNNING.search(stderr):
             raise AnsibleConnectionFailure(f"the emulated Pi {self._container_id} is not running: "
                                            f"{to_native(stderr).strip()}")
         return rc, stdout, stderr
