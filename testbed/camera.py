@@ -18,7 +18,8 @@ import numpy as np
 from skimage import data
 
 WIDTH, HEIGHT, FPS = 640, 480, 10
-FACE_FRAMES, EMPTY_FRAMES = 30, 10
+# Short stretches: an emulated Pi takes seconds per frame, and the demo waits for the stranger.
+FACE_FRAMES, EMPTY_FRAMES = 10, 5
 BACKGROUND = 90
 
 

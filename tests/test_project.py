@@ -96,8 +96,10 @@ def test_coral_extra_is_the_runtime_the_kiosk_imports() -> None:
 
 
 def last_task(role: Path, tasks_file: str = "main.yml") -> dict[str, Any]:
-    """The task a role's run ends with, following an include at the end into its file."""
+    """The task a role's run ends with, following an include at the end into its file and a block into its end."""
     task: dict[str, Any] = yaml.safe_load((role / "tasks" / tasks_file).read_text())[-1]
+    while "block" in task:
+        task = task["block"][-1]
     include = task.get("ansible.builtin.include_tasks") or task.get("ansible.builtin.import_tasks")
     return last_task(role, include) if isinstance(include, str) else task
 
