@@ -3,8 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pi_kiosk.config import MatchingConfig
 from pi_kiosk.errors import GalleryError
-from pi_kiosk.match import DEFAULT_THRESHOLD, Gallery
+from pi_kiosk.match import Gallery
+
+DEFAULT_THRESHOLD = MatchingConfig().threshold  # the one default, in the configuration
 
 
 def unit(*values: float) -> np.ndarray:

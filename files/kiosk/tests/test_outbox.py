@@ -17,12 +17,13 @@ from fakeserver import FakeServer
 
 from pi_kiosk.errors import OutboxError
 from pi_kiosk.outbox import Backlog, Outbox, Sender
+from pi_kiosk.server import ServerClient
 
 WHEN = datetime(2026, 11, 24, 9, 30, 5, tzinfo=timezone(timedelta(hours=1)))
 
 
 def sender(outbox: Outbox, url: str, **kwargs: float) -> Sender:
-    return Sender(outbox, url, timeout=kwargs.get("timeout", 1.0), retry_initial=0.01, retry_max=0.05)
+    return Sender(outbox, ServerClient(url, timeout=kwargs.get("timeout", 1.0)), retry_initial=0.01, retry_max=0.05)
 
 
 def next_pass(s: Sender) -> int:
@@ -105,7 +106,7 @@ def test_permanent_rejection_is_set_aside(tmp_path: Path, server: FakeServer) ->
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap(tmp_path: Path) -> None:
-    s = Sender(Outbox(tmp_path / "o.sqlite3"), "http://x", retry_initial=2, retry_max=60)
+    s = Sender(Outbox(tmp_path / "o.sqlite3"), ServerClient("http://x"), retry_initial=2, retry_max=60)
     for attempts, base in [(0, 2), (1, 4), (3, 16), (10, 60), (100, 60)]:
         delays = [s.backoff(attempts) for _ in range(50)]
         assert all(base * 0.5 <= d <= base for d in delays)
@@ -117,12 +118,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from pi_kiosk.errors import OutboxError
 from pi_kiosk.outbox import Backlog, Outbox, Sender
+from pi_kiosk.server import ServerClient
 box = Outbox(Path(sys.argv[1]))
 if sys.argv[2] == "write":
     box.add("E001", "IN", datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc))
     os.kill(os.getpid(), signal.SIGKILL)  # dies between the write and any send
 else:
-    Sender(box, sys.argv[3], timeout=30).deliver_due()
+    Sender(box, ServerClient(sys.argv[3], timeout=30)).deliver_due()
 """
 
 

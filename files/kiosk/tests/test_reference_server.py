@@ -21,6 +21,7 @@ from attendance_server.store import Store
 
 from pi_kiosk.outbox import Outbox, Sender
 from pi_kiosk.runtime import file_sha256
+from pi_kiosk.server import ServerClient
 from pi_kiosk.sync import GallerySync
 
 ADMIN = "admin-token-0123456789"
@@ -58,7 +59,8 @@ def settings(tmp_path: Path, mobilefacenet: Path) -> Settings:
 def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, settings: Settings) -> None:
     port = free_port()
     box = Outbox(tmp_path / "outbox.sqlite3")
-    sender = Sender(box, f"http://127.0.0.1:{port}", token=KIOSK, timeout=2, retry_initial=0.01, retry_max=0.05)
+    sender = Sender(box, ServerClient(f"http://127.0.0.1:{port}", token=KIOSK, timeout=2),
+                    retry_initial=0.01, retry_max=0.05)
     start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
     events = [box.add(f"E{i:03d}", "IN", start + timedelta(minutes=i)) for i in range(20)]
     assert sender.deliver_due() == 0 and box.depth() == 20  # nothing listens: all kept
@@ -81,7 +83,7 @@ def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, se
 
 
 def sync_for(tmp_path: Path, url: str, model: Path) -> GallerySync:
-    return GallerySync(url, tmp_path / "gallery.npz", 512, file_sha256(model), token=KIOSK, timeout=5)
+    return GallerySync(ServerClient(url, token=KIOSK, timeout=5), tmp_path / "gallery.npz", 512, file_sha256(model))
 
 
 def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
@@ -102,7 +104,8 @@ def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
         assert sync.fetch() is None  # the ETag: nothing changed, nothing sent
 
         # Another model's kiosk gets none of these vectors: they live in another space.
-        other = GallerySync(url, tmp_path / "other.npz", 512, file_sha256(other_mobilefacenet), token=KIOSK, timeout=5)
+        other = GallerySync(ServerClient(url, token=KIOSK, timeout=5), tmp_path / "other.npz", 512,
+                            file_sha256(other_mobilefacenet))
         fetched = other.fetch()
         assert fetched is not None and len(fetched) == 0
 

@@ -21,7 +21,7 @@ from fakeserver import FakeServer
 from kioskcli import cli
 
 from pi_kiosk import __version__, config
-from pi_kiosk import service as service_module
+from pi_kiosk import recognizer as recognizer_module
 from pi_kiosk.align import Aligner
 from pi_kiosk.config import DetectorConfig
 from pi_kiosk.detect import Detector, Face, MtcnnDetector, load_detector
@@ -200,7 +200,7 @@ def test_ready_only_after_both_models_ran_once(write_config: Callable[..., Path]
         detector.detect = detect  # type: ignore[method-assign]
         return detector
 
-    monkeypatch.setattr(service_module, "load_detector", counting_detector)
+    monkeypatch.setattr(recognizer_module, "load_detector", counting_detector)
     cfg = config.load(write_config(camera={"source": str(astronaut_path)}))
     service = Service(cfg)
     assert detections == ["640x480 after 1 message(s)"]  # the warm-up, before READY=1

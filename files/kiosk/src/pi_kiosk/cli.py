@@ -55,23 +55,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"ok: config {args.config}")
         return 0
     from .capture import read_image
-    from .detect import load_detector
-    from .embed import load_embedder
-    from .enroll import load_enrolled
-    from .pipeline import Pipeline
-    from .sync import GallerySync
+    from .recognizer import assemble
 
     cfg = _load(args)
-    embedder = load_embedder(cfg.embedder)
-    detector = load_detector(cfg.detector)
-    # Offline, the token is not needed (a deploy's smoke test runs before the token file is in place).
-    token = "" if args.offline else config.server_token(cfg.server)
-    sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim, embedder.model_sha256,
-                       token=token, timeout=cfg.server.timeout_seconds)
-    gallery = sync.load_cached().merged(load_enrolled(cfg.sync.enrolled_path, embedder))
+    recognizer = assemble(cfg, offline=args.offline)
+    pipeline = recognizer.pipeline
+    embedder, gallery = pipeline.embedder, pipeline.gallery
     frame = (read_image(args.image) if args.image
              else np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
-    results = Pipeline(detector, embedder, gallery, cfg.matching.threshold).process(frame)
+    results = pipeline.process(frame)
     # Always run one embedding, even when the test frame holds no face.
     vector = embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
     if not np.isfinite(vector).all():
@@ -84,7 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings")
     print(f"ok: {_outbox_line(cfg.outbox.path)}")
     if not args.offline:
-        print(_server_line(sync, cfg.server.url))
+        print(_server_line(recognizer.sync, cfg.server.url))
     return 0
 
 
@@ -120,13 +112,11 @@ def _server_line(sync: GallerySync, server_url: str) -> str:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from .detect import load_detector
-    from .embed import load_embedder
     from .enroll import enroll
+    from .recognizer import load_models
 
     cfg = _load(args)
-    embedder = load_embedder(cfg.embedder)
-    detector = load_detector(cfg.detector)
+    detector, embedder = load_models(cfg)
     gallery = enroll(args.id, args.photos, detector, embedder, cfg.sync.enrolled_path, replace=args.replace,
                      new_model=args.new_model)
     print(f"enrolled {args.id} from {len(args.photos)} photo(s); {gallery.people} people in {cfg.sync.enrolled_path}")

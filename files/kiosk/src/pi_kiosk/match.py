@@ -15,7 +15,8 @@ import numpy.typing as npt
 from .errors import GalleryError
 
 F32 = npt.NDArray[np.float32]
-DEFAULT_THRESHOLD = 0.40
+
+
 @dataclass(frozen=True)
 class Match:
     employee_id: str | None  # None: unknown (below the threshold, or nobody enrolled)

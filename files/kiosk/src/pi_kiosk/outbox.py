@@ -29,11 +29,9 @@ import requests
 
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
-from .server import server_session
+from .server import ServerClient
 
 log = logging.getLogger(__name__)
-
-ATTENDANCE_PATH = "/toon/attendance"
 
 # The tables of pi-kiosk 0.1 (`PRAGMA user_version` 0); _MIGRATIONS brings them up to date.
 _SCHEMA = (
@@ -223,15 +221,13 @@ class Outbox:
 class Sender:
     """Delivers pending events, oldest first; `run` loops until stopped, woken early by `wake`."""
 
-    def __init__(self, outbox: Outbox, server_url: str, *, token: str = "", timeout: float = 5.0,
-                 retry_initial: float = 2.0, retry_max: float = 300.0, session: requests.Session | None = None,
+    def __init__(self, outbox: Outbox, server: ServerClient, *, retry_initial: float = 2.0, retry_max: float = 300.0,
                  on_change: Callable[[DeliveryStatus], None] | None = None) -> None:
         self.outbox = outbox
-        self.url = server_url.rstrip("/") + ATTENDANCE_PATH
-        self.timeout = timeout
+        self.server = server
+        self.url = server.attendance_url
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.session = server_session(token, session)
         self.tracker = DeliveryTracker(self.url, outbox.depth, on_change)
         self._wake = threading.Event()
         self._failures = 0  # consecutive failed attempts
@@ -269,10 +265,7 @@ class Sender:
         delivered = 0
         for event in self.outbox.pending():
             try:
-                # Not redirected: a redirected POST becomes a GET, and a 2xx to that GET (a login
-                # page) would delete an event the server never received.
-                resp = self.session.post(self.url, json=event.payload, timeout=self.timeout,
-                                         headers={"Idempotency-Key": event.key}, allow_redirects=False)
+                resp = self.server.post_attendance(event.payload, event.key)
             except requests.RequestException as exc:
                 self._pause(event, unreachable(exc), f"{type(exc).__name__}: {exc}")
                 break

@@ -23,13 +23,14 @@ class Recognition:
     match: Match
 
 
-def _ignore(stage: str, seconds: float) -> None:
+def no_timing(stage: str, seconds: float) -> None:
+    """The default observer: stage timings go nowhere."""
     pass
 
 
 class Pipeline:
     def __init__(self, detector: Detector, embedder: Embedder, gallery: Gallery, threshold: float,
-                 observe: Callable[[str, float], None] = _ignore) -> None:
+                 observe: Callable[[str, float], None] = no_timing) -> None:
         self.detector = detector
         self.embedder = embedder
         self.aligner = Aligner()

@@ -1,12 +1,34 @@
-"""The HTTP session both the outbox and the gallery sync use to talk to the attendance server."""
+"""The attendance server as the kiosk sees it: its two endpoints, one session with the bearer
+token, one timeout. The gallery sync and the outbox's sender both talk through it."""
 from __future__ import annotations
+
+from typing import Any
 
 import requests
 
+EMBEDDINGS_PATH = "/api/employees/embeddings"
+ATTENDANCE_PATH = "/toon/attendance"
 
-def server_session(token: str = "", session: requests.Session | None = None) -> requests.Session:
-    """A session (the given one, for tests) that sends the bearer token when one is configured."""
-    session = session or requests.Session()
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    return session
+
+class ServerClient:
+    def __init__(self, url: str, *, token: str = "", timeout: float = 5.0,
+                 session: requests.Session | None = None) -> None:
+        base = url.rstrip("/")
+        self.embeddings_url = base + EMBEDDINGS_PATH
+        self.attendance_url = base + ATTENDANCE_PATH
+        self.timeout = timeout
+        self.session = session or requests.Session()  # a given one: tests
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get_embeddings(self, model: str, etag: str = "", *, stream: bool = False) -> requests.Response:
+        """The gallery of `model` (its sha256); with the last ETag a 304 costs nothing."""
+        headers = {"If-None-Match": etag} if etag else {}
+        return self.session.get(self.embeddings_url, params={"model": model}, headers=headers,
+                                timeout=self.timeout, stream=stream)
+
+    def post_attendance(self, payload: dict[str, Any], key: str) -> requests.Response:
+        # Not redirected: a redirected POST becomes a GET, and a 2xx to that GET (a login page)
+        # would delete an event the server never received.
+        return self.session.post(self.attendance_url, json=payload, timeout=self.timeout,
+                                 headers={"Idempotency-Key": key}, allow_redirects=False)

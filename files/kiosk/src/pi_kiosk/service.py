@@ -10,17 +10,14 @@ import numpy as np
 import requests
 
 from .capture import frames
-from .config import Config, server_token
+from .config import Config
 from .cooldown import Cooldown
-from .detect import load_detector
-from .embed import load_embedder
-from .enroll import load_enrolled
 from .errors import GalleryError
 from .metrics import HealthServer, Metrics
 from .notify import Notifier
 from .outbox import Outbox, Sender
-from .pipeline import Pipeline, Recognition
-from .sync import GallerySync
+from .pipeline import Recognition
+from .recognizer import assemble
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +28,15 @@ class Service:
         self.notifier = Notifier()
         self.notifier.status("loading models")
         self.metrics = Metrics()
-        embedder = load_embedder(cfg.embedder)  # runs one inference at load
-        detector = load_detector(cfg.detector)
+        recognizer = assemble(cfg, observe=self.metrics.observe)
+        self.server, self.sync, self.enrolled, self.pipeline = (
+            recognizer.server, recognizer.sync, recognizer.enrolled, recognizer.pipeline)
+        embedder, gallery = self.pipeline.embedder, self.pipeline.gallery
         # Warm-up: first runs allocate and plan; READY=1 should mean frames are processed at full speed.
-        detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
-        token = server_token(cfg.server)
-        self.sync = GallerySync(cfg.server.url, cfg.sync.cache_path, embedder.dim, embedder.model_sha256,
-                                token=token, timeout=cfg.server.timeout_seconds)
-        self.enrolled = load_enrolled(cfg.sync.enrolled_path, embedder)
-        gallery = self.sync.load_cached().merged(self.enrolled)
-        self.pipeline = Pipeline(detector, embedder, gallery, cfg.matching.threshold, self.metrics.observe)
+        self.pipeline.detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
         self.metrics.gallery_size.set(len(gallery))
         self.outbox = Outbox(cfg.outbox.path)
-        self.sender = Sender(self.outbox, cfg.server.url, token=token,
-                             timeout=cfg.server.timeout_seconds, retry_initial=cfg.outbox.retry_initial_seconds,
+        self.sender = Sender(self.outbox, self.server, retry_initial=cfg.outbox.retry_initial_seconds,
                              retry_max=cfg.outbox.retry_max_seconds,
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)

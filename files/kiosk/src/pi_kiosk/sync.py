@@ -14,16 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 
 from .errors import GalleryError
 from .match import Gallery
-from .server import server_session
+from .server import ServerClient
 from .store import load_for_model, save_gallery
 
 log = logging.getLogger(__name__)
-
-EMBEDDINGS_PATH = "/api/employees/embeddings"
 
 
 def parse_embeddings(body: Any, dim: int) -> Gallery:
@@ -55,14 +52,12 @@ def parse_embeddings(body: Any, dim: int) -> Gallery:
 
 
 class GallerySync:
-    def __init__(self, server_url: str, cache_path: Path, dim: int, model: str, *, token: str = "",
-                 timeout: float = 5.0, session: requests.Session | None = None) -> None:
-        self.url = server_url.rstrip("/") + EMBEDDINGS_PATH
+    def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str) -> None:
+        self.server = server
+        self.url = server.embeddings_url
         self.cache_path = cache_path
         self.dim = dim
         self.model = model  # the embedding model's sha256
-        self.timeout = timeout
-        self.session = server_session(token, session)
         self.etag = ""
 
     def load_cached(self) -> Gallery:
@@ -73,19 +68,14 @@ class GallerySync:
         self.etag = stored.etag  # only an ETag of this model's gallery is ever sent
         return stored.gallery
 
-    def _get(self, *, stream: bool) -> requests.Response:
-        headers = {"If-None-Match": self.etag} if self.etag else {}
-        return self.session.get(self.url, params={"model": self.model}, headers=headers, timeout=self.timeout,
-                                stream=stream)
-
     def probe(self) -> int:
         """The HTTP status a sync would get now, without downloading the gallery (pi-kiosk check)."""
-        with self._get(stream=True) as resp:
+        with self.server.get_embeddings(self.model, self.etag, stream=True) as resp:
             return resp.status_code
 
     def fetch(self) -> Gallery | None:
         """A new gallery, or None if unchanged (304). Raises requests/GalleryError on failure."""
-        resp = self._get(stream=False)
+        resp = self.server.get_embeddings(self.model, self.etag)
         if resp.status_code == 304:
             return None
         resp.raise_for_status()

@@ -1,0 +1,42 @@
+"""The recognizer assembled from its configuration, in one place for the service and the CLI:
+the models, the attendance server's client, the gallery (synced and enrolled) and the pipeline."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import Config, server_token
+from .detect import Detector, load_detector
+from .embed import Embedder, load_embedder
+from .enroll import load_enrolled
+from .match import Gallery
+from .pipeline import Pipeline, no_timing
+from .server import ServerClient
+from .sync import GallerySync
+
+
+def load_models(cfg: Config) -> tuple[Detector, Embedder]:
+    """The detector and the embedder (which runs one inference at load)."""
+    embedder = load_embedder(cfg.embedder)
+    return load_detector(cfg.detector), embedder
+
+
+@dataclass
+class Recognizer:
+    server: ServerClient
+    sync: GallerySync
+    enrolled: Gallery  # enrolled on this kiosk (pi-kiosk enroll): merged into every synced gallery
+    pipeline: Pipeline
+
+
+def assemble(cfg: Config, *, offline: bool = False,
+             observe: Callable[[str, float], None] = no_timing) -> Recognizer:
+    """Models loaded, the cached gallery merged with the kiosk's own enrollments. `offline`: no token
+    is read (a deploy's smoke test runs before the token file is in place)."""
+    detector, embedder = load_models(cfg)
+    server = ServerClient(cfg.server.url, token="" if offline else server_token(cfg.server),
+                          timeout=cfg.server.timeout_seconds)
+    sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256)
+    enrolled = load_enrolled(cfg.sync.enrolled_path, embedder)
+    gallery = sync.load_cached().merged(enrolled)
+    return Recognizer(server, sync, enrolled, Pipeline(detector, embedder, gallery, cfg.matching.threshold, observe))
