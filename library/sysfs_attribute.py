@@ -1,33 +1,55 @@
 #!/usr/bin/python
-"""Ansible module: set a sysfs attribute now, with check mode and diff that tell the truth."""
+"""Ansible module: set sysfs attributes now, with check mode and diff that tell the truth."""
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: sysfs_attribute
-short_description: Set a sysfs attribute (CPU governor, IO scheduler, ...) if it differs
+short_description: Set sysfs attributes (CPU governor, IO scheduler, ...) where they differ
 description:
-  - Reads the attribute, compares it with O(value) and writes it only when it differs.
+  - Reads each attribute, compares it with O(value) and writes it only when it differs.
   - Understands selector files such as C(queue/scheduler) that list every choice with the
     active one in brackets ("[mq-deadline] kyber bfq none").
-  - Fails, naming the value and the allowed ones, when O(value) is not offered.
+  - Every file is read and judged before any is written; one that does not offer O(value)
+    fails the task, naming the value and the allowed ones, and nothing is written (the result's
+    C(attributes) still lists every file's state).
+  - One call for all the files (each module call starts a Python on the host: seconds on a Pi Zero).
   - The change lasts until the next boot; persistence is the caller's job (udev, systemd).
 options:
   path:
-    description: The sysfs file.
-    type: path
+    description: The sysfs file, or a glob of them (C(/sys/block/mmcblk*/queue/scheduler)); a list for several.
+    type: list
+    elements: str
     required: true
   value:
     description: The value to select.
     type: str
     required: true
   choices_from:
-    description: A file listing the allowed values (e.g. C(scaling_available_governors)).
-    type: path
+    description:
+      - A file listing the allowed values (e.g. C(scaling_available_governors)); a relative name is
+        read beside each file.
+    type: str
 """
 
+RETURN = r"""
+attributes:
+  description: Each file matched, in path order, with its value before and whether it changes.
+  type: list
+  elements: dict
+  returned: always
+  sample: [{path: /sys/block/mmcblk0/queue/scheduler, before: mq-deadline, offered: [mq-deadline, none],
+            changed: true}]
+"""
+
+import glob
 from pathlib import Path
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+class SysfsError(Exception):
+    pass
 
 
 def parse(text: str) -> tuple[str, list[str]]:
@@ -38,38 +60,68 @@ def parse(text: str) -> tuple[str, list[str]]:
     return text.strip(), []
 
 
+def plan(patterns: list[str], value: str, choices_from: str | None) -> list[dict[str, Any]]:
+    """Each matched file's state (`offered`: the values it allows, [] for a free-form file);
+    SysfsError when one cannot be read."""
+    paths = sorted({p for pattern in patterns for p in (glob.glob(pattern) if glob.has_magic(pattern) else [pattern])})
+    entries = []
+    for path in map(Path, paths):
+        try:
+            active, offered = parse(path.read_text())
+            if choices_from:
+                offered = (path.parent / choices_from).read_text().split()
+        except OSError as exc:
+            raise SysfsError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        entries.append({"path": str(path), "before": active, "offered": offered, "changed": active != value})
+    return entries
+
+
+def refused(entries: list[dict[str, Any]], value: str) -> str:
+    """Why `value` cannot be set, naming each file that does not offer it ("" when all do)."""
+    return "; ".join(f"{e['path']}: {value!r} is not offered here; allowed: {', '.join(e['offered'])}"
+                     for e in entries if e["offered"] and value not in e["offered"])
+
+
+def apply(entries: list[dict[str, Any]], value: str) -> None:
+    for entry in entries:
+        if entry["changed"]:
+            try:
+                Path(entry["path"]).write_text(value + "\n")
+            except OSError as exc:
+                raise SysfsError(f"the kernel refused {value!r} for {entry['path']}: {exc.strerror}") from None
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "path": {"type": "path", "required": True},
+            "path": {"type": "list", "elements": "str", "required": True},
             "value": {"type": "str", "required": True},
-            "choices_from": {"type": "path"},
+            "choices_from": {"type": "str"},
         },
         supports_check_mode=True,
     )
-    path = Path(module.params["path"])
     value = module.params["value"]
     try:
-        active, offered = parse(path.read_text())
-        if module.params["choices_from"]:
-            offered = Path(module.params["choices_from"]).read_text().split()
-    except OSError as exc:
-        module.fail_json(msg=f"cannot read {exc.filename}: {exc.strerror}")
-    if offered and value not in offered:
-        module.fail_json(msg=f"{path}: {value!r} is not offered here; allowed: {', '.join(offered)}")
-
+        entries = plan(module.params["path"], value, module.params["choices_from"])
+    except SysfsError as exc:
+        module.fail_json(msg=str(exc))
+    problem = refused(entries, value)
+    if problem:
+        # Nothing written; the files' states let a caller word the error for its own setting.
+        module.fail_json(msg=problem, attributes=entries)
+    changing = [e for e in entries if e["changed"]]
     result = {
-        "changed": active != value,
-        "path": str(path),
-        "before": active,
+        "changed": bool(changing),
+        "attributes": entries,
         "value": value,
-        "diff": {"before": active + "\n", "after": value + "\n", "before_header": str(path), "after_header": str(path)},
+        "diff": [{"before": e["before"] + "\n", "after": value + "\n", "before_header": e["path"],
+                  "after_header": e["path"]} for e in changing],
     }
-    if result["changed"] and not module.check_mode:
+    if changing and not module.check_mode:
         try:
-            path.write_text(value + "\n")
-        except OSError as exc:
-            module.fail_json(msg=f"the kernel refused {value!r} for {path}: {exc.strerror}", **result)
+            apply(entries, value)
+        except SysfsError as exc:
+            module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
 
 

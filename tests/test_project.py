@@ -155,3 +155,11 @@ def test_pi_lock_satisfies_the_kiosk_and_matches_the_tested_versions(lock: str) 
     dev = locked(ROOT / "requirements/dev.txt")
     differ = {n: (v, dev[n]) for n, v in pins.items() if n in dev and dev[n] != v}
     assert not differ, f"the Pis would run other versions than the tests (Pi, tests): {differ}; run scripts/lock"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_constants_in_vars_look_private(role: Path) -> None:
+    """group_vars cannot override vars/: a public-looking name there would mislead a user."""
+    names = [name for f in sorted((role / "vars").glob("*.yml")) for name in (yaml.safe_load(f.read_text()) or {})]
+    public = [n for n in names if not n.startswith(f"__{role.name}_")]
+    assert not public, f"{role.name}/vars/ holds {public}: name them __{role.name}_*"
