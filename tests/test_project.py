@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -163,3 +164,12 @@ def test_role_constants_in_vars_look_private(role: Path) -> None:
     names = [name for f in sorted((role / "vars").glob("*.yml")) for name in (yaml.safe_load(f.read_text()) or {})]
     public = [n for n in names if not n.startswith(f"__{role.name}_")]
     assert not public, f"{role.name}/vars/ holds {public}: name them __{role.name}_*"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_registered_results_never_shadow_a_role_constant(role: Path) -> None:
+    """A registered result wins over vars/: a constant of the same name would silently become a task result."""
+    constants = {name for f in (role / "vars").glob("*.yml") for name in (yaml.safe_load(f.read_text()) or {})}
+    text = "\n".join(f.read_text() for d in ("tasks", "handlers") for f in sorted((role / d).glob("*.yml")))
+    registered = set(re.findall(r"^\s+register: (\w+)\s*$", text, re.MULTILINE))
+    assert not constants & registered, f"{role.name} registers results under constants' names: {constants & registered}"
