@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import sha256_file
 
 # What goes into the kiosk wheel; a change to anything else (tests, benchmarks) is not a new release.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "src")
@@ -72,6 +71,14 @@ SIGNATURE_NAMESPACE = "pi-kiosk-release"
 
 class WheelhouseError(Exception):
     pass
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def wheel_inputs(source: Path) -> list[Path]:
