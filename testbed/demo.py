@@ -23,7 +23,6 @@ from pathlib import Path
 
 import camera
 import cv2
-import numpy as np
 import requests
 
 PERSON = "astronaut"  # the enrolled employee's id
@@ -68,22 +67,22 @@ def threshold(out: Path) -> None:
     """Scores of the enrolled photo against her frames and the stranger's, and a threshold between."""
     path = out / "threshold.json"
     if not path.exists():
-        from pi_kiosk.align import Aligner
         from pi_kiosk.capture import frames
         from pi_kiosk.detect import MtcnnDetector
         from pi_kiosk.embed import OnnxEmbedder
         from pi_kiosk.enroll import embed_photos
+        from pi_kiosk.match import Gallery
+        from pi_kiosk.pipeline import Pipeline
 
-        detector, embedder, aligner = MtcnnDetector(), OnnxEmbedder(out / "mobilefacenet.onnx"), Aligner()
-        enrolled = embed_photos([out / f"{PERSON}.png"], detector, embedder)[0]
-        enrolled /= np.linalg.norm(enrolled)
+        detector, embedder = MtcnnDetector(), OnnxEmbedder(out / "mobilefacenet.onnx")
+        enrolled = Gallery([PERSON], embed_photos([out / f"{PERSON}.png"], detector, embedder))
+        # The kiosk's own pipeline scores each face; threshold -1 so that every score is reported.
+        pipeline = Pipeline(detector, embedder, enrolled, threshold=-1.0)
         her, stranger = [], []
         stranger_from = camera.FACE_FRAMES + camera.EMPTY_FRAMES
         for n, frame in enumerate(frames(str(out / "camera" / "camera.avi"))):
-            for face in detector.detect(frame):
-                e = embedder.embed(aligner.align(frame, face.landmarks))
-                score = float(enrolled @ e / np.linalg.norm(e))
-                (her if n < camera.FACE_FRAMES else stranger if n >= stranger_from else []).append(score)
+            for r in pipeline.process(frame):
+                (her if n < camera.FACE_FRAMES else stranger if n >= stranger_from else []).append(r.match.score)
         if not her or not stranger:
             raise SystemExit(f"demo: faces found in {len(her)} frames of her and {len(stranger)} of the stranger; "
                              "the detector needs both in the camera video")
