@@ -1,6 +1,10 @@
 """The fleet report's judgements (roles/pi_report/filter_plugins/pi_report.py)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from conftest import ROOT, load_module
@@ -70,3 +74,18 @@ def test_model_classes() -> None:
     assert report.model_class(5_000_000, False) == "mobilefacenet"
     assert report.model_class(170_000_000, False) == "arcface-fp32"
     assert report.model_class(43_000_000, True) == "arcface-int8"
+
+
+@pytest.mark.parametrize(("extra", "expect"), [
+    ("pi_report_window_seconds=0", "pi_report_window_seconds=0 (allowed: 1 to 60)"),
+    ("pi_report_window_seconds=soon", "pi_report_window_seconds"),
+    ("pi_report_kiosk_url=http://127.0.0.1:9108/metrics", "(allowed: http(s)://host:port, no path)"),
+])
+def test_bad_settings_stop_the_report_before_any_pi_is_read(extra: str, expect: str, tmp_path: Path) -> None:
+    playbook = tmp_path / "report.yml"
+    playbook.write_text(f"- hosts: localhost\n  gather_facts: false\n  roles: [{{role: {ROOT / 'roles/pi_report'}}}]\n")
+    run = subprocess.run([Path(sys.executable).parent / "ansible-playbook", "-i", "localhost,", "-c", "local",
+                          str(playbook), "-e", extra], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode != 0
+    assert expect in run.stdout + run.stderr
+    assert "Read the Pi's system and recognizer state" not in run.stdout
