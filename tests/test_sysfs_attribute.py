@@ -85,5 +85,6 @@ def test_a_refused_value_writes_nothing_and_returns_every_files_state(tmp_path: 
     result = run_module(tmp_path, False, path=[pattern], value="bfq")
     assert result["failed"] is True
     assert "sda/queue/scheduler: 'bfq' is not offered here" in str(result["msg"])
-    assert [a["offered"] for a in result["attributes"]] == [["mq-deadline", "kyber", "bfq", "none"], ["mq-deadline", "none"]]
+    assert [a["offered"] for a in result["attributes"]] == [
+        ["mq-deadline", "kyber", "bfq", "none"], ["mq-deadline", "none"]]
     assert (tmp_path / "mmcblk0/queue/scheduler").read_text() == "[mq-deadline] kyber bfq none\n"

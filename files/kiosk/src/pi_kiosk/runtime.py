@@ -36,11 +36,8 @@ def file_sha256(path: Path) -> str:
 # identity in the embeddings files all need the hash, and a ResNet-50 is 170 MB to read.
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, *version: int) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def model_sha256(path: Path, *, key: str, expected: str | None = None) -> str:
