@@ -1,6 +1,6 @@
 """Benchmark the kiosk pipeline against the guide's recipe, on this machine, in one run.
 
-    python files/kiosk/benchmarks/bench_pipeline.py [--rounds 5] [--resnet50] [--memory-only]
+    python files/kiosk/benchmarks/bench_pipeline.py [--rounds 5] [--resnet50] [--memory-only] [--gallery 10000]
 
 Prints:
 1. embedding per face: the guide's recipe (whole frame resized to 112x112, default session,
@@ -18,7 +18,10 @@ Prints:
 4. resident memory of a running `pi-kiosk run` service (VmRSS after a while, and its peak
    VmHWM) on its first start (model rewritten, optimised and cached) and on a restart (cache
    used); with `--resnet50` for both architectures, and the memory-fit formula derived from the
-   two: baseline MB + multiplier x model file MB.
+   two: baseline MB + multiplier x model file MB; with `--gallery` people enrolled (10,000);
+5. an idle kiosk (an empty scene at camera.max_fps = 10): CPU seconds per minute with the motion
+   gate on and off, and a visit: the frame, counted from the first one the person is in, that
+   brings the attendance event.
 
 Models have the real architecture and RANDOM weights (no trained weights are available
 offline): speed and memory are the real ones, recognition quality is not measured here. Other
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +63,7 @@ from pi_kiosk.embed import OnnxEmbedder
 from pi_kiosk.match import Gallery
 from pi_kiosk.pipeline import Pipeline
 from pi_kiosk.runtime import available_cores, session_options
+from pi_kiosk.store import load_gallery, save_gallery
 
 # The guide's literal thread count: "use all cores" on the four-core boards it was written for.
 GUIDE_THREADS = 4
@@ -80,7 +85,8 @@ class GuideRecipe:
         img = np.expand_dims(img, axis=0)
         input_name = self.session.get_inputs()[0].name
         emb = self.session.run(None, {input_name: img})[0][0]
-        return emb / np.linalg.norm(emb)
+        unit: np.ndarray = emb / np.linalg.norm(emb)
+        return unit
 
 
 def dict_match(db: dict[str, np.ndarray], emb: np.ndarray) -> tuple[str | None, float]:
@@ -193,11 +199,13 @@ def embedding_section(model: Path, frame: np.ndarray, landmarks: np.ndarray, rou
           f"ONNX Runtime MatMul 1024x1024, {cores} threads): the ceiling")
 
 
-class _Server(BaseHTTPRequestHandler):
-    """Attendance server stand-in for the RSS run: accepts events, serves an empty gallery."""
+class _Handler(BaseHTTPRequestHandler):
+    server: StandIn
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.metrics_url:
+            self.server.frames_at_event.append(_frames(self.server.metrics_url))
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -214,59 +222,33 @@ class _Server(BaseHTTPRequestHandler):
         pass
 
 
-@dataclass(frozen=True)
-class ServiceMemory:
-    frames_per_second: float
-    rss_mb: float  # VmRSS at the end of the run
-    peak_mb: float  # VmHWM: the most the process ever held resident, loading included
+class StandIn(ThreadingHTTPServer):
+    """Attendance server stand-in: accepts events (noting the kiosk's frame count at each), serves an empty gallery."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.metrics_url = ""
+        self.frames_at_event: list[float] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-def run_service(config: Path, port: int, seconds: float) -> ServiceMemory:
-    """Start `pi-kiosk run`, let it process frames for `seconds`, read its memory, stop it."""
-    proc = subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(config)],
-                            stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    sys.exit("the service did not come up")
-                time.sleep(0.1)
-        start_frames, t0 = _frames(url), time.monotonic()
-        time.sleep(seconds)
-        done, elapsed = _frames(url) - start_frames, time.monotonic() - t0
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return ServiceMemory(done / elapsed, _kib(status, "VmRSS") / 1024, _kib(status, "VmHWM") / 1024)
-
-
-def rss_section(model: Path, frame: np.ndarray, workdir: Path, seconds: float) -> tuple[ServiceMemory, ServiceMemory]:
-    """(first start, restart) of the service with `model`, after enrolling one photo."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    image = workdir / "frame.png"
-    cv2.imwrite(str(image), frame)
-    import socket
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def kiosk_config(workdir: Path, model: Path, server: StandIn, camera: dict[str, object]) -> tuple[Path, int]:
+    """A service configuration in `workdir` (camera keys as given) and its metrics port."""
+    port = free_port()
     config = workdir / "config.toml"
-    config.write_text(f"""
-[camera]
-source = "{image}"
-loop = true
+    # json.dumps writes strings, numbers and booleans as TOML reads them.
+    config.write_text("[camera]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items()) + f"""
 [embedder]
 model_path = "{model}"
 cache_dir = "{workdir / 'cache'}"
 [server]
-url = "http://127.0.0.1:{httpd.server_address[1]}"
+url = "http://127.0.0.1:{server.server_address[1]}"
 [outbox]
 path = "{workdir / 'outbox.sqlite3'}"
 [sync]
@@ -277,25 +259,147 @@ port = {port}
 [logging]
 level = "WARNING"
 """)
-    enroll = subprocess.run([sys.executable, "-m", "pi_kiosk", "enroll", "--config", str(config), "--id", "E001",
-                             str(image)], capture_output=True, text=True)
-    if enroll.returncode:
-        sys.exit(enroll.stderr)
+    return config, port
+
+
+def enroll_astronaut(config: Path, photo: Path, gallery_size: int) -> None:
+    """Enroll the photo as E001 with the kiosk's own command, then fill the gallery up with random people."""
+    done = subprocess.run([sys.executable, "-m", "pi_kiosk", "enroll", "--config", str(config), "--id", "E001",
+                           str(photo)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr)
+    path = config.parent / "enrolled.npz"
+    stored = load_gallery(path)
+    others = np.random.default_rng(0).standard_normal((gallery_size - 1, stored.gallery.dim)).astype(np.float32)
+    ids = [*stored.gallery.ids, *(f"R{i:05d}" for i in range(gallery_size - 1))]
+    save_gallery(path, Gallery(ids, np.vstack([stored.gallery.matrix, others])), stored.model)
+
+
+def start_service(config: Path, port: int) -> subprocess.Popen[bytes]:
+    """`pi-kiosk run`, once its /metrics answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(config)],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                sys.exit("the service did not come up")
+            time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class ServiceMemory:
+    frames_per_second: float
+    rss_mb: float  # VmRSS at the end of the run
+    peak_mb: float  # VmHWM: the most the process ever held resident, loading included
+
+
+def run_service(config: Path, port: int, seconds: float) -> ServiceMemory:
+    """Start `pi-kiosk run`, let it process frames for `seconds`, read its memory, stop it."""
+    proc = start_service(config, port)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        start_frames, t0 = _frames(url), time.monotonic()
+        time.sleep(seconds)
+        done, elapsed = _frames(url) - start_frames, time.monotonic() - t0
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return ServiceMemory(done / elapsed, _kib(status, "VmRSS") / 1024, _kib(status, "VmHWM") / 1024)
+
+
+def rss_section(model: Path, frame: np.ndarray, workdir: Path, seconds: float,
+                gallery_size: int) -> tuple[ServiceMemory, ServiceMemory]:
+    """(first start, restart) of the service with `model`, `gallery_size` people enrolled."""
+    server = StandIn()
+    image = workdir / "frame.png"
+    cv2.imwrite(str(image), frame)
+    config, port = kiosk_config(workdir, model, server, {"source": str(image), "loop": True})
+    enroll_astronaut(config, image, gallery_size)
     shutil.rmtree(workdir / "cache")  # enrolling cached the optimised model: the first start must not find it
     try:
         return run_service(config, port, seconds), run_service(config, port, seconds)
     finally:
-        httpd.shutdown()
+        server.shutdown()
 
 
-def memory_section(models: dict[str, Path], frame: np.ndarray, seconds: float) -> None:
-    print("\n4. Running service (`pi-kiosk run`, RANDOM weights, 640x480 image source, max speed)")
+def write_video(path: Path, frames: list[np.ndarray], noise: float = 2.0) -> None:
+    """An MJPG video of `frames`, each with its own sensor-like noise: decoded as a camera's would be."""
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, frames[0].shape[1::-1])
+    for f in frames:
+        writer.write(np.clip(f + rng.normal(0, noise, f.shape), 0, 255).astype(np.uint8))
+    writer.release()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def idle_section(model: Path, frame: np.ndarray, seconds: float, gallery_size: int) -> None:
+    """An idle kiosk (nobody in view) at max_fps 10, gate on and off; then a visit: frames until the event."""
+    empty = cv2.GaussianBlur(frame, (0, 0), 25)  # the same light and colours, no face
+    print(f"\n5. An idle kiosk: `pi-kiosk run`, camera.max_fps = 10, an empty scene (a looping MJPG video, "
+          f"sensor noise), {seconds:.0f} s each")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        server = StandIn()
+        video = workdir / "empty.avi"
+        write_video(video, [empty] * 50)
+        cost = {}
+        for label, threshold in (("motion gate on (default)", 3.0), ("motion gate off", 0.0)):
+            config, port = kiosk_config(workdir, model, server, {"source": str(video), "loop": True, "max_fps": 10.0,
+                                                                 "motion_threshold": threshold})
+            proc = start_service(config, port)
+            try:
+                time.sleep(3)  # past the first frames' planning and the gallery sync
+                url = f"http://127.0.0.1:{port}/metrics"
+                cpu0, frames0, t0 = cpu_seconds(proc.pid), _frames(url), time.monotonic()
+                time.sleep(seconds)
+                elapsed = time.monotonic() - t0
+                cost[label] = (cpu_seconds(proc.pid) - cpu0) / elapsed
+                fps = (_frames(url) - frames0) / elapsed
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            print(f"   {label}: {cost[label] * 60:5.1f} CPU s per minute = {cost[label]:.1%} of one core "
+                  f"({fps:.1f} frames/s)")
+        print(f"   (target: <= 5% of one core with the gate: "
+              f"{'met' if cost['motion gate on (default)'] <= 0.05 else 'MISSED'})")
+
+        # A visit: 30 frames of the empty scene, then she steps in for 20 frames.
+        video = workdir / "visit.avi"
+        write_video(video, [empty] * 30 + [frame] * 20)
+        image = workdir / "photo.png"
+        cv2.imwrite(str(image), frame)
+        config, port = kiosk_config(workdir, model, server, {"source": str(video), "max_fps": 10.0})
+        enroll_astronaut(config, image, gallery_size)
+        server.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        proc = start_service(config, port)
+        proc.wait(timeout=120)  # a file source: the service ends with the video
+        server.shutdown()
+    if not server.frames_at_event:
+        sys.exit("the visit produced no attendance event")
+    after = server.frames_at_event[0] - 30
+    print(f"   a visit: the attendance event came with frame {after:.0f} after she appeared (1 = the first frame "
+          f"she is in; target <= 2: {'met' if after <= 2 else 'MISSED'})")
+
+
+def memory_section(models: dict[str, Path], frame: np.ndarray, seconds: float, gallery_size: int) -> None:
+    print(f"\n4. Running service (`pi-kiosk run`, RANDOM weights, 640x480 image source, max speed, "
+          f"{gallery_size:,} people enrolled)")
     sizes: list[float] = []
     first: list[ServiceMemory] = []
     again: list[ServiceMemory] = []
     for label, model in models.items():
         with tempfile.TemporaryDirectory() as tmp:
-            cold, warm = rss_section(model, frame, Path(tmp), seconds)
+            cold, warm = rss_section(model, frame, Path(tmp), seconds, gallery_size)
         size = model.stat().st_size / 2**20
         sizes.append(size)
         first.append(cold)
@@ -373,6 +477,8 @@ def main() -> None:
                         help="also the ResNet-50 figures (170 MB model) and the memory-fit formula")
     parser.add_argument("--memory-only", action="store_true", help="only the running service's memory (4.)")
     parser.add_argument("--rss-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="each idle kiosk's measurement (5.)")
+    parser.add_argument("--gallery", type=int, default=10_000, help="people enrolled in the running service")
     args = parser.parse_args()
 
     print(f"machine: {os.cpu_count()} CPUs ({available_cores()} usable), load average "
@@ -383,7 +489,9 @@ def main() -> None:
     frame = kiosk_frame(astronaut_image())
     if not args.memory_only:
         timing_sections(models["MobileFaceNet"], models.get("ResNet-50"), frame, args.rounds)
-    memory_section(models, frame, args.rss_seconds)
+    memory_section(models, frame, args.rss_seconds, args.gallery)
+    if not args.memory_only:
+        idle_section(models["MobileFaceNet"], frame, args.idle_seconds, args.gallery)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,28 @@ def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[.
     assert m.events._value.get() == 1
 
 
+def test_an_empty_scene_skips_detection_and_a_face_that_appears_is_recognised_at_once(
+        write_config: Callable[..., Path], astronaut: np.ndarray, server: FakeServer, tmp_path: Path) -> None:
+    video = tmp_path / "empty-then-visit.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (512, 512))
+    empty = cv2.GaussianBlur(astronaut, (0, 0), 25)  # the same light and colours, no face
+    for frame in [empty] * 8 + [astronaut] * 3:
+        writer.write(frame)
+    writer.release()
+    cfg = config.load(write_config(server.url, camera={"source": str(video)}, report={"status": "IN"}))
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), astronaut)
+    enroll("E001", [photo], MtcnnDetector(min_face_size=40), OnnxEmbedder(cfg.embedder.model_path),
+           cfg.sync.enrolled_path)
+    service = Service(cfg)
+    service.run()
+    m = service.metrics
+    # The first empty frame is detected on, the 7 unchanged ones after it are not; every frame she is in is.
+    assert m.frames._value.get() == 11 and m.skipped._value.get() == 7
+    assert m.faces._value.get() == 3 and m.events._value.get() == 1
+    assert [body["E1"] for _, body in server.posts] == ["E001"]
+
+
 def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[..., Path], astronaut: np.ndarray,
                                                      astronaut_path: Path, server: FakeServer,
                                                      mobilefacenet: Path) -> None:

@@ -39,6 +39,9 @@ class CameraConfig:
     height: int = field(default=480, metadata=_range(16, 4320))
     max_fps: float = field(default=0.0, metadata=_range(0, 120))
     loop: bool = False
+    # Mean grey-level change (0-255) of the scene that counts as motion; 0 runs detection on every frame.
+    motion_threshold: float = field(default=3.0, metadata=_range(0, 255))
+    motion_recheck_seconds: float = field(default=2.0, metadata=_range(0.1, 3600))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.frames = Counter("kiosk_frames", "Frames processed", registry=r)
+        self.frames = Counter("kiosk_frames", "Frames taken from the camera", registry=r)
+        self.skipped = Counter("kiosk_frames_skipped", "Frames the motion gate kept from detection (an unchanged "
+                               "empty scene)", registry=r)
         self.faces = Counter("kiosk_faces", "Faces detected", registry=r)
         self.matches = Counter("kiosk_matches", "Faces matched to an enrolled person", registry=r)
         self.unknowns = Counter("kiosk_unknowns", "Faces below the match threshold", registry=r)

@@ -1,4 +1,4 @@
-"""The running kiosk: capture -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
+"""The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from .config import Config
 from .cooldown import Cooldown
 from .errors import GalleryError
 from .metrics import HealthServer, Metrics
+from .motion import MotionGate
 from .notify import Notifier
 from .outbox import Outbox, Sender
 from .pipeline import Recognition
@@ -41,6 +42,7 @@ class Service:
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
         self.cooldown = Cooldown(cfg.report.cooldown_seconds)
+        self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
         self.summary = (f"{embedder.dim}-d embeddings of model {embedder.model_sha256[:12]}, "
                         f"{gallery.people} people enrolled")
@@ -100,7 +102,13 @@ class Service:
             for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop):
                 if self.stop_event.is_set():
                     break
-                self.report(self.pipeline.process(frame))
+                now = time.monotonic()
+                if self.gate.should_process(frame, now):
+                    results = self.pipeline.process(frame)
+                    self.gate.processed(bool(results), now)
+                    self.report(results)
+                else:
+                    self.metrics.skipped.inc()
                 self.metrics.frame_done()
                 self.notifier.watchdog()
                 if min_interval:
