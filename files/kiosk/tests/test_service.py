@@ -98,12 +98,13 @@ def test_check_reports_config_and_model_errors(write_config: Callable[..., Path]
     assert "Traceback" not in done.stderr
 
 
-def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[..., Path], astronaut: np.ndarray,
-                                                        server: FakeServer, tmp_path: Path) -> None:
-    video = tmp_path / "visit.avi"
+def run_on_video(frames: list[np.ndarray], write_config: Callable[..., Path], astronaut: np.ndarray,
+                 server: FakeServer, tmp_path: Path) -> Service:
+    """The service run to the end of an MJPG video of `frames`, with the astronaut enrolled as E001."""
+    video = tmp_path / "camera.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (512, 512))
-    for _ in range(6):
-        writer.write(astronaut)
+    for frame in frames:
+        writer.write(frame)
     writer.release()
     cfg = config.load(write_config(server.url, camera={"source": str(video)}, report={"status": "IN"}))
     photo = tmp_path / "photo.png"
@@ -112,6 +113,12 @@ def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[.
            cfg.sync.enrolled_path)
     service = Service(cfg)
     service.run()
+    return service
+
+
+def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[..., Path], astronaut: np.ndarray,
+                                                        server: FakeServer, tmp_path: Path) -> None:
+    service = run_on_video([astronaut] * 6, write_config, astronaut, server, tmp_path)
     assert len(server.posts) == 1
     body = server.posts[0][1]
     assert body["E1"] == "E001" and body["S1"] == "IN" and "T" in body["TS1"]
@@ -122,19 +129,8 @@ def test_one_visit_is_one_event_delivered_to_the_server(write_config: Callable[.
 
 def test_an_empty_scene_skips_detection_and_a_face_that_appears_is_recognised_at_once(
         write_config: Callable[..., Path], astronaut: np.ndarray, server: FakeServer, tmp_path: Path) -> None:
-    video = tmp_path / "empty-then-visit.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (512, 512))
     empty = cv2.GaussianBlur(astronaut, (0, 0), 25)  # the same light and colours, no face
-    for frame in [empty] * 8 + [astronaut] * 3:
-        writer.write(frame)
-    writer.release()
-    cfg = config.load(write_config(server.url, camera={"source": str(video)}, report={"status": "IN"}))
-    photo = tmp_path / "photo.png"
-    cv2.imwrite(str(photo), astronaut)
-    enroll("E001", [photo], MtcnnDetector(min_face_size=40), OnnxEmbedder(cfg.embedder.model_path),
-           cfg.sync.enrolled_path)
-    service = Service(cfg)
-    service.run()
+    service = run_on_video([empty] * 8 + [astronaut] * 3, write_config, astronaut, server, tmp_path)
     m = service.metrics
     # The first empty frame is detected on, the 7 unchanged ones after it are not; every frame she is in is.
     assert m.frames._value.get() == 11 and m.skipped._value.get() == 7
