@@ -26,6 +26,8 @@ PNET_STRIDE, PNET_CELL = 2, 12
 PYRAMID_FACTOR = 0.709  # the paper's scale step: each level has half the area of the previous
 # Candidate thresholds of the first two stages (the paper's); the last stage uses the setting.
 PNET_THRESHOLD, RNET_THRESHOLD = 0.6, 0.7
+# A tracked face's box widened by this fraction per side: room for the movement between two frames.
+TRACK_MARGIN = 0.15
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,9 @@ class MtcnnDetector:
         order = nms(boxes[:, :4], boxes[:, 4], 0.7, "min")
         return boxes[order], marks[order]
 
-    def detect(self, frame: U8) -> list[Face]:
+    def detect(self, frame: U8, near: F32 | None = None) -> list[Face]:
+        """The faces in `frame`. `near`: boxes (x1, y1, x2, y2) of faces found in the previous frame of a
+        stream: P-Net's pyramid, most of the cost, is skipped and only the two later stages look there."""
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected a BGR frame of shape (height, width, 3), got {frame.shape}")
         if self._rgb is None or self._rgb.shape != frame.shape:
@@ -212,13 +216,26 @@ class MtcnnDetector:
         rgb = self._rgb
         cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=rgb)
         octaves = _octaves(rgb)
-        boxes = self._propose(octaves)
+        boxes = self._propose(octaves) if near is None else _candidates(near)
         if boxes.shape[0]:
             boxes = self._refine(octaves, boxes)
         if not boxes.shape[0]:
             return []
         boxes, marks = self._output(octaves, boxes)
         return _select(boxes, marks, self.min_face_size, self.max_faces)
+
+
+def _candidates(near: F32) -> F32:
+    """Last frame's face boxes as R-Net candidates: squared, widened by TRACK_MARGIN per side (the face moved),
+    with a full score."""
+    boxes = np.empty((near.shape[0], 5), dtype=np.float32)
+    boxes[:, :4] = _square(near[:, :4].astype(np.float32))
+    pad = (boxes[:, 2:3] - boxes[:, 0:1]) * TRACK_MARGIN
+    boxes[:, 0:2] -= pad
+    boxes[:, 2:4] += pad
+    boxes[:, :4] = np.fix(boxes[:, :4])
+    boxes[:, 4] = 1.0
+    return boxes
 
 
 def _octaves(rgb: U8) -> list[U8]:

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Config, server_token
-from .detect import Detector, load_detector
+from .detect import Detector, MtcnnDetector, load_detector
 from .embed import Embedder, load_embedder
 from .enroll import load_enrolled
 from .match import Gallery
 from .pipeline import Pipeline, no_timing
 from .server import ServerClient
 from .sync import GallerySync
+from .track import Tracker
 
 
 def load_models(cfg: Config) -> tuple[Detector, Embedder]:
@@ -29,11 +30,14 @@ class Recognizer:
     pipeline: Pipeline
 
 
-def assemble(cfg: Config, *, offline: bool = False,
+def assemble(cfg: Config, *, offline: bool = False, stream: bool = False,
              observe: Callable[[str, float], None] = no_timing) -> Recognizer:
     """Models loaded, the cached gallery merged with the kiosk's own enrollments. `offline`: no token
-    is read (a deploy's smoke test runs before the token file is in place)."""
+    is read (a deploy's smoke test runs before the token file is in place). `stream`: frames of one
+    camera, so MTCNN follows the faces it found (never for photos, which are unrelated to each other)."""
     detector, embedder = load_models(cfg)
+    if stream and isinstance(detector, MtcnnDetector):
+        detector = Tracker(detector, cfg.detector.track_frames)
     server = ServerClient(cfg.server.url, token="" if offline else server_token(cfg.server),
                           timeout=cfg.server.timeout_seconds)
     sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256)

@@ -29,7 +29,7 @@ class Service:
         self.notifier = Notifier()
         self.notifier.status("loading models")
         self.metrics = Metrics()
-        recognizer = assemble(cfg, observe=self.metrics.observe)
+        recognizer = assemble(cfg, stream=True, observe=self.metrics.observe)
         self.server, self.sync, self.enrolled, self.pipeline = (
             recognizer.server, recognizer.sync, recognizer.enrolled, recognizer.pipeline)
         embedder, gallery = self.pipeline.embedder, self.pipeline.gallery
