@@ -5,7 +5,7 @@ import pytest
 
 from pi_kiosk.config import MatchingConfig
 from pi_kiosk.errors import GalleryError
-from pi_kiosk.match import Gallery
+from pi_kiosk.match import Gallery, Match
 
 DEFAULT_THRESHOLD = MatchingConfig().threshold  # the one default, in the configuration
 
@@ -81,3 +81,24 @@ def test_matching_10000_is_one_matrix_vector_product() -> None:
     probe = g.matrix[1234] + np.float32(0.01) * rng.standard_normal(512).astype(np.float32)
     probe /= np.linalg.norm(probe)
     assert g.match(probe, 0.4).employee_id == "E1234"
+
+
+@pytest.mark.parametrize("rows, dim", [(1, 128), (3, 512), (10_000, 512)])
+def test_the_scores_are_the_cosine_similarities_numpy_computes(rows: int, dim: int) -> None:
+    rng = np.random.default_rng(rows)
+    g = Gallery([f"E{i}" for i in range(rows)], rng.standard_normal((rows, dim)).astype(np.float32))
+    probe = rng.standard_normal(dim).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    expected = g.matrix @ probe
+    match = g.match(probe, -1.0)
+    assert match.employee_id == f"E{int(np.argmax(expected))}"
+    assert match.score == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_galleries_alive_side_by_side_each_match_against_their_own_rows() -> None:
+    a = Gallery(["A1", "A2"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    b = Gallery(["B1"], [[0.0, 0.0, 1.0]])
+    probe = np.array([0.0, 0.6, 0.8], dtype=np.float32)
+    for _ in range(2):  # alternating: each keeps its own bound buffers
+        assert a.match(probe, 0.0) == Match("A2", pytest.approx(0.6))
+        assert b.match(probe, 0.0) == Match("B1", pytest.approx(0.8))

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from pi_kiosk.align import Aligner
 from pi_kiosk.detect import MtcnnDetector
+from pi_kiosk.embed import OnnxEmbedder
+from pi_kiosk.match import Gallery
+from pi_kiosk.pipeline import Pipeline
 from pi_kiosk.track import Tracker
 
 
@@ -66,3 +72,58 @@ def test_full_every_one_is_the_full_cascade_on_every_frame(detector: Counting, a
     for _ in range(3):
         tracker.detect(astronaut)
     assert detector.calls == ["full"] * 3
+
+
+class CountingEmbedder:
+    """The real embedder, counting the faces it embeds."""
+
+    def __init__(self, model: Path) -> None:
+        self.inner = OnnxEmbedder(model)
+        self.dim, self.model_sha256, self.threads = self.inner.dim, self.inner.model_sha256, self.inner.threads
+        self.calls = 0
+
+    def embed(self, face: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.inner.embed(face)
+
+
+def stream_of(astronaut: np.ndarray) -> list[np.ndarray]:
+    return [shifted(astronaut, 3 * i, i) for i in range(7)]
+
+
+def test_a_recognised_face_keeps_her_identity_while_followed_and_is_matched_afresh_by_the_full_cascade(
+        detector: Counting, astronaut: np.ndarray, mobilefacenet: Path) -> None:
+    embedder = CountingEmbedder(mobilefacenet)
+    frame = astronaut
+    face = MtcnnDetector.detect(detector, frame)[0]
+    her = embedder.embed(Aligner().align(frame, face.landmarks)).copy()
+    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery(["E1"], her[None]), 0.4)
+    embedder.calls = 0
+    detector.calls.clear()
+    results = [pipeline.process(f) for f in stream_of(astronaut)]
+    assert detector.calls == ["full"] + ["tracked"] * 4 + ["full", "tracked"]
+    assert embedder.calls == 2  # the two full cascades, not the five frames she was followed in
+    assert [[r.match.employee_id for r in rs] for rs in results] == [["E1"]] * 7
+    # The boxes are this frame's (she moved), only the identity is carried.
+    assert results[3][0].face.box[0] > results[0][0].face.box[0] + 5
+
+
+def test_a_face_that_matched_nobody_is_embedded_on_every_frame(
+        detector: Counting, astronaut: np.ndarray, mobilefacenet: Path) -> None:
+    embedder = CountingEmbedder(mobilefacenet)
+    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery.empty(embedder.dim), 0.4)
+    embedder.calls = 0
+    results = [pipeline.process(f) for f in stream_of(astronaut)]
+    assert embedder.calls == 7
+    assert [[r.match.employee_id for r in rs] for rs in results] == [[None]] * 7
+
+
+def test_photos_are_embedded_every_time(detector: Counting, astronaut: np.ndarray, mobilefacenet: Path) -> None:
+    embedder = CountingEmbedder(mobilefacenet)
+    face = MtcnnDetector.detect(detector, astronaut)[0]
+    her = embedder.embed(Aligner().align(astronaut, face.landmarks)).copy()
+    pipeline = Pipeline(detector, embedder, Gallery(["E1"], her[None]), 0.4)  # no Tracker: unrelated photos
+    embedder.calls = 0
+    for f in stream_of(astronaut)[:3]:
+        assert [r.match.employee_id for r in pipeline.process(f)] == ["E1"]
+    assert embedder.calls == 3

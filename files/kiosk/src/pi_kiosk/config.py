@@ -51,8 +51,8 @@ class DetectorConfig:
     min_face_size: int = field(default=80, metadata=_range(20, 4000))
     score_threshold: float = field(default=0.9, metadata=_range(0.0, 1.0))
     max_faces: int = field(default=3, metadata=_range(1, 100))
-    # MTCNN on a camera stream: a found face is followed by the two later stages only, the full cascade
-    # every this many frames; 1 = the full cascade on every frame.
+    # MTCNN on a camera stream: a found face is followed by the two later stages only (and keeps the
+    # person it was matched to), the full cascade every this many frames; 1 = the full cascade on every frame.
     track_frames: int = field(default=5, metadata=_range(1, 1000))
 
 

@@ -1,4 +1,11 @@
-"""One frame through detect -> align -> embed -> match, with each stage timed."""
+"""One frame through detect -> align -> embed -> match, with each stage timed.
+
+On a camera stream (a Tracker as detector) a face followed from the previous frame keeps the
+identity it was matched to, without a new embedding: the same person, followed for at most
+detector.track_frames - 1 frames before the full cascade finds her again and she is matched
+afresh. A face that matched nobody is embedded on every frame, so that she is recognised as soon
+as she faces the camera.
+"""
 from __future__ import annotations
 
 import time
@@ -12,6 +19,7 @@ from .align import Aligner
 from .detect import Detector, Face
 from .embed import Embedder
 from .match import Gallery, Match
+from .track import Tracker
 
 U8 = npt.NDArray[np.uint8]
 STAGES = ("detect", "align", "embed", "match")
@@ -38,6 +46,7 @@ class Pipeline:
         self.gallery = gallery
         self.threshold = threshold
         self.observe = observe
+        self._previous: list[Recognition] = []
 
     def process(self, frame: U8) -> list[Recognition]:
         clock = time.perf_counter
@@ -46,8 +55,12 @@ class Pipeline:
         t1 = clock()
         self.observe("detect", t1 - t0)
         gallery = self.gallery
+        followed = self._previous if isinstance(self.detector, Tracker) and self.detector.followed else []
         results: list[Recognition] = []
-        for face in faces:
+        for i, face in enumerate(faces):
+            if i < len(followed) and followed[i].match.employee_id is not None:
+                results.append(Recognition(face, followed[i].match))
+                continue
             t0 = clock()
             aligned = self.aligner.align(frame, face.landmarks)
             t1 = clock()
@@ -59,4 +72,5 @@ class Pipeline:
             self.observe("embed", t2 - t1)
             self.observe("match", t3 - t2)
             results.append(Recognition(face, match))
+        self._previous = results
         return results

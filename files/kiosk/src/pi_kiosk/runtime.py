@@ -22,6 +22,9 @@ from .errors import ModelError
 log = logging.getLogger(__name__)
 
 
+SPIN_MICROSECONDS = 200  # longer than the gap between two operators, short beside a frame
+
+
 def available_cores() -> int:
     # sched_getaffinity honours taskset/cgroup cpusets, os.cpu_count() does not.
     return max(1, len(os.sched_getaffinity(0)))
@@ -52,15 +55,16 @@ def model_sha256(path: Path, *, key: str, expected: str | None = None) -> str:
 
 def session_options(threads: int, *, dynamic_shapes: bool = False) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads if threads > 0 else available_cores()
-    opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The pipeline alternates between models and Python code: workers spinning after a run
-    # would only take the core from the next stage. And numpy's OpenBLAS workers spin for ~0.1 s
-    # after each gallery product: with spinning ORT workers the embedding took 3.3 or 12 ms
-    # depending on where the threads landed; a sleeping worker just leaves its share to the caller.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = threads if threads > 0 else available_cores()
+    opts.inter_op_num_threads = 1
+    # Workers spin a moment between a network's operators (waking a sleeping worker for each of
+    # MobileFaceNet's 116 convolutions cost more than the second core gave: 5.6 ms with 2 threads,
+    # as with 1; 3.0 ms spinning), but not after the run, where a spinning worker only takes the
+    # core from the next stage and burns a Pi's power (ONNX Runtime's default spins far longer).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_MICROSECONDS))
     opts.log_severity_level = 3  # ORT's warnings about the saved optimised graph are expected
     # A memory pattern is planned per input shape; with a new shape per pyramid level it only costs.
     opts.enable_mem_pattern = not dynamic_shapes
