@@ -60,9 +60,9 @@ def session_options(threads: int, *, dynamic_shapes: bool = False) -> ort.Sessio
     opts.intra_op_num_threads = threads if threads > 0 else available_cores()
     opts.inter_op_num_threads = 1
     # Workers spin a moment between a network's operators (waking a sleeping worker for each of
-    # MobileFaceNet's 116 convolutions cost more than the second core gave: 5.6 ms with 2 threads,
-    # as with 1; 3.0 ms spinning), but not after the run, where a spinning worker only takes the
-    # core from the next stage and burns a Pi's power (ONNX Runtime's default spins far longer).
+    # MobileFaceNet's 116 convolutions cost most of what the second core gave: 4.1 ms with 2 threads,
+    # 5.0 with 1, 2.8 spinning), but not after the run, where a spinning worker only takes the core
+    # from the next stage and burns a Pi's power (ONNX Runtime's default spins far longer).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
     opts.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_MICROSECONDS))
     opts.log_severity_level = 3  # ORT's warnings about the saved optimised graph are expected
