@@ -237,13 +237,15 @@ def profile_section(model: Path, rounds: int) -> None:
     rewritten = graph.fast_prelu(original) or original
     x = np.zeros((1, 3, 112, 112), dtype=np.float32)
 
-    def session(threads: int, spin: str | None, profile: bool = False) -> ort.InferenceSession:
+    def session(threads: int, spin: str | None, profile_dir: str | None = None) -> ort.InferenceSession:
         opts = session_options(threads)
         if spin is None:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         else:
             opts.add_session_config_entry("session.intra_op.spin_duration_us", spin)
-        opts.enable_profiling = profile
+        if profile_dir is not None:  # ONNX Runtime writes its profile to the current directory otherwise
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(profile_dir) / "profile")
         return ort.InferenceSession(rewritten, opts, providers=["CPUExecutionProvider"])
 
     name = onnx.load_from_string(rewritten).graph.input[0].name
@@ -258,7 +260,7 @@ def profile_section(model: Path, rounds: int) -> None:
             kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else []
             grouped = "group" in attrs and attrs["group"].i > 1
             kinds[node.name] = f"{node.op_type} {'depthwise' if grouped else 'x'.join(map(str, kernel))}".strip()
-        profiled = session(0, str(SPIN_MICROSECONDS), profile=True)
+        profiled = session(0, str(SPIN_MICROSECONDS), profile_dir=tmp)
         for _ in range(100):
             profiled.run(None, {name: x})
         with open(profiled.end_profiling()) as fh:

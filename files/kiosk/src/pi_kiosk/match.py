@@ -5,7 +5,7 @@ one person), so matching is a single matrix-vector product into a preallocated s
 an argmax. The product runs in ONNX Runtime (one Gemm, input and output bound to the gallery's
 buffers), not numpy: numpy's OpenBLAS either runs it on one thread (1.0-1.4 ms for 10,000 x 512
 here, 5x ONNX Runtime's 0.25 ms) or with workers that spin ~0.1 s after every product, which
-kept a kiosk with a face in view at 112% of a core instead of 18%.
+kept a kiosk with a face in view at 112% of a core instead of 8-18%.
 """
 from __future__ import annotations
 
