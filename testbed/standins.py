@@ -8,7 +8,8 @@ container start bind-mounts:
 
     DEST/cpuinfo   -> /proc/cpuinfo (read-only)
     DEST/meminfo   -> /proc/meminfo (read-only: the board's RAM and Raspberry Pi OS's default swap)
-    DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number})
+    DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number}, and
+                      chosen/bootloader/tryboot on boards whose bootloader has it)
     DEST/cpu       -> /sys/devices/system/cpu (topology + one shared cpufreq policy, writable)
     DEST/block     -> /sys/block (queue/scheduler per device, writable)
 """
@@ -84,6 +85,10 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
     put(base / "model", profile["model"].encode() + b"\0")
     put(base / "compatible", b"".join(c.encode() + b"\0" for c in profile["compatible"]))
     put(base / "serial-number", profile["serial"].encode() + b"\0")
+    if profile.get("tryboot"):
+        # The bootloader's report (Pi 4 and later): 1 during a boot started by `reboot "0 tryboot"`, else 0.
+        # A 32-bit big-endian cell, as in the firmware's device tree; the vcgencmd stand-in sets it at boot.
+        put(base / "chosen" / "bootloader" / "tryboot", b"\0\0\0\0")
 
     cpu = profile["cpu"]
     count = cpu["count"]

@@ -55,3 +55,12 @@ def test_rewriting_a_tree_starts_fresh(tmp_path: Path) -> None:
 def test_unknown_board_names_the_known_ones() -> None:
     with pytest.raises(SystemExit, match=r"unknown board profile 'pi9'; known profiles: pi3, pi4, pizero2"):
         standins.load_profile("pi9")
+
+
+@pytest.mark.parametrize("board, tryboot", [("pi4", True), ("pi3", False), ("pizero2", False)])
+def test_only_the_pi4s_bootloader_reports_tryboot(board: str, tryboot: bool, tmp_path: Path) -> None:
+    standins.write_tree(standins.load_profile(board), tmp_path)
+    flag = tmp_path / "firmware/devicetree/base/chosen/bootloader/tryboot"
+    assert flag.exists() == tryboot
+    if tryboot:
+        assert flag.read_bytes() == b"\0\0\0\0"  # not a trial boot until a reboot "0 tryboot"

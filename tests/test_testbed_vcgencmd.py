@@ -16,7 +16,11 @@ standins = load_module(ROOT / "testbed/standins.py")
 
 @pytest.fixture
 def pi(tmp_path: Path) -> dict[str, str]:
-    standins.write_tree(standins.load_profile("pi4"), tmp_path / "pi")
+    return board(tmp_path, "pi4")
+
+
+def board(tmp_path: Path, name: str) -> dict[str, str]:
+    standins.write_tree(standins.load_profile(name), tmp_path / "pi")
     config = tmp_path / "config.txt"
     config.write_text(CONFIG.read_text())
     return {
@@ -26,6 +30,8 @@ def pi(tmp_path: Path) -> dict[str, str]:
         "VCGENCMD_STANDIN_CONFIG": str(config),
         "VCGENCMD_STANDIN_MODEL": str(tmp_path / "pi/firmware/devicetree/base/model"),
         "VCGENCMD_STANDIN_CPUFREQ": str(tmp_path / "pi/cpu/cpu0/cpufreq"),
+        "VCGENCMD_STANDIN_TRYBOOT_CONFIG": str(tmp_path / "tryboot.txt"),
+        "VCGENCMD_STANDIN_TRYBOOT_FLAG": str(tmp_path / "pi/firmware/devicetree/base/chosen/bootloader/tryboot"),
     }
 
 
@@ -76,3 +82,50 @@ def test_unknown_command_fails_like_the_firmware(pi: dict[str, str]) -> None:
     result = vcgencmd(pi, "make_coffee")
     assert result.returncode == 255
     assert "Command not registered" in result.stderr
+
+
+def trial_flag(env: dict[str, str]) -> bytes:
+    return Path(env["VCGENCMD_STANDIN_TRYBOOT_FLAG"]).read_bytes()
+
+
+def reboot_with_tryboot(env: dict[str, str]) -> None:
+    """What tryboot-standin.service leaves at the shutdown of `reboot "0 tryboot"`."""
+    state = Path(env["VCGENCMD_STANDIN_STATE"])
+    state.mkdir(exist_ok=True)
+    (state / "tryboot-next").touch()
+
+
+def test_a_tryboot_reboot_boots_tryboot_txt_once(pi: dict[str, str]) -> None:
+    boot(pi)
+    assert trial_flag(pi) == b"\0\0\0\0"
+    stock = Path(pi["VCGENCMD_STANDIN_CONFIG"]).read_text()
+    Path(pi["VCGENCMD_STANDIN_TRYBOOT_CONFIG"]).write_text(stock + "arm_freq=2000\n")
+    reboot_with_tryboot(pi)
+    boot(pi)
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=2000\n"
+    assert trial_flag(pi) == b"\0\0\0\1"  # big-endian 1, as the bootloader writes it
+    boot(pi)  # any later boot, a reset or a power cut included: the flag was cleared before the trial started
+    assert vcgencmd(pi, "get_config", "arm_freq").stdout == "arm_freq=1800\n"
+    assert trial_flag(pi) == b"\0\0\0\0"
+
+
+def test_a_trial_the_test_asks_to_hang_is_marked_for_the_watchdog_stand_in(pi: dict[str, str]) -> None:
+    hung = Path(pi["VCGENCMD_STANDIN_BOOT_CONFIG"]).parent / "hung"
+    Path(pi["VCGENCMD_STANDIN_TRYBOOT_CONFIG"]).write_text("arm_freq=2100\n")
+    reboot_with_tryboot(pi)
+    (Path(pi["VCGENCMD_STANDIN_STATE"]) / "trial_hangs").write_text("yes\n")
+    boot(pi)
+    assert hung.exists()
+    hung.unlink()  # /run does not survive the watchdog's reset
+    boot(pi)
+    assert not hung.exists() and trial_flag(pi) == b"\0\0\0\0"
+
+
+def test_a_bootloader_without_tryboot_ignores_the_flag(tmp_path: Path) -> None:
+    env = board(tmp_path, "pi3")
+    assert not Path(env["VCGENCMD_STANDIN_TRYBOOT_FLAG"]).exists()
+    Path(env["VCGENCMD_STANDIN_TRYBOOT_CONFIG"]).write_text("arm_freq=1500\n")
+    reboot_with_tryboot(env)
+    boot(env)
+    assert vcgencmd(env, "get_config", "arm_freq").stdout == "arm_freq=1400\n"
+    assert not (Path(env["VCGENCMD_STANDIN_STATE"]) / "tryboot-next").exists()

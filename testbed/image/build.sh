@@ -13,7 +13,8 @@ debootstrap --arch=arm64 --variant=minbase --include="$include" bookworm "$rootf
 # sysfs semantics for the bind-mounted stand-ins.
 cp -a "$here/rootfs/." "$rootfs/"
 chown -R root:root "$rootfs/boot" "$rootfs/usr/bin/vcgencmd" "$rootfs/usr/lib/pi-standins" "$rootfs/etc/systemd/system"
-systemctl --root="$rootfs" enable pi-sysfs-standin.service vcgencmd-standin-boot.service raspi-config.service
+systemctl --root="$rootfs" enable pi-sysfs-standin.service vcgencmd-standin-boot.service raspi-config.service \
+  tryboot-standin.service pi-watchdog-standin.service
 # Raspberry Pi OS names the host raspberrypi; the container runtime manages these files.
 echo raspberrypi >"$rootfs/etc/hostname"
 # The user Raspberry Pi Imager creates: sudo without a password, as in 010_pi-nopasswd.
