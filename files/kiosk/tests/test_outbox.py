@@ -194,6 +194,29 @@ def test_run_loop_delivers_on_wake_and_flushes_on_stop(tmp_path: Path, server: F
     assert json.loads(json.dumps(server.posts[1][1]))["S1"] == "IN"
 
 
+def test_a_stop_during_a_pass_still_sends_what_was_added_meanwhile(tmp_path: Path, server: FakeServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    box = Outbox(tmp_path / "o.sqlite3")
+    s = sender(box, server.url)
+    stop = threading.Event()
+    box.add("E001", "IN", datetime.now(UTC))
+    first_pass = s.deliver_due
+
+    def pass_during_which_the_service_stops() -> int:
+        sent = first_pass()
+        if not stop.is_set():
+            box.add("E002", "IN", datetime.now(UTC))
+            stop.set()
+        return sent
+
+    monkeypatch.setattr(s, "deliver_due", pass_during_which_the_service_stops)
+    s.run(stop)  # returns after its last pass
+    assert [body["E1"] for _, body in server.posts] == ["E001", "E002"]
+    assert box.depth() == 0
+
+
 def test_a_refused_token_keeps_the_whole_backlog_in_order(tmp_path: Path, server: FakeServer) -> None:
     box = Outbox(tmp_path / "o.sqlite3")
     events = [box.add(f"E{i:03d}", "IN", WHEN) for i in range(20)]

@@ -288,11 +288,14 @@ class Sender:
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set, then make one last pass (wake() to make it prompt)."""
         while True:
+            # Read before the pass: a stop that comes during a pass gets a pass of its own, which sends
+            # what was added meanwhile (checked after the pass, such events stayed until the next start).
+            stopping = stop.is_set()
             try:
                 self.deliver_due()
             except sqlite3.Error:
                 log.exception("outbox database error")
-            if stop.is_set():
+            if stopping:
                 return
             self._wake.wait(timeout=min(self.retry_in() if self.outbox.depth() else 60.0, 60.0))
             self._wake.clear()
