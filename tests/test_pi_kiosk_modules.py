@@ -346,3 +346,32 @@ def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(t
     assert again["diff"] == [{"before_header": str(config), "after_header": str(config),
                               "before": "threshold = 0.4\n", "after": "threshold = 0.45\n"}]
     assert oct(token.stat().st_mode & 0o777) == "0o644"
+
+
+gate: ModuleType = load_module(ROLE / "library/pi_kiosk_gate.py")
+
+
+@pytest.mark.parametrize(("unit_state", "expected"), [
+    # After an OS upgrade on a Pi that never had a kiosk: nothing to hold to its health.
+    ({"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"}, {"installed": False}),
+    # Enabled but still starting after the reboot: held to its health like a deployed release.
+    ({"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "activating"}, {"installed": True, "held": 1}),
+    ({"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "failed"}, {"installed": True, "held": 1}),
+])
+def test_watch_holds_an_installed_kiosk_and_passes_a_pi_without_one(
+        monkeypatch: pytest.MonkeyPatch, unit_state: dict[str, str], expected: dict[str, Any]) -> None:
+    monkeypatch.setattr(gate, "show", lambda unit, *props: unit_state)
+    monkeypatch.setattr(gate, "hold", lambda *args: {"held": 1})
+    assert gate.watch("pi-kiosk.service", "http://127.0.0.1:9108", 60, 30) == expected
+
+
+@pytest.mark.parametrize("active", ["inactive", "failed"])
+def test_watch_fails_at_once_a_kiosk_that_nothing_starts(monkeypatch: pytest.MonkeyPatch, active: str) -> None:
+    monkeypatch.setattr(gate, "show", lambda unit, *props: {"LoadState": "loaded", "UnitFileState": "disabled",
+                                                            "ActiveState": active})
+    monkeypatch.setattr(gate, "why", lambda unit: "[result exit-code]")
+    monkeypatch.setattr(gate, "hold", lambda *args: pytest.fail("a kiosk that nothing starts was waited for"))
+    with pytest.raises(gate.GateError) as err:
+        gate.watch("pi-kiosk.service", "http://127.0.0.1:9108", 60, 30)
+    assert (err.value.phase, err.value.reason) == (
+        "ready", f"pi-kiosk.service is {active} and not enabled (nothing starts it): [result exit-code]")

@@ -53,7 +53,9 @@ def test_site_yml_only_imports_playbooks() -> None:
 def test_role_layout(role: Path) -> None:
     meta = yaml.safe_load((role / "meta/main.yml").read_text())
     assert meta["dependencies"] == []
-    specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    # The options of every entry point (main, and e.g. pi_kiosk's rollout or pi_base's upgrade).
+    entry_points = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"].values()
+    specs = {name: spec for entry in entry_points for name, spec in entry.get("options", {}).items()}
     defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
     # Every default is validated and documented, with the same default value.
     assert set(defaults) == set(specs), f"defaults and argument_specs differ: {set(defaults) ^ set(specs)}"

@@ -1,8 +1,9 @@
 """The rollout's pre-flight (roles/pi_kiosk/tasks/rollout.yml) and its report (playbooks/callback_plugins), run by
 ansible-playbook against kiosks that are this machine (local connection) and one that cannot be reached.
 
-The deploy play is a stand-in that records outcomes as the pi_kiosk role does (pi_kiosk_outcome, then a failed
-task for a rolled back kiosk); the real role and playbooks/deploy.yml run in molecule/fleet."""
+The canary batches are a stand-in that records outcomes as the pi_kiosk role does (pi_kiosk_outcome, then a failed
+task for a rolled back or unhealthy kiosk); the real role, playbooks/deploy.yml and the OS upgrade of
+playbooks/provision.yml run in molecule/fleet."""
 from __future__ import annotations
 
 import json
@@ -17,35 +18,23 @@ import pytest
 
 from conftest import ROOT
 
-STAND_IN_DEPLOY = """
-- name: Check the kiosks before the rollout
+PREFLIGHT = """
+- name: Check the kiosks before the {kind}
   hosts: kiosks
   gather_facts: false
-  max_fail_percentage: "{{ pi_kiosk_max_fail_percentage }}"
+  max_fail_percentage: "{{{{ pi_kiosk_max_fail_percentage }}}}"
   tasks:
     - name: Run the rollout's pre-flight
       ansible.builtin.import_role:
         name: pi_kiosk
         tasks_from: rollout
+      vars:
+        pi_kiosk_rollout_kind: {kind}
+"""
 
-- name: Deploy (stand-in)
-  hosts: kiosks
-  gather_facts: false
-  # The real play has the pi_kiosk role, whose defaults these are.
-  vars_files: [{defaults}]
-  serial: "{{ pi_kiosk_serial }}"
-  max_fail_percentage: "{{ pi_kiosk_max_fail_percentage }}"
-  tasks:
-    - name: Touch the kiosk
-      ansible.builtin.ping:
-
-    - name: Deploy or roll back
-      block:
-        - name: Pass or fail the health gate
-          ansible.builtin.fail:
-            msg: the health gate failed
-          when: fake == 'broken'
-
+# A kiosk whose fake is "broken" fails: a deploy rolls it back, an upgrade leaves it failed (as health.yml does).
+BATCHES = {
+    "deploy": """
         - name: Record a deployment
           ansible.builtin.set_fact:
             pi_kiosk_outcome: {outcome: deployed, release: 0.2.0-new, live: 0.2.0-new, detail: deployed now}
@@ -54,20 +43,57 @@ STAND_IN_DEPLOY = """
           ansible.builtin.set_fact:
             pi_kiosk_outcome:
               {outcome: rolled back, release: 0.2.0-new, live: 0.1.0-old, phase: health, reason: no frames}
+""",
+    "upgrade": """
+        - name: Record an upgrade
+          ansible.builtin.set_fact:
+            pi_kiosk_outcome: {outcome: upgraded, detail: "apt full-upgrade applied, rebooted"}
+      rescue:
+        - name: Record the unhealthy kiosk
+          ansible.builtin.set_fact:
+            pi_kiosk_outcome: {outcome: failed, phase: ready, reason: pi-kiosk.service failed}
+""",
+}
 
+BATCH_PLAY = """
+- name: Roll out the {kind} (stand-in)
+  hosts: kiosks
+  gather_facts: false
+  # The real plays have the pi_kiosk role, whose defaults these are.
+  vars_files: [{defaults}]
+  serial: "{{{{ pi_kiosk_serial }}}}"
+  max_fail_percentage: "{{{{ pi_kiosk_max_fail_percentage }}}}"
+  tasks:
+    - name: Touch the kiosk
+      ansible.builtin.ping:
+
+    - name: Roll out or fail
+      block:
+        - name: Pass or fail the health gate
+          ansible.builtin.fail:
+            msg: the health gate failed
+          when: fake == 'broken'
+{outcomes}
         - name: Fail the host
           ansible.builtin.fail:
-            msg: rolled back
+            msg: the kiosk failed its gate
 """
+
+
+def stand_in(*kinds: str) -> str:
+    """A playbook of one rollout per kind, as playbooks/deploy.yml (and provision.yml for an upgrade) has it."""
+    return "".join(PREFLIGHT.format(kind=kind) + BATCH_PLAY.format(kind=kind, defaults=DEFAULTS, outcomes=BATCHES[kind])
+                   for kind in kinds)
 
 
 DEFAULTS = ROOT / "roles/pi_kiosk/defaults/main.yml"
 
 
-def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str,
+        kinds: tuple[str, ...] = ("deploy",)) -> tuple[subprocess.CompletedProcess[str], Any]:
     inventory = {"kiosks": {"hosts": hosts}}
     (tmp_path / "hosts.json").write_text(json.dumps(inventory))
-    (tmp_path / "deploy.yml").write_text(STAND_IN_DEPLOY.replace("{defaults}", str(DEFAULTS)))
+    (tmp_path / "deploy.yml").write_text(stand_in(*kinds))
     report = tmp_path / "report.json"
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
            "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks/callback_plugins"),
@@ -148,6 +174,34 @@ def test_bad_rollout_settings_are_named_before_anything_runs(tmp_path: Path, ext
     assert bad in proc.stdout and "Nothing was changed" in proc.stdout, proc.stdout
     # Refused before the rollout was named: no report of a rollout that never began.
     assert report is None
+
+
+def test_an_unhealthy_kiosk_after_its_upgrade_halts_the_upgrade(tmp_path: Path) -> None:
+    hosts = {"k1": local("broken"), "k2": local(), "k3": local()}
+    proc, report = run(tmp_path, hosts, kinds=("upgrade",))
+    assert proc.returncode != 0, proc.stdout
+    assert outcomes(report) == {"k1": "failed", "k2": "not attempted", "k3": "not attempted"}, proc.stdout
+    assert report["kind"] == "upgrade" and report["halted"] is True
+    assert (report["kiosks"][0]["phase"], report["kiosks"][0]["reason"]) == ("ready", "pi-kiosk.service failed")
+    assert report["kiosks"][1]["detail"] == "the run halted before this kiosk's batch: it was not upgraded"
+    assert "PI-KIOSK UPGRADE REPORT" in proc.stdout and "ROLLOUT REPORT" not in proc.stdout
+    assert "HALTED: kiosks marked 'not attempted' were not upgraded" in proc.stdout
+
+
+def test_each_rollout_of_a_run_gets_its_own_report(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    # site.yml's order: the OS upgrade, then the deploy; the default report files, one per rollout.
+    proc, _ = run(tmp_path, {"k1": local(), "k2": local()},
+                  "-e", f"pi_kiosk_report_file= pi_kiosk_controller_cache={cache}", kinds=("upgrade", "deploy"))
+    assert proc.returncode == 0, proc.stdout
+    reports = {path.name.split("-")[0]: json.loads(path.read_text()) for path in (cache / "reports").iterdir()}
+    assert sorted(reports) == ["deploy", "upgrade"], proc.stdout
+    assert set(outcomes(reports["upgrade"]).values()) == {"upgraded"}
+    assert set(outcomes(reports["deploy"]).values()) == {"deployed"}
+    assert reports["upgrade"]["finished"] <= reports["deploy"]["started"]
+    # Each report is printed when its rollout is over: the upgrade's before the deploy's batches run.
+    upgrade_at = proc.stdout.index("PI-KIOSK UPGRADE REPORT")
+    assert upgrade_at < proc.stdout.index("Roll out the deploy") < proc.stdout.index("PI-KIOSK ROLLOUT REPORT")
 
 
 def test_the_report_is_silent_for_other_playbooks(tmp_path: Path) -> None:

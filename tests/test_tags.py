@@ -41,6 +41,13 @@ def test_tag_runs_only_its_role_and_the_facts(tag: str, role: str) -> None:
     assert roles_listed("--tags", tag) == {"pi_facts", role}
 
 
+def test_upgrade_runs_the_os_upgrade_and_the_kiosk_health_gate_only() -> None:
+    assert roles_listed("--tags", "upgrade") == {"pi_facts", "pi_base", "pi_kiosk"}
+    upgrade = tasks_listed("--tags", "upgrade")
+    assert "Watch the kiosk's health without restarting it" in upgrade
+    assert not {t for t in upgrade if t.startswith(("Build the", "Send the wheels", "Switch to"))}
+
+
 def test_untagged_run_covers_every_provision_role() -> None:
     assert roles_listed() >= {"pi_facts", *PROVISION_TAGS.values()}
 

@@ -1,16 +1,17 @@
-"""Ansible callback: one table of every kiosk's outcome at the end of a rollout, also when the run halted."""
+"""Ansible callback: one table of every kiosk's outcome at the end of each rollout, also when the run halted."""
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: pi_kiosk_report
 type: notification
-short_description: The per-kiosk report of a pi-fleet rollout (playbooks/deploy.yml)
+short_description: The per-kiosk report of a pi-fleet rollout (playbooks/deploy.yml, OS upgrades in provision.yml)
 description:
   - Active for any playbook beside this directory, silent unless the pi_kiosk role's rollout pre-flight ran
-    (it names the rollout's kiosks and the report's JSON file in the fact pi_kiosk_rollout).
-  - At the end of the run, also after a halt, prints one line per kiosk - deployed, unchanged, rolled back
-    (with the failed phase and reason), failed, unreachable, or not attempted (the run halted before its
-    batch) - and its live release, and writes the same as JSON.
+    (it names the rollout's kind, kiosks and report's JSON file in the fact pi_kiosk_rollout).
+  - At the end of the rollout (when the run names the next one, or ends, also after a halt), prints one line
+    per kiosk - deployed, upgraded, unchanged, rolled back (with the failed phase and reason), failed,
+    unreachable, or not attempted (the run halted before its batch) - and its live release, and writes the
+    same as JSON. A run that upgrades the OS and then deploys (site.yml) gets one report each.
 """
 
 import json
@@ -22,6 +23,10 @@ from typing import Any
 from ansible.plugins.callback import CallbackBase
 
 WIDTH = {"host": 24, "outcome": 14, "live": 22}
+# Per kind of rollout: the report's title and what a kiosk the run never reached kept.
+TITLE = {"deploy": "PI-KIOSK ROLLOUT REPORT", "upgrade": "PI-KIOSK UPGRADE REPORT"}
+KEPT = {"deploy": ("kept their release", "its release is unchanged"),
+        "upgrade": ("were not upgraded", "it was not upgraded")}
 
 
 def _message(result: dict[str, Any]) -> str:
@@ -38,6 +43,9 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         self.rollout: dict[str, Any] | None = None
+        self._begin()
+
+    def _begin(self) -> None:
         self.started = datetime.now(UTC)
         self.hosts: dict[str, dict[str, Any]] = {}
         self.live_before: dict[str, str | None] = {}
@@ -55,6 +63,9 @@ class CallbackModule(CallbackBase):
         host, data = result._host.get_name(), result._result
         facts = data.get("ansible_facts") or {}
         if "pi_kiosk_rollout" in facts:
+            # The run names its next rollout: the last one is over.
+            self._finish()
+            self._begin()
             self.rollout = dict(facts["pi_kiosk_rollout"])
         if "pi_kiosk_outcome" in facts:
             self._record(host, dict(facts["pi_kiosk_outcome"]), settle=True)
@@ -73,11 +84,16 @@ class CallbackModule(CallbackBase):
                                                "reason": _message(result._result)}, settle=True)
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
         if self.rollout is None:
             return
-        rows = [self._row(host) for host in self.rollout["hosts"]]
+        kind = str(self.rollout.get("kind") or "deploy")
+        rows = [self._row(host, KEPT[kind][1]) for host in self.rollout["hosts"]]
         halted = any(row["outcome"] == "not attempted" for row in rows)
         report = {
+            "kind": kind,
             "started": self.started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "check_mode": bool(self.rollout.get("check_mode")),
@@ -88,9 +104,10 @@ class CallbackModule(CallbackBase):
         }
         path = str(self.rollout["report_file"])
         written = self._write(path, report)
-        self._display.banner("PI-KIOSK ROLLOUT REPORT")
+        self.rollout = None
+        self._display.banner(TITLE[kind])
         mode = " (check mode: nothing changed)" if report["check_mode"] else ""
-        state = "HALTED: kiosks marked 'not attempted' kept their release" if halted else "complete"
+        state = f"HALTED: kiosks marked 'not attempted' {KEPT[kind][0]}" if halted else "complete"
         self._display.display(f"serial {report['serial']}, max_fail_percentage {report['max_fail_percentage']}: "
                               f"{state}{mode}")
         self._display.display(f"{'KIOSK':<{WIDTH['host']}} {'OUTCOME':<{WIDTH['outcome']}} "
@@ -104,11 +121,11 @@ class CallbackModule(CallbackBase):
         self._display.display(f"report written to {path}" if written is True
                               else f"report NOT written to {path}: {written}")
 
-    def _row(self, host: str) -> dict[str, Any]:
+    def _row(self, host: str, kept: str) -> dict[str, Any]:
         entry = self.hosts.get(host)
         if entry is None:
             return {"host": host, "outcome": "not attempted", "release": None, "live": self.live_before.get(host),
-                    "detail": "the run halted before this kiosk's batch: its release is unchanged"}
+                    "detail": f"the run halted before this kiosk's batch: {kept}"}
         row = {"host": host, "release": None, "live": self.live_before.get(host), **entry}
         if row["outcome"] == "unreachable":
             row["live"] = None

@@ -12,9 +12,12 @@ description:
     O(timeout) seconds, and then, for O(window) seconds, C(/healthz) answers 200 with the expected
     version, the frames counter of C(/metrics) rises and systemd neither restarts it nor sees its
     main process change.
+  - C(watch) holds the running service to the same health without restarting it (after a change that is not a
+    deploy, e.g. an OS upgrade and its reboot): a unit that is not installed passes (RV(installed) false); one
+    that is neither running nor enabled fails at once, as nothing would start it.
   - C(probe) only reads the same figures once, without restarting (what a run that changes nothing reports).
 options:
-  mode: {description: What to do., type: str, choices: [smoke, live, probe], required: true}
+  mode: {description: What to do., type: str, choices: [smoke, live, watch, probe], required: true}
   unit: {description: The unit., type: str, required: true}
   url: {description: "Base URL of /healthz and /metrics (live, probe).", type: str, default: "http://127.0.0.1:9108"}
   timeout: {description: Seconds to become ready (or for the smoke test to finish)., type: int, default: 120}
@@ -142,7 +145,7 @@ def wait_ready(unit: str, timeout: int) -> tuple[float, dict[str, str]]:
         time.sleep(1.0)
 
 
-def live(unit: str, url: str, timeout: int, window: int, expect_version: str, daemon_reload: bool) -> dict[str, Any]:
+def restart(unit: str, daemon_reload: bool) -> None:
     if daemon_reload:
         systemctl("daemon-reload")
     systemctl("enable", unit)
@@ -150,6 +153,19 @@ def live(unit: str, url: str, timeout: int, window: int, expect_version: str, da
     proc = systemctl("restart", "--no-block", unit)
     if proc.returncode != 0:
         raise GateError("start", proc.stderr.strip())
+
+
+def watch(unit: str, url: str, timeout: int, window: int) -> dict[str, Any]:
+    state = show(unit, "LoadState", "UnitFileState", "ActiveState")
+    if state.get("LoadState") == "not-found":
+        return {"installed": False}
+    if state.get("UnitFileState") != "enabled" and state.get("ActiveState") in ("inactive", "failed"):
+        raise GateError("ready", f"{unit} is {state.get('ActiveState')} and not enabled (nothing starts it): "
+                                 f"{why(unit)}")
+    return {"installed": True, **hold(unit, url, timeout, window, "")}
+
+
+def hold(unit: str, url: str, timeout: int, window: int, expect_version: str) -> dict[str, Any]:
     ready, state = wait_ready(unit, timeout)
     first = None
     deadline = time.monotonic() + window
@@ -190,7 +206,7 @@ def probe(unit: str, url: str) -> dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "mode": {"type": "str", "required": True, "choices": ["smoke", "live", "probe"]},
+            "mode": {"type": "str", "required": True, "choices": ["smoke", "live", "watch", "probe"]},
             "unit": {"type": "str", "required": True},
             "url": {"type": "str", "default": "http://127.0.0.1:9108"},
             "timeout": {"type": "int", "default": 120},
@@ -208,8 +224,11 @@ def main() -> None:
     try:
         if p["mode"] == "smoke":
             module.exit_json(changed=False, **smoke(p["unit"], p["timeout"]))
-        module.exit_json(changed=True, **live(p["unit"], p["url"].rstrip("/"), p["timeout"], p["window"],
-                                              p["expect_version"], p["daemon_reload"]))
+        url = p["url"].rstrip("/")
+        if p["mode"] == "watch":
+            module.exit_json(changed=False, **watch(p["unit"], url, p["timeout"], p["window"]))
+        restart(p["unit"], p["daemon_reload"])
+        module.exit_json(changed=True, **hold(p["unit"], url, p["timeout"], p["window"], p["expect_version"]))
     except GateError as exc:
         module.fail_json(msg=str(exc), phase=exc.phase, reason=exc.reason)
 
