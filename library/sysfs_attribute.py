@@ -5,18 +5,31 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: sysfs_attribute
 short_description: Set sysfs attributes (CPU governor, IO scheduler, ...) where they differ
+author: pi-fleet maintainers
 description:
   - Reads each attribute, compares it with O(value) and writes it only when it differs.
   - Understands selector files such as C(queue/scheduler) that list every choice with the
-    active one in brackets ("[mq-deadline] kyber bfq none").
+    active one in brackets (C([mq-deadline] kyber bfq none)).
   - Every file is read and judged before any is written; one that does not offer O(value)
     fails the task, naming the value and the allowed ones, and nothing is written (the result's
-    C(attributes) still lists every file's state).
-  - One call for all the files (each module call starts a Python on the host: seconds on a Pi Zero).
+    RV(attributes) still lists every file's state).
+  - One call for all the files (each module call starts a Python on the host, seconds on a Pi Zero).
   - The change lasts until the next boot; persistence is the caller's job (udev, systemd).
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: One before and after per file that changes.
+  platform:
+    platforms: posix
 options:
   path:
-    description: The sysfs file, or a glob of them (C(/sys/block/mmcblk*/queue/scheduler)); a list for several.
+    description:
+      - The sysfs file, or a glob of them (C(/sys/block/mmcblk*/queue/scheduler)); a list for several.
+      - A glob that matches nothing is no error (RV(attributes) is then empty); a plain path that does not exist is.
     type: list
     elements: str
     required: true
@@ -28,17 +41,71 @@ options:
     description:
       - A file listing the allowed values (e.g. C(scaling_available_governors)); a relative name is
         read beside each file.
+      - Without it, a selector file allows the values it lists, and a free-form file any value.
     type: str
+notes:
+  - Writing sysfs needs root (C(become)); the kernel may still refuse a value it listed, which fails the task.
+"""
+
+EXAMPLES = r"""
+- name: Select mq-deadline on every SD card and USB disk
+  sysfs_attribute:
+    path:
+      - /sys/block/mmcblk*/queue/scheduler
+      - /sys/block/sd*/queue/scheduler
+    value: mq-deadline
+  register: iosched
+
+- name: Name the disks that were switched
+  ansible.builtin.debug:
+    msg: "{{ iosched.attributes | selectattr('changed') | map(attribute='path') | list }}"
+
+- name: Judge (check mode writes nothing) the CPU governor of every frequency policy
+  sysfs_attribute:
+    path: /sys/devices/system/cpu/cpufreq/policy*/scaling_governor
+    value: performance
+    choices_from: scaling_available_governors
+  check_mode: true
+  register: governor
+
+- name: Say what the first policy offers
+  ansible.builtin.debug:
+    msg: "{{ governor.attributes[0].offered | join(', ') }}"
 """
 
 RETURN = r"""
 attributes:
-  description: Each file matched, in path order, with its value before and whether it changes.
+  description:
+    - Each file matched, in path order, with its value before the task and whether it changes.
+    - Also returned when a file does not offer O(value) (or the kernel refuses it), so that a caller can word
+      the error for its own setting.
   type: list
   elements: dict
-  returned: always
-  sample: [{path: /sys/block/mmcblk0/queue/scheduler, before: mq-deadline, offered: [mq-deadline, none],
-            changed: true}]
+  returned: success, and when a file does not offer or refuses O(value)
+  contains:
+    path:
+      description: The file.
+      type: str
+      sample: /sys/block/mmcblk0/queue/scheduler
+    before:
+      description: Its active value before the task (for a selector file, the bracketed one).
+      type: str
+      sample: kyber
+    offered:
+      description:
+        - The values it allows (read from O(choices_from), or a selector file's list); empty for a free-form file.
+      type: list
+      elements: str
+      sample: [mq-deadline, kyber, bfq, none]
+    changed:
+      description: Whether it differs from O(value), and so is written (outside check mode).
+      type: bool
+      sample: true
+value:
+  description: The value selected (O(value)).
+  type: str
+  returned: success
+  sample: mq-deadline
 """
 
 import glob

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """A camera for the emulated Pis: a short video file the kiosk reads in loop mode.
 
-    camera.py OUT.avi
+    camera.py OUT.avi            the demo's visits
+    camera.py --empty OUT.avi    an empty scene
 
-A real photo with one face (scikit-image's astronaut.png, the demo's enrolled person) in a 640x480
-frame, moving a little as a person in front of a kiosk does, a stretch with nobody there, then a
+The visits: a real photo with one face (scikit-image's astronaut.png, the demo's enrolled person) in a
+640x480 frame, moving a little as a person in front of a kiosk does, a stretch with nobody there, then a
 stranger (the cameraman of scikit-image's camera.png, who is never enrolled) the same way, and nobody
-again. MJPG in AVI: OpenCV writes and reads it everywhere, with no codec of the system's.
+again. The empty scene is what a kiosk sees most of the day: after one detection its motion gate skips
+the frames, so an emulated kiosk costs the machine almost nothing (the Molecule scenarios use it; a
+visit costs an emulated Pi seconds of CPU per frame). MJPG in AVI: OpenCV writes and reads it everywhere,
+with no codec of the system's.
 """
 from __future__ import annotations
 
@@ -39,18 +43,25 @@ def frames() -> list[np.ndarray]:
     person = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[20:276, 100:356], (320, 320))
     # The cameraman's head, scaled by 2: a face of about the same size.
     stranger = cv2.resize(cv2.cvtColor(data.camera()[40:200, 180:340], cv2.COLOR_GRAY2BGR), (320, 320))
-    empty = [np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)] * EMPTY_FRAMES
-    return _moving(person) + empty + _moving(stranger) + empty
+    return _moving(person) + empty_scene() + _moving(stranger) + empty_scene()
 
 
-def write(path: Path) -> None:
+def empty_scene() -> list[np.ndarray]:
+    return [np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)] * EMPTY_FRAMES
+
+
+def write(path: Path, video: list[np.ndarray] | None = None) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (WIDTH, HEIGHT))
-    for frame in frames():
+    for frame in frames() if video is None else video:
         writer.write(frame)
     writer.release()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    write(Path(sys.argv[1]))
+    match sys.argv[1:]:
+        case [out]:
+            write(Path(out))
+        case ["--empty", out]:
+            write(Path(out), empty_scene())
+        case _:
+            raise SystemExit(__doc__)

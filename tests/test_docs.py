@@ -18,8 +18,9 @@ READMES = [ROOT / "README.md", *(r / "README.md" for r in ROLES), *sorted(ROOT.g
 # Paths the READMES name that are made at run time, or are relative to something else than the repository.
 NOT_IN_THE_REPOSITORY = {"queue/scheduler"}
 # Where a path the docs name may be relative to: the repository, the example inventory, a role (the
-# README's "each role's defaults/main.yml"), a Python package's directory or its sources.
-BASES = [ROOT, ROOT / "inventory/example", *ROLES, *ROOT.glob("files/*"), *ROOT.glob("files/*/src")]
+# README's "each role's defaults/main.yml"), a Python project's directory, its sources or its package.
+BASES = [ROOT, ROOT / "inventory/example", *ROLES, *ROOT.glob("files/*"), *ROOT.glob("files/*/src"),
+         *ROOT.glob("files/*/src/*")]
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)

@@ -10,12 +10,16 @@ import re
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import ROOT, load_module
 
@@ -157,6 +161,113 @@ def test_pruning_keeps_the_live_and_the_last_known_good_and_ignores_failures(are
     assert os.readlink(area.store.current) == "releases/0.2.0-3"
 
 
+def test_pruning_with_keep_1_keeps_the_last_known_good_older_than_the_kept_one(area: Area) -> None:
+    """README: pruning never removes the live or the last known good deployment (the one a rollback takes), nor
+    what they use; with keep=1 the kept one is the live one, and the last known good is older than it."""
+    def deploy(name: str, model: str) -> dict[str, Any]:
+        (area.store.wheels / f"w-{name}").mkdir(parents=True)
+        (area.store.wheels / f"w-{name}" / f"{name}-py3-none-any.whl").write_text(name)
+        (area.models / f"{model}.onnx").write_text(name)
+        area.release(name, [f"w-{name}"])
+        switch.go_live(area.store, name, area.files(f"# {name}", model=model), check=False)
+        result: dict[str, Any] = switch.commit(area.store, 1, area.models, check=False)
+        assert os.readlink(area.store.current) == f"releases/{name}" and area.store.release_complete(name)
+        return result
+
+    def kept() -> tuple[list[str], list[str], list[str]]:
+        committed = {d["release"]: d for d in area.store.read_state()["committed"]}
+        releases = sorted(p.name for p in area.store.releases.iterdir())
+        # The stored files are those of the kept deployments (config and unit), no more, no fewer.
+        assert {p.name for p in area.store.files.iterdir()} == {
+            sha for r in releases for sha in committed[r]["files"].values()}
+        return releases, area.store.wheel_hashes(), sorted(p.name for p in area.models.iterdir())
+
+    deploy("0.2.0-a", "a" * 64)
+    assert deploy("0.2.0-b", "b" * 64)["pruned"] == {"releases": [], "files": [], "wheels": [], "models": []}
+    assert kept() == (["0.2.0-a", "0.2.0-b"], ["w-0.2.0-a", "w-0.2.0-b"], [f"{'a' * 64}.onnx", f"{'b' * 64}.onnx"])
+    # The next deploy makes b the last known good: a goes, with its wheel, model and files.
+    assert deploy("0.2.0-c", "c" * 64)["pruned"]["releases"] == ["0.2.0-a"]
+    assert kept() == (["0.2.0-b", "0.2.0-c"], ["w-0.2.0-b", "w-0.2.0-c"], [f"{'b' * 64}.onnx", f"{'c' * 64}.onnx"])
+    # What was kept is what a rollback needs: b comes back, byte for byte.
+    assert switch.roll_back(area.store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-b"
+    assert (area.etc / "config.toml").read_text() == f"# 0.2.0-b\nmodel_sha256 = \"{'b' * 64}\"\n"
+
+
+def test_the_switch_renames_the_files_and_current_into_place(
+        area: Area, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: the switch is atomic renames of the files and of `current`. A reader never finds them missing or
+    partial during many switches; nothing removes them (to create them again); and each switch gives a file a new
+    inode while a reader holding the old one still reads it whole (a file rewritten in place would change under it)."""
+    contents = {}
+    candidates = {}
+    for name, fill in (("0.2.0-a", b"a"), ("0.2.0-b", b"b")):
+        area.release(name)
+        base = tmp_path / f"candidate-{name}"
+        base.mkdir()
+        contents[name] = {"config.toml": b"# " + name.encode() + b"\n" + fill * 400_000,
+                          "unit": b"[Service]\n# " + name.encode() + b"\n" + fill * 50_000}
+        for file, data in contents[name].items():
+            (base / file).write_bytes(data)
+        candidates[name] = {str(area.etc / file): str(base / file) for file in contents[name]}
+    switch.go_live(area.store, "0.2.0-a", candidates["0.2.0-a"], check=False)
+    wholes = {file: {contents[n][file] for n in contents} for file in ("config.toml", "unit")}
+    problems: list[str] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                target = os.readlink(area.store.current)
+                if target not in ("releases/0.2.0-a", "releases/0.2.0-b"):
+                    problems.append(f"current -> {target}")
+            except FileNotFoundError:
+                problems.append("current missing")
+            for file, whole in wholes.items():
+                try:
+                    data = (area.etc / file).read_bytes()
+                except FileNotFoundError:
+                    problems.append(f"{file} missing")
+                    continue
+                if data not in whole:
+                    problems.append(f"{file} partial ({len(data)} bytes)")
+            reads += 1
+
+    live = {str(area.store.current), *(str(area.etc / file) for file in wholes)}
+    removed: list[str] = []
+
+    def spy(real: Any) -> Any:
+        def call(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(path) in live:
+                removed.append(os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "unlink", spy(os.unlink))
+    monkeypatch.setattr(os, "remove", spy(os.remove))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(60):
+            name, old = ("0.2.0-b", "0.2.0-a") if n % 2 == 0 else ("0.2.0-a", "0.2.0-b")
+            before = {file: ((area.etc / file).stat().st_ino, (area.etc / file).open("rb")) for file in wholes}
+            assert switch.go_live(area.store, name, candidates[name], check=False)["release_switched"]
+            for file, (inode, held) in before.items():
+                with held:
+                    assert (area.etc / file).stat().st_ino != inode, f"{file} was rewritten in place, not renamed"
+                    assert held.read() == contents[old][file], f"{file} changed under a reader holding it open"
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert not removed, f"the switch removed {sorted(set(removed))} (to create them again)"
+    assert not problems, f"{len(problems)} of {reads} reads saw: {sorted(set(problems))}"
+    assert reads > 60, "the reader did not run during the switches"
+
+
 def test_a_wheel_that_is_not_what_the_controller_sent_is_refused(area: Area, tmp_path: Path) -> None:
     good, bad = b"good wheel", b"tampered wheel"
     tar_path = tmp_path / "in.tar"
@@ -238,12 +349,34 @@ def test_an_offline_controller_uses_its_cache_and_says_what_is_missing(tmp_path:
     assert "onnxruntime==" in requirements and "--hash=sha256:" in requirements
 
 
-def test_a_cached_kiosk_wheel_keeps_the_sha256_it_was_built_with(tmp_path: Path) -> None:
-    built = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path)
-    Path(built["path"]).write_bytes(b"tampered in the controller's cache")
-    again = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path)
-    # The Pi checks what it receives against this sha256: the tampered file cannot match it.
-    assert again["sha256"] == built["sha256"] != sha(b"tampered in the controller's cache")
+def test_a_kiosk_wheel_tampered_with_in_the_controllers_cache_is_refused_by_the_pi(area: Area, tmp_path: Path) -> None:
+    """The wheelhouse hands out the sha256 a wheel had when it was built, not the cached file's (molecule/fleet
+    tampers with the cache the same way): the Pi checks what it receives against it and refuses the wheel."""
+    built = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path / "cache")
+    wheel = Path(built["path"])
+    wheel.write_bytes(wheel.read_bytes() + b"tampered")
+    again = wheelhouse.local_wheel(ROOT / "files/kiosk", tmp_path / "cache")
+    assert again["path"] == built["path"], "the cache entry is keyed by the sources: not rebuilt"
+    assert again["sha256"] == built["sha256"] != store_mod.sha256_file(wheel)
+    packed = wheelhouse.pack([again], tmp_path / "cache")
+    with pytest.raises(release_mod.Refused, match=re.escape(
+            f"{again['file']}: sha256 {store_mod.sha256_file(wheel)} differs from the release's {built['sha256']}")):
+        release_mod.ingest(area.store, Path(packed["tar"]), {again["file"]: again["sha256"]}, False)
+    assert area.store.wheel_hashes() == [], "the tampered wheel went into the Pi's cache"
+
+
+def test_the_wheelhouse_module_loads_by_its_path_alone_as_the_fleet_scenario_loads_it() -> None:
+    """molecule/fleet/verify.yml imports pi_kiosk_wheelhouse.py by its path, outside Ansible: its sha256_file
+    (the store's, the only one) still comes from the role's module_utils."""
+    assert wheelhouse.sha256_file is store_mod.sha256_file
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('wheelhouse', sys.argv[1])\n"
+            "wheelhouse = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(wheelhouse)\n"
+            "print(wheelhouse.sha256_file.__module__, wheelhouse.local_wheel.__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "library/pi_kiosk_wheelhouse.py")],
+                          capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "pi_kiosk_store local_wheel\n"), proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -349,29 +482,183 @@ def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(t
 
 
 gate: ModuleType = load_module(ROLE / "library/pi_kiosk_gate.py")
+UNIT = "pi-kiosk.service"
+FAKE_SYSTEMCTL = """
+import json, os, sys
+state = json.load(open(os.environ["FAKE_SYSTEMD_STATE"]))
+with open(os.environ["FAKE_SYSTEMD_STATE"] + ".calls", "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+if os.path.basename(sys.argv[0]) == "journalctl":
+    invocation = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("_SYSTEMD_INVOCATION_ID="))
+    print("\\n".join(state.get("journal", {}).get(invocation, [])))
+elif sys.argv[1] == "show":
+    unit = state["units"].get(sys.argv[2], {"LoadState": "not-found", "ActiveState": "inactive"})
+    for arg in sys.argv[3:]:
+        prop = arg.removeprefix("--property=")
+        print(f"{prop}={unit.get(prop, '')}")
+"""
 
 
-@pytest.mark.parametrize(("unit_state", "expected"), [
-    # After an OS upgrade on a Pi that never had a kiosk: nothing to hold to its health.
-    ({"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"}, {"installed": False}),
-    # Enabled but still starting after the reboot: held to its health like a deployed release.
-    ({"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "activating"}, {"installed": True, "held": 1}),
-    ({"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "failed"}, {"installed": True, "held": 1}),
-])
-def test_watch_holds_an_installed_kiosk_and_passes_a_pi_without_one(
-        monkeypatch: pytest.MonkeyPatch, unit_state: dict[str, str], expected: dict[str, Any]) -> None:
-    monkeypatch.setattr(gate, "show", lambda unit, *props: unit_state)
-    monkeypatch.setattr(gate, "hold", lambda *args: {"held": 1})
-    assert gate.watch("pi-kiosk.service", "http://127.0.0.1:9108", 60, 30) == expected
+class FakeSystemd:
+    """systemctl and journalctl on PATH, answering from a state the test sets (and changes while the gate runs)."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bin_dir = tmp / "bin"
+        bin_dir.mkdir()
+        for name in ("systemctl", "journalctl"):
+            (bin_dir / name).write_text(f"#!{sys.executable} -S\n{FAKE_SYSTEMCTL}")
+            (bin_dir / name).chmod(0o755)
+        self.path = tmp / "systemd.json"
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_SYSTEMD_STATE", str(self.path))
+        self.set(units={})
+
+    def set(self, **state: Any) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.path)
+
+    def later(self, seconds: float, **state: Any) -> threading.Timer:
+        timer = threading.Timer(seconds, self.set, kwargs=state)
+        timer.start()
+        return timer
+
+    def calls(self) -> list[list[str]]:
+        log = Path(f"{self.path}.calls")
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def commands(self) -> set[str]:
+        """What systemctl was asked to do besides reading (start, restart, enable, ...)."""
+        return {c[1] for c in self.calls() if c[0] == "systemctl" and c[1] != "show"}
+
+
+class FakeKiosk:
+    """The kiosk's /healthz and /metrics on 127.0.0.1: the frames counter rises by one per /metrics read unless the
+    camera is stuck."""
+
+    def __init__(self) -> None:
+        self.healthz: dict[str, Any] = {"status": "ok", "version": "0.2.0", "threads": 4, "delivery": "ok",
+                                        "seconds_since_last_frame": 0.1}
+        self.frames = 7.0
+        self.stuck = False
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requests.append(self.path)
+                if self.path == "/metrics":
+                    owner.frames += 0 if owner.stuck else 1
+                    body = f"# TYPE kiosk_frames_total counter\nkiosk_frames_total {owner.frames}\n".encode()
+                else:
+                    body = json.dumps(owner.healthz).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemd:
+    # The gate polls every 2 s on a Pi; the fake answers at once.
+    monkeypatch.setattr(gate, "POLL_SECONDS", 0.2)
+    return FakeSystemd(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def kiosk() -> Iterator[FakeKiosk]:
+    fake = FakeKiosk()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_watch_passes_a_pi_without_a_kiosk(systemd: FakeSystemd, kiosk: FakeKiosk) -> None:
+    assert gate.watch(UNIT, kiosk.url, 60, 30) == {"installed": False}
+    assert systemd.commands() == set() and kiosk.requests == []
+
+
+def test_watch_holds_a_kiosk_still_starting_after_a_reboot_to_its_health_without_restarting_it(
+        systemd: FakeSystemd, kiosk: FakeKiosk) -> None:
+    starting = {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "activating",
+                "SubState": "start", "NRestarts": "0", "MainPID": "4242"}
+    systemd.set(units={UNIT: starting})
+    systemd.later(1.5, units={UNIT: {**starting, "ActiveState": "active", "SubState": "running"}})
+    result = gate.watch(UNIT, kiosk.url, 30, 1)
+    assert result["installed"] is True and result["ready_seconds"] >= 1.0
+    assert result["frames"] >= 1 and result["fps"] > 0 and result["healthz"]["version"] == "0.2.0"
+    assert set(result) <= set(yaml.safe_load(gate.RETURN)), "a key the module's RETURN does not document"
+    assert "/healthz" in kiosk.requests and "/metrics" in kiosk.requests
+    assert systemd.commands() == set(), "watch restarted, started or reloaded the kiosk"
+
+
+def test_watch_fails_an_enabled_kiosk_that_systemd_gave_up_on(systemd: FakeSystemd, kiosk: FakeKiosk) -> None:
+    systemd.set(units={UNIT: {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "failed",
+                              "Result": "start-limit-hit", "InvocationID": "inv1"}},
+                journal={"inv1": ["Starting the kiosk", "pi-kiosk: cannot open the camera /dev/video0"]})
+    with pytest.raises(gate.GateError) as err:
+        gate.watch(UNIT, kiosk.url, 30, 1)
+    assert (err.value.phase, err.value.reason) == (
+        "ready", f"{UNIT} failed: pi-kiosk: cannot open the camera /dev/video0 [result start-limit-hit]")
+    assert kiosk.requests == [] and systemd.commands() == set()
 
 
 @pytest.mark.parametrize("active", ["inactive", "failed"])
-def test_watch_fails_at_once_a_kiosk_that_nothing_starts(monkeypatch: pytest.MonkeyPatch, active: str) -> None:
-    monkeypatch.setattr(gate, "show", lambda unit, *props: {"LoadState": "loaded", "UnitFileState": "disabled",
-                                                            "ActiveState": active})
-    monkeypatch.setattr(gate, "why", lambda unit: "[result exit-code]")
-    monkeypatch.setattr(gate, "hold", lambda *args: pytest.fail("a kiosk that nothing starts was waited for"))
+def test_watch_fails_at_once_a_kiosk_that_nothing_starts(systemd: FakeSystemd, kiosk: FakeKiosk, active: str) -> None:
+    systemd.set(units={UNIT: {"LoadState": "loaded", "UnitFileState": "disabled", "ActiveState": active,
+                              "Result": "exit-code", "ExecMainCode": "1", "ExecMainStatus": "1"}})
+    start = time.monotonic()
     with pytest.raises(gate.GateError) as err:
-        gate.watch("pi-kiosk.service", "http://127.0.0.1:9108", 60, 30)
+        gate.watch(UNIT, kiosk.url, 5, 1)
     assert (err.value.phase, err.value.reason) == (
-        "ready", f"pi-kiosk.service is {active} and not enabled (nothing starts it): [result exit-code]")
+        "ready", f"{UNIT} is {active} and not enabled (nothing starts it): [result exit-code, exit status 1]")
+    assert time.monotonic() - start < 4, "a kiosk that nothing starts was waited for"
+    assert kiosk.requests == [] and systemd.commands() == set()
+
+
+def test_the_gate_fails_a_kiosk_restarted_during_its_window(systemd: FakeSystemd, kiosk: FakeKiosk) -> None:
+    running = {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active", "NRestarts": "0",
+               "MainPID": "100", "Result": "success"}
+    systemd.set(units={UNIT: running})
+    systemd.later(0.8, units={UNIT: {**running, "NRestarts": "1", "MainPID": "101", "Result": "watchdog"}})
+    with pytest.raises(gate.GateError) as err:
+        gate.hold(UNIT, kiosk.url, 30, 3, "0.2.0")
+    assert (err.value.phase, err.value.reason) == ("stability", f"{UNIT} restarted during the 3 s window: "
+                                                                "[result watchdog]")
+
+
+def test_the_gate_fails_a_kiosk_that_processes_no_frames_or_runs_another_version(
+        systemd: FakeSystemd, kiosk: FakeKiosk) -> None:
+    systemd.set(units={UNIT: {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active",
+                              "NRestarts": "0", "MainPID": "100"}})
+    kiosk.stuck = True
+    with pytest.raises(gate.GateError) as err:
+        gate.hold(UNIT, kiosk.url, 30, 1, "0.2.0")
+    assert (err.value.phase, err.value.reason) == (
+        "health", "no frames processed during the 1 s window (kiosk_frames_total 7.0 -> 7.0): "
+                  "is the camera delivering?")
+    kiosk.stuck = False
+    with pytest.raises(gate.GateError, match=r"^health: /healthz reports version 0\.2\.0, the release is 0\.3\.0$"):
+        gate.hold(UNIT, kiosk.url, 30, 1, "0.3.0")
+    # The same kiosk, healthy and of the expected version, passes.
+    assert gate.hold(UNIT, kiosk.url, 30, 1, "0.2.0")["frames"] >= 1
+
+
+def test_the_module_reports_the_phase_and_reason_the_role_records(systemd: FakeSystemd, tmp_path: Path) -> None:
+    """Run as Ansible runs it: a failed gate's result carries phase and reason (the role's rescue reads them)."""
+    systemd.set(units={UNIT: {"LoadState": "loaded", "UnitFileState": "disabled", "ActiveState": "inactive",
+                              "Result": "success"}})
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"mode": "watch", "unit": UNIT, "timeout": 5, "window": 1}}))
+    proc = subprocess.run([sys.executable, str(ROLE / "library/pi_kiosk_gate.py"), str(args)],
+                          capture_output=True, text=True)
+    result = json.loads(proc.stdout)
+    assert result["failed"] and (result["phase"], result["reason"]) == (
+        "ready", f"{UNIT} is inactive and not enabled (nothing starts it): [result success]")

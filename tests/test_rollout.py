@@ -1,16 +1,20 @@
-"""The rollout's pre-flight (roles/pi_kiosk/tasks/rollout.yml) and its report (playbooks/callback_plugins), run by
-ansible-playbook against kiosks that are this machine (local connection) and one that cannot be reached.
+"""The rollout (roles/pi_rollout: the pre-flight and the start of each batch) and its report
+(playbooks/callback_plugins/pi_rollout_report.py), run by ansible-playbook against kiosks that are this machine (local
+connection) and one that cannot be reached.
 
 The canary batches are a stand-in that records outcomes as the pi_kiosk role does (pi_kiosk_outcome, then a failed
-task for a rolled back or unhealthy kiosk); the real role, playbooks/deploy.yml and the OS upgrade of
-playbooks/provision.yml run in molecule/fleet."""
+task for a rolled back or unhealthy kiosk); the real role, playbooks/deploy.yml and playbooks/upgrade.yml run in
+molecule/fleet."""
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +22,16 @@ import pytest
 
 from conftest import ROOT
 
+# As playbooks/deploy.yml and playbooks/upgrade.yml have them.
 PREFLIGHT = """
 - name: Check the kiosks before the {kind}
   hosts: kiosks
   gather_facts: false
-  max_fail_percentage: "{{{{ pi_kiosk_max_fail_percentage }}}}"
-  tasks:
-    - name: Run the rollout's pre-flight
-      ansible.builtin.import_role:
-        name: pi_kiosk
-        tasks_from: rollout
+  max_fail_percentage: "{{{{ pi_rollout_max_fail_percentage }}}}"
+  roles:
+    - role: pi_rollout
       vars:
-        pi_kiosk_rollout_kind: {kind}
+        pi_rollout_kind: {kind}
 """
 
 # A kiosk whose fake is "broken" fails: a deploy rolls it back, an upgrade leaves it failed (as health.yml does).
@@ -59,13 +61,26 @@ BATCH_PLAY = """
 - name: Roll out the {kind} (stand-in)
   hosts: kiosks
   gather_facts: false
-  # The real plays have the pi_kiosk role, whose defaults these are.
-  vars_files: [{defaults}]
-  serial: "{{{{ pi_kiosk_serial }}}}"
-  max_fail_percentage: "{{{{ pi_kiosk_max_fail_percentage }}}}"
+  serial: "{{{{ pi_rollout_serial }}}}"
+  max_fail_percentage: "{{{{ pi_rollout_max_fail_percentage }}}}"
+  pre_tasks:
+    - name: Count a kiosk lost since the pre-flight
+      ansible.builtin.import_role:
+        name: pi_rollout
+        tasks_from: batch
   tasks:
-    - name: Touch the kiosk
-      ansible.builtin.ping:
+    - name: Name the batch
+      ansible.builtin.debug:
+        msg: "batch of {{{{ ansible_play_batch | length }}}}"
+      run_once: true
+
+    - name: Lose a kiosk after the pre-flight (the test's lose_flag)
+      ansible.builtin.copy:
+        content: down
+        dest: "{{{{ lose_flag }}}}"
+        mode: "0644"
+      delegate_to: localhost
+      when: loses_another | default(false)
 
     - name: Roll out or fail
       block:
@@ -81,12 +96,8 @@ BATCH_PLAY = """
 
 
 def stand_in(*kinds: str) -> str:
-    """A playbook of one rollout per kind, as playbooks/deploy.yml (and provision.yml for an upgrade) has it."""
-    return "".join(PREFLIGHT.format(kind=kind) + BATCH_PLAY.format(kind=kind, defaults=DEFAULTS, outcomes=BATCHES[kind])
-                   for kind in kinds)
-
-
-DEFAULTS = ROOT / "roles/pi_kiosk/defaults/main.yml"
+    """A playbook of one rollout per kind, as playbooks/deploy.yml (and playbooks/upgrade.yml) has it."""
+    return "".join(PREFLIGHT.format(kind=kind) + BATCH_PLAY.format(kind=kind, outcomes=BATCHES[kind]) for kind in kinds)
 
 
 def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str,
@@ -101,7 +112,8 @@ def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str,
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.json"),
-         str(tmp_path / "deploy.yml"), "-e", f"pi_kiosk_report_file={report}", *extra],
+         str(tmp_path / "deploy.yml"), "-e", f"pi_rollout_report_file={report}",
+         "-e", f"pi_rollout_live_link={tmp_path / 'current'}", *extra],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     return proc, json.loads(report.read_text()) if report.is_file() else None
 
@@ -110,18 +122,27 @@ def local(fake: str = "ok") -> dict[str, Any]:
     return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "fake": fake}
 
 
-# Nothing listens on port 9 of this machine: the connection is refused at once.
-UNREACHABLE = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "nobody",
-               "ansible_ssh_common_args": "-o ConnectTimeout=3 -o StrictHostKeyChecking=no", "fake": "ok"}
+@pytest.fixture
+def unreachable() -> Iterator[dict[str, Any]]:
+    """A kiosk behind a port that refuses connections: bound by this test and never listening."""
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        yield {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": refusing.getsockname()[1],
+               "ansible_user": "nobody", "fake": "ok",
+               "ansible_ssh_common_args": "-o ConnectTimeout=3 -o StrictHostKeyChecking=no"}
 
 
 def outcomes(report: dict[str, Any]) -> dict[str, str]:
     return {row["host"]: row["outcome"] for row in report["kiosks"]}
 
 
+def batches(proc: subprocess.CompletedProcess[str]) -> list[int]:
+    return [int(n) for n in re.findall(r"msg: batch of (\d+)", proc.stdout)]
+
+
 def test_a_canary_failure_halts_the_rollout_and_the_report_says_where(tmp_path: Path) -> None:
     hosts = {"k1": local(), "k2": local("broken"), "k3": local(), "k4": local(), "k5": local()}
-    proc, report = run(tmp_path, hosts, "-e", '{"pi_kiosk_serial": [1, "40%"]}')
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_rollout_serial": [1, "40%"]}')
     assert proc.returncode != 0, proc.stdout
     # Batches: 1 kiosk, then 40% of 5 = 2: k2 fails beside k3, which finishes; the rest of the run halts.
     assert outcomes(report) == {"k1": "deployed", "k2": "rolled back", "k3": "deployed",
@@ -133,8 +154,52 @@ def test_a_canary_failure_halts_the_rollout_and_the_report_says_where(tmp_path: 
     assert "k2                       rolled back    0.1.0-old              health: no frames" in proc.stdout
 
 
+def test_the_batches_are_ansibles_arithmetic_on_forty_kiosks(tmp_path: Path) -> None:
+    # The README's example: 1, then 25% of 40 = 10, then the rest (the last entry repeats until all are done).
+    proc, report = run(tmp_path, {f"k{n:02d}": local() for n in range(40)})
+    assert proc.returncode == 0, proc.stdout
+    assert batches(proc) == [1, 10, 29], proc.stdout
+    assert set(outcomes(report).values()) == {"deployed"}
+
+
+def test_two_failures_in_a_batch_of_two_halt_at_fifty_percent(tmp_path: Path) -> None:
+    hosts = {"k1": local("broken"), "k2": local("broken"), "k3": local(), "k4": local()}
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_rollout_serial": ["50%"], "pi_rollout_max_fail_percentage": 50}')
+    assert proc.returncode != 0, proc.stdout
+    assert outcomes(report) == {"k1": "rolled back", "k2": "rolled back", "k3": "not attempted",
+                                "k4": "not attempted"}, proc.stdout
+    assert report["halted"] is True
+
+
+def test_a_batch_in_which_every_kiosk_failed_halts_whatever_the_threshold(tmp_path: Path) -> None:
+    hosts = {"k1": local("broken"), "k2": local(), "k3": local()}
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_rollout_serial": [1], "pi_rollout_max_fail_percentage": 100}')
+    assert proc.returncode != 0, proc.stdout
+    assert outcomes(report) == {"k1": "rolled back", "k2": "not attempted", "k3": "not attempted"}, proc.stdout
+
+
+def test_a_kiosk_not_attempted_shows_the_release_the_pre_flight_read(tmp_path: Path) -> None:
+    (tmp_path / "current").symlink_to("releases/0.1.0-old")
+    proc, report = run(tmp_path, {"k1": local("broken"), "k2": local()})
+    assert outcomes(report) == {"k1": "rolled back", "k2": "not attempted"}, proc.stdout
+    assert report["kiosks"][1]["live"] == "0.1.0-old"
+    assert "k2                       not attempted  0.1.0-old" in proc.stdout
+
+
+def test_a_kiosk_lost_after_the_pre_flight_counts_at_its_batch(tmp_path: Path, unreachable: dict[str, Any]) -> None:
+    flag = tmp_path / "lost"
+    # Reachable (local) until the canary's batch writes the flag, unreachable (the refusing port) after.
+    connection = f"{{{{ 'ssh' if lookup('ansible.builtin.file', '{flag}', errors='ignore') == 'down' else 'local' }}}}"
+    lost = {**unreachable, "ansible_connection": connection, "ansible_python_interpreter": sys.executable}
+    proc, report = run(tmp_path, {"k1": {**local(), "loses_another": True}, "lost": lost, "k3": local()},
+                       "-e", f"lose_flag={flag}", "-e", '{"pi_rollout_serial": [1]}')
+    assert proc.returncode != 0, proc.stdout
+    assert outcomes(report) == {"k1": "deployed", "lost": "unreachable", "k3": "not attempted"}, proc.stdout
+    assert "it counts as a failed host of the rollout" in proc.stdout
+
+
 def test_a_batch_size_given_as_key_value_works(tmp_path: Path) -> None:
-    proc, report = run(tmp_path, {"k1": local(), "k2": local(), "k3": local()}, "-e", "pi_kiosk_serial=2")
+    proc, report = run(tmp_path, {"k1": local(), "k2": local(), "k3": local()}, "-e", "pi_rollout_serial=2")
     assert proc.returncode == 0, proc.stdout
     assert report["serial"] == "2" and set(outcomes(report).values()) == {"deployed"}
 
@@ -142,31 +207,32 @@ def test_a_batch_size_given_as_key_value_works(tmp_path: Path) -> None:
 def test_a_failure_share_within_the_threshold_lets_the_rollout_go_on(tmp_path: Path) -> None:
     hosts = {"k1": local(), "k2": local("broken"), "k3": local(), "k4": local()}
     # 50% of 4 = 2 per batch; one failure in a batch of two is 50%, not more than 50: no halt.
-    proc, report = run(tmp_path, hosts, "-e", '{"pi_kiosk_serial": ["50%"], "pi_kiosk_max_fail_percentage": 50}')
+    proc, report = run(tmp_path, hosts, "-e", '{"pi_rollout_serial": ["50%"], "pi_rollout_max_fail_percentage": 50}')
     assert outcomes(report) == {"k1": "deployed", "k2": "rolled back", "k3": "deployed", "k4": "deployed"}, proc.stdout
     assert report["halted"] is False and "complete" in proc.stdout
 
 
-def test_an_unreachable_kiosk_counts_and_halts_before_any_change(tmp_path: Path) -> None:
-    proc, report = run(tmp_path, {"k1": local(), "gone": UNREACHABLE, "k3": local()})
+def test_an_unreachable_kiosk_counts_and_halts_before_any_change(tmp_path: Path,
+                                                                unreachable: dict[str, Any]) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "gone": unreachable, "k3": local()})
     assert proc.returncode != 0
     assert outcomes(report) == {"k1": "not attempted", "gone": "unreachable", "k3": "not attempted"}, proc.stdout
     assert report["kiosks"][1]["live"] is None and report["kiosks"][1]["reason"]
-    assert "it counts as a failed kiosk of the rollout" in proc.stdout
+    assert "it counts as a failed host of the rollout" in proc.stdout
 
 
-def test_an_unreachable_kiosk_can_be_left_out_instead(tmp_path: Path) -> None:
-    proc, report = run(tmp_path, {"k1": local(), "gone": UNREACHABLE, "k3": local()},
-                       "-e", '{"pi_kiosk_unreachable_is_failure": false, "pi_kiosk_serial": ["100%"]}')
+def test_an_unreachable_kiosk_can_be_left_out_instead(tmp_path: Path, unreachable: dict[str, Any]) -> None:
+    proc, report = run(tmp_path, {"k1": local(), "gone": unreachable, "k3": local()},
+                       "-e", '{"pi_rollout_unreachable_is_failure": false, "pi_rollout_serial": ["100%"]}')
     # Ansible's own rule: an unreachable host halts the run only when its whole batch is unreachable.
     assert outcomes(report) == {"k1": "deployed", "gone": "unreachable", "k3": "deployed"}, proc.stdout
 
 
 @pytest.mark.parametrize(("extra", "bad"), [
-    ('{"pi_kiosk_serial": [0, "25%"]}', 'pi_kiosk_serial=[0, "25%"]'),
-    ('{"pi_kiosk_serial": ["150%"]}', 'pi_kiosk_serial=["150%"]'),
-    ("pi_kiosk_max_fail_percentage=101", "pi_kiosk_max_fail_percentage=101"),
-    ("pi_kiosk_serial=1,25%", 'pi_kiosk_serial="1,25%"'),
+    ('{"pi_rollout_serial": [0, "25%"]}', 'pi_rollout_serial=[0, "25%"]'),
+    ('{"pi_rollout_serial": ["150%"]}', 'pi_rollout_serial=["150%"]'),
+    ("pi_rollout_max_fail_percentage=101", "pi_rollout_max_fail_percentage=101"),
+    ("pi_rollout_serial=1,25%", 'pi_rollout_serial="1,25%"'),
 ])
 def test_bad_rollout_settings_are_named_before_anything_runs(tmp_path: Path, extra: str, bad: str) -> None:
     proc, report = run(tmp_path, {"k1": local(), "k2": local()}, "-e", extra)
@@ -192,7 +258,7 @@ def test_each_rollout_of_a_run_gets_its_own_report(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     # site.yml's order: the OS upgrade, then the deploy; the default report files, one per rollout.
     proc, _ = run(tmp_path, {"k1": local(), "k2": local()},
-                  "-e", f"pi_kiosk_report_file= pi_kiosk_controller_cache={cache}", kinds=("upgrade", "deploy"))
+                  "-e", f"pi_rollout_report_file= pi_rollout_report_dir={cache}/reports", kinds=("upgrade", "deploy"))
     assert proc.returncode == 0, proc.stdout
     reports = {path.name.split("-")[0]: json.loads(path.read_text()) for path in (cache / "reports").iterdir()}
     assert sorted(reports) == ["deploy", "upgrade"], proc.stdout

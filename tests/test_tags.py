@@ -1,4 +1,4 @@
-"""Tag-limited runs: --tags <concern> lists only that concern's role, plus pi_facts."""
+"""Tag-limited runs: --tags <concern> lists only that concern's roles, plus pi_facts."""
 from __future__ import annotations
 
 import re
@@ -12,18 +12,18 @@ from conftest import ROOT
 
 BIN = Path(sys.executable).parent
 PROVISION_TAGS = {
-    "base": "pi_base",
-    "headless": "pi_headless",
-    "swap": "pi_swap",
-    "governor": "pi_governor",
-    "iosched": "pi_iosched",
-    "openblas": "pi_openblas",
-    "coral": "pi_coral",
-    "overclock": "pi_overclock",
-    # The deploy: the whole role, or only its configuration or model tasks.
-    "recognizer": "pi_kiosk",
-    "recognizer_config": "pi_kiosk",
-    "recognizer_model": "pi_kiosk",
+    "base": {"pi_base"},
+    "headless": {"pi_headless"},
+    "swap": {"pi_swap"},
+    "governor": {"pi_governor"},
+    "iosched": {"pi_iosched"},
+    "openblas": {"pi_openblas"},
+    "coral": {"pi_coral"},
+    "overclock": {"pi_overclock"},
+    # The deploy, rolled out in canary batches: the whole role, or only its configuration or model tasks.
+    "recognizer": {"pi_rollout", "pi_kiosk"},
+    "recognizer_config": {"pi_rollout", "pi_kiosk"},
+    "recognizer_model": {"pi_rollout", "pi_kiosk"},
 }
 
 
@@ -36,20 +36,20 @@ def roles_listed(*args: str) -> set[str]:
     return set(re.findall(r"^\s{6}(\w+) : (?!Validating arguments)", listing.stdout, re.MULTILINE))
 
 
-@pytest.mark.parametrize(("tag", "role"), sorted(PROVISION_TAGS.items()))
-def test_tag_runs_only_its_role_and_the_facts(tag: str, role: str) -> None:
-    assert roles_listed("--tags", tag) == {"pi_facts", role}
+@pytest.mark.parametrize(("tag", "roles"), sorted(PROVISION_TAGS.items()))
+def test_tag_runs_only_its_roles_and_the_facts(tag: str, roles: set[str]) -> None:
+    assert roles_listed("--tags", tag) == {"pi_facts", *roles}
 
 
 def test_upgrade_runs_the_os_upgrade_and_the_kiosk_health_gate_only() -> None:
-    assert roles_listed("--tags", "upgrade") == {"pi_facts", "pi_base", "pi_kiosk"}
+    assert roles_listed("--tags", "upgrade") == {"pi_facts", "pi_rollout", "pi_base", "pi_kiosk"}
     upgrade = tasks_listed("--tags", "upgrade")
     assert "Watch the kiosk's health without restarting it" in upgrade
     assert not {t for t in upgrade if t.startswith(("Build the", "Send the wheels", "Switch to"))}
 
 
 def test_untagged_run_covers_every_provision_role() -> None:
-    assert roles_listed() >= {"pi_facts", *PROVISION_TAGS.values()}
+    assert roles_listed() >= {"pi_facts", *set().union(*PROVISION_TAGS.values())}
 
 
 def tasks_listed(*args: str) -> set[str]:

@@ -1,6 +1,9 @@
 """The sysfs stand-in daemon gives plain files the kernel's write semantics."""
 from __future__ import annotations
 
+import os
+import re
+import select
 import subprocess
 import sys
 import time
@@ -18,19 +21,35 @@ standins = load_module(ROOT / "testbed/standins.py")
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Path]:
     standins.write_tree(standins.load_profile("pi4"), tmp_path / "pi")
-    daemon = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(DAEMON), "--cpu", str(tmp_path / "pi/cpu"),
          "--block", str(tmp_path / "pi/block"), "--state", str(tmp_path / "state")],
-        stdout=subprocess.PIPE, text=True,
-    )
-    time.sleep(0.5)  # let it set its inotify watches
-    yield tmp_path / "pi"
-    daemon.terminate()
-    daemon.wait(timeout=5)
+        stdout=subprocess.PIPE,
+    ) as daemon:
+        try:
+            wait_until_watching(daemon)
+            yield tmp_path / "pi"
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=5)
+
+
+def wait_until_watching(daemon: subprocess.Popen[bytes]) -> None:
+    """Read the daemon's output up to the line it prints once its inotify watches are set."""
+    assert daemon.stdout is not None
+    fd = daemon.stdout.fileno()
+    output = b""
+    deadline = time.monotonic() + 60  # bounds a failing test only
+    while not re.search(rb"^watching \d+ files$", output, re.MULTILINE):
+        assert time.monotonic() < deadline, f"the daemon never said it was watching; it said {output!r}"
+        if select.select([fd], [], [], 0.5)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the daemon exited ({daemon.wait()}); it said {output!r}"
+            output += chunk
 
 
 def settle(path: Path, expected: str) -> str:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # waits only for a daemon that does not answer (a failing test)
     while (value := path.read_text().strip()) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return value

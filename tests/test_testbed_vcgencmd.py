@@ -129,3 +129,35 @@ def test_a_bootloader_without_tryboot_ignores_the_flag(tmp_path: Path) -> None:
     boot(env)
     assert vcgencmd(env, "get_config", "arm_freq").stdout == "arm_freq=1400\n"
     assert not (Path(env["VCGENCMD_STANDIN_STATE"]) / "tryboot-next").exists()
+
+
+WATCHDOG = ROOT / "testbed/image/rootfs/usr/lib/pi-standins/watchdog-standin"
+
+
+@pytest.mark.parametrize(("boot_config", "system_conf", "resets"), [
+    # What pi_overclock sets up: the watchdog's driver in the boot config, systemd feeding it.
+    ("dtparam=watchdog=on\n", "[Manager]\nRuntimeWatchdogSec=15\n", True),
+    ("dtparam=watchdog=on\n", None, False),
+    ("arm_freq=2000\n", "[Manager]\nRuntimeWatchdogSec=15s\n", False),
+    ("dtparam=watchdog=on\n", "[Manager]\nRuntimeWatchdogSec=0\n", False),
+])
+def test_a_hung_boot_is_reset_only_by_a_watchdog_the_board_set_up(
+        tmp_path: Path, boot_config: str, system_conf: str | None, resets: bool) -> None:
+    (tmp_path / "config.txt").write_text(boot_config)
+    if system_conf is not None:
+        (tmp_path / "systemd/system.conf.d").mkdir(parents=True)
+        (tmp_path / "systemd/system.conf.d/pi-fleet-watchdog.conf").write_text(system_conf)
+    # Stand-ins for sleep and systemctl that record what the emulated watchdog would do.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sleep", "systemctl"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*"\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "WATCHDOG_STANDIN_SYSTEMD": str(tmp_path / "systemd"),
+           "VCGENCMD_STANDIN_BOOT_CONFIG": str(tmp_path / "config.txt")}
+    run = subprocess.run([str(WATCHDOG)], env=env, capture_output=True, text=True, check=True)
+    if resets:
+        assert run.stdout.splitlines()[1:] == ["sleep 15", "systemctl reboot --force"]
+    else:
+        assert run.stdout.splitlines()[1:] == ["sleep infinity"], run.stdout

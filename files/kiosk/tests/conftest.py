@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
@@ -56,18 +57,30 @@ def server() -> Iterator[FakeServer]:
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
+    state.release.set()  # no request left hanging
     httpd.shutdown()
     httpd.server_close()
 
 
 @pytest.fixture
-def write_config(tmp_path: Path, mobilefacenet: Path) -> Callable[..., Path]:
-    """Write a valid config under tmp_path; keyword arguments override whole sections."""
+def refused_url() -> Iterator[str]:
+    """The URL of a server that is down: a port this test holds bound but never listens on, so
+    Linux refuses connections to it and no other process can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
-    def write(server_url: str = "http://127.0.0.1:9", **sections: dict[str, Any]) -> Path:
+
+@pytest.fixture
+def write_config(tmp_path: Path, mobilefacenet: Path, refused_url: str) -> Callable[..., Path]:
+    """Write a valid config under tmp_path; keyword arguments override whole sections. The server is
+    down unless server_url is given."""
+
+    def write(server_url: str = refused_url, **sections: dict[str, Any]) -> Path:
         base: dict[str, dict[str, Any]] = {
             "embedder": {"model_path": str(mobilefacenet), "cache_dir": str(tmp_path / "cache")},
-            "server": {"url": server_url, "timeout_seconds": 1.0},
+            # Generous: the local server answers at once, but a loaded machine must not time it out by chance.
+            "server": {"url": server_url, "timeout_seconds": 30.0},
             "detector": {"min_face_size": 40},
             "outbox": {"path": str(tmp_path / "outbox.sqlite3"), "retry_initial_seconds": 0.05,
                        "retry_max_seconds": 0.2},

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -20,9 +19,11 @@ class FakeServer:
     posts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # The Idempotency-Key of every POST, whatever the answer.
     attempts: list[str] = field(default_factory=list)
-    # Status codes to answer the next posts with (then post_status); "hang" sleeps past client
-    # timeouts, "redirect" answers 302 to the embeddings URL (which a GET answers with 200).
+    # Status codes to answer the next posts with (then post_status); "hang" holds the request until
+    # `release` is set (past any client timeout), then records it and answers 200; "redirect" answers
+    # 302 to the embeddings URL (which a GET answers with 200).
     post_script: list[int | str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
     post_status: int = 200
     embeddings: dict[str, Any] = field(default_factory=lambda: {"employees": []})
     etag: str = '"v1"'
@@ -47,7 +48,7 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 state.attempts.append(self.headers.get("Idempotency-Key", ""))
                 action = state.post_script.pop(0) if state.post_script else state.post_status
             if action == "hang":
-                time.sleep(1.5)
+                state.release.wait(timeout=60)
                 action = 200
             if action == "redirect":
                 self.send_response(302)

@@ -19,11 +19,11 @@ def test_a_refused_token_fails_the_check(write_config: Callable[..., Path], serv
 
 
 def test_an_unreachable_or_failing_server_is_only_a_warning(write_config: Callable[..., Path],
-                                                            server: FakeServer) -> None:
-    down = cli("check", "--config", str(write_config("http://127.0.0.1:9")))
+                                                            server: FakeServer, refused_url: str) -> None:
+    down = cli("check", "--config", str(write_config(refused_url)))
     assert down.returncode == 0, down.stderr
-    assert ("warning: server.url = 'http://127.0.0.1:9': ConnectionError to GET "
-            "http://127.0.0.1:9/api/employees/embeddings: server unreachable") in down.stdout
+    assert (f"warning: server.url = '{refused_url}': ConnectionError to GET "
+            f"{refused_url}/api/employees/embeddings: server unreachable") in down.stdout
     server.get_status = 503
     failing = cli("check", "--config", str(write_config(server.url)))
     assert failing.returncode == 0, failing.stderr

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
+from fakeclock import FakeClock
 
 from pi_kiosk.delivery import DeliveryStatus, DeliveryTracker, judge
 
@@ -17,12 +17,13 @@ def test_only_400_413_422_judge_the_event() -> None:
 
 def test_resuming_names_how_long_delivery_was_blocked(caplog: pytest.LogCaptureFixture) -> None:
     changes: list[DeliveryStatus] = []
-    tracker = DeliveryTracker("http://srv/toon/attendance", lambda: 7, changes.append)
+    clock = FakeClock()
+    tracker = DeliveryTracker("http://srv/toon/attendance", lambda: 7, changes.append, clock)
     tracker.blocked(judge(401), retry_in=2)
+    clock.advance(5)
     tracker.blocked(judge(401), retry_in=4)  # same reason: no new line, no change
     assert [s.state for s in changes] == ["auth"]
-    since = time.monotonic() - 3725
-    tracker.status = DeliveryStatus("auth", "HTTP 401", "check server.token", since, since)
+    clock.advance(3720)
     caplog.clear()
     with caplog.at_level(logging.INFO):
         tracker.resumed()
@@ -34,14 +35,13 @@ def test_resuming_names_how_long_delivery_was_blocked(caplog: pytest.LogCaptureF
 
 
 def test_a_new_reason_keeps_the_blocked_since_time() -> None:
-    tracker = DeliveryTracker("http://srv", lambda: 1)
+    clock = FakeClock()
+    tracker = DeliveryTracker("http://srv", lambda: 1, clock=clock)
     tracker.blocked(judge(503), retry_in=1)
-    first = tracker.status
-    time.sleep(0.01)
+    clock.advance(10)
     tracker.blocked(judge(401), retry_in=1)
-    assert tracker.status.blocked_since == first.blocked_since
-    assert tracker.status.state_since is not None and first.state_since is not None
-    assert tracker.status.state_since > first.state_since  # auth for less time than blocked overall
+    assert tracker.status.blocked_since == clock() - 10
+    assert tracker.status.state_since == clock()  # auth for less time than blocked overall
     assert tracker.status.describe() == "blocked by HTTP 401: check server.token"
 
 

@@ -43,10 +43,10 @@ def test_threshold_edges() -> None:
 
 def test_default_threshold_is_stricter_than_the_guides() -> None:
     guide_cosine = 2 * 0.55 - 1  # (cos + 1) / 2 > 0.55  <=>  cos > 0.10
-    assert guide_cosine == pytest.approx(0.10)
     g = Gallery(["A"], [[1.0, 0.0]])
     stranger = unit(0.2, 0.98)  # cosine ~0.2: a different person for ArcFace-family models
-    assert (float(g.matrix[0] @ stranger) + 1) / 2 > 0.55
+    by_the_guide = g.match(stranger, guide_cosine)
+    assert by_the_guide.employee_id == "A" and (by_the_guide.score + 1) / 2 > 0.55  # the guide's rule takes him
     assert g.match(stranger, DEFAULT_THRESHOLD).employee_id is None
 
 

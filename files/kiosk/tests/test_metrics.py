@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
+from fakeclock import FakeClock
 
 from pi_kiosk import __version__
 from pi_kiosk.delivery import DeliveryStatus
@@ -13,9 +13,15 @@ from pi_kiosk.metrics import HealthServer, Metrics
 
 
 @pytest.fixture
-def health() -> Iterator[HealthServer]:
-    metrics = Metrics()
-    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=0.3, auth_degraded_seconds=300, threads=3)
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def health(clock: FakeClock) -> Iterator[HealthServer]:
+    # The metrics' clock is the test's: ages and blocked times are exact, however slow the requests.
+    metrics = Metrics(clock)
+    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=30, auth_degraded_seconds=300, threads=3)
     server.start()
     yield server
     server.stop()
@@ -25,41 +31,50 @@ def healthz(health: HealthServer) -> requests.Response:
     return requests.get(f"http://127.0.0.1:{health.port}/healthz", timeout=5)
 
 
-def blocked(state: str, seconds: float, detail: str = "HTTP 401", hint: str = "check server.token") -> DeliveryStatus:
-    since = time.monotonic() - seconds
+def blocked(clock: FakeClock, state: str, seconds: float, detail: str = "HTTP 401",
+            hint: str = "check server.token") -> DeliveryStatus:
+    since = clock() - seconds
     return DeliveryStatus(state, detail, hint, blocked_since=since, state_since=since)
 
 
-def test_healthz_follows_frame_processing(health: HealthServer) -> None:
+def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock) -> None:
     health.metrics.frame_done()
+    clock.advance(30)  # stale_seconds: not yet stale
     ok = healthz(health)
     assert ok.status_code == 200
-    assert ok.json() == {"status": "ok", "seconds_since_last_frame": pytest.approx(0, abs=0.2), "delivery": "ok",
+    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok",
                          "version": __version__, "threads": 3}
-    time.sleep(0.4)
+    clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
-    assert "no frame processed for 0 s (metrics.stale_seconds = 0.3)" in stale.json()["reason"]
+    assert stale.json()["reason"] == "no frame processed for 31 s (metrics.stale_seconds = 30)"
+    health.metrics.frame_done()
+    assert healthz(health).json()["seconds_since_last_frame"] == 0 and healthz(health).status_code == 200
 
 
-def test_healthz_is_degraded_only_after_auth_blocks_delivery_for_long(health: HealthServer) -> None:
-    status = blocked("auth", 100)
+def test_healthz_is_degraded_only_after_auth_blocks_delivery_for_long(health: HealthServer,
+                                                                       clock: FakeClock) -> None:
+    status = blocked(clock, "auth", 100)
     health.metrics.track_outbox(lambda: 20, lambda: 0, lambda: status)
     health.metrics.frame_done()
     assert healthz(health).json()["status"] == "ok"  # a token being rotated: not yet
-    status = blocked("auth", 301)
+    clock.advance(200)
+    health.metrics.frame_done()
+    assert healthz(health).json()["status"] == "ok"  # auth_degraded_seconds: not yet
+    clock.advance(1)
+    health.metrics.frame_done()
     body = healthz(health)
     assert body.status_code == 200  # frames are still processed
     assert body.json()["status"] == "degraded" and body.json()["delivery"] == "auth"
     assert body.json()["reason"] == "attendance delivery blocked for 301 s by HTTP 401: check server.token"
-    status = blocked("network", 3600, "ConnectionError", "server unreachable")
+    status = blocked(clock, "network", 3600, "ConnectionError", "server unreachable")
     assert healthz(health).json()["status"] == "ok"  # the outbox rides out an outage
-    time.sleep(0.4)
-    status = blocked("auth", 301)
+    clock.advance(31)
+    status = blocked(clock, "auth", 301)
     assert healthz(health).status_code == 503 and healthz(health).json()["status"] == "stale"
 
 
-def test_metrics_are_prometheus_text(health: HealthServer) -> None:
+def test_metrics_are_prometheus_text(health: HealthServer, clock: FakeClock) -> None:
     m = health.metrics
     m.frame_done()
     m.faces.inc(2)
@@ -67,7 +82,7 @@ def test_metrics_are_prometheus_text(health: HealthServer) -> None:
     m.unknowns.inc()
     m.observe("embed", 0.004)
     m.last_sync.set(1700000000)
-    m.track_outbox(lambda: 7, lambda: 2, lambda: blocked("routing", 42, "HTTP 404", "check server.url"))
+    m.track_outbox(lambda: 7, lambda: 2, lambda: blocked(clock, "routing", 42, "HTTP 404", "check server.url"))
     resp = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
     text = resp.text
@@ -76,10 +91,8 @@ def test_metrics_are_prometheus_text(health: HealthServer) -> None:
                  'kiosk_outbox_delivery{kiosk_outbox_delivery="routing"} 1.0',
                  'kiosk_outbox_delivery{kiosk_outbox_delivery="ok"} 0.0',
                  'kiosk_stage_seconds_bucket{le="0.005",stage="embed"} 1.0',
-                 "kiosk_last_successful_sync_timestamp_seconds 1.7e+09"]:
-        assert line in text, line
-    (blocked_line,) = [line for line in text.splitlines() if line.startswith("kiosk_outbox_blocked_seconds ")]
-    assert 42 <= float(blocked_line.split()[1]) < 50
+                 "kiosk_last_successful_sync_timestamp_seconds 1.7e+09", "kiosk_outbox_blocked_seconds 42.0"]:
+        assert line in text.splitlines(), line
 
 
 def test_other_paths_are_404(health: HealthServer) -> None:

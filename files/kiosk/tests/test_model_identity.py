@@ -13,11 +13,11 @@ from kioskcli import cli
 
 from pi_kiosk import config, runtime
 from pi_kiosk.align import Aligner
+from pi_kiosk.client import ServerClient
 from pi_kiosk.config import EmbedderConfig
 from pi_kiosk.detect import MtcnnDetector
 from pi_kiosk.embed import OnnxEmbedder, load_embedder
 from pi_kiosk.enroll import enroll
-from pi_kiosk.server import ServerClient
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
 from pi_kiosk.sync import GallerySync
@@ -103,7 +103,7 @@ def test_a_new_model_never_matches_the_old_models_vectors(write_config: Callable
     writer.release()
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), astronaut)
-    cfg = config.load(write_config("http://127.0.0.1:9", camera={"source": str(video)},
+    cfg = config.load(write_config(camera={"source": str(video)},
                                    embedder={"model_path": str(other_mobilefacenet)}, matching={"threshold": -1.0}))
     GallerySync(ServerClient(server.url), cfg.sync.cache_path, old.dim, old.model_sha256).fetch()
     enroll("E001", [photo], MtcnnDetector(min_face_size=40), old, cfg.sync.enrolled_path)

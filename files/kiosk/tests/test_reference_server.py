@@ -19,36 +19,55 @@ from attendance_server.app import create_app
 from attendance_server.config import Settings
 from attendance_server.store import Store
 
+from pi_kiosk.client import ServerClient
 from pi_kiosk.outbox import Outbox, Sender
 from pi_kiosk.runtime import file_sha256
-from pi_kiosk.server import ServerClient
 from pi_kiosk.sync import GallerySync
 
 ADMIN = "admin-token-0123456789"
 KIOSK = "lobby-token-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextmanager
+def bound_socket() -> Iterator[socket.socket]:
+    """A port of our own on 127.0.0.1: bound but not listening, it refuses connections (a server
+    that is down) until `serving` listens on it, and no other process can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying when its startup is over (listening, or failed)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_over = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.startup_over.set()
 
 
 @contextmanager
-def serving(settings: Settings, port: int) -> Iterator[str]:
-    """The reference server on 127.0.0.1:port until the block ends (then it is down again)."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+def serving(settings: Settings, sock: socket.socket) -> Iterator[str]:
+    """The reference server listening on `sock` until the block ends (then it is down again)."""
+    server = _Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the reference server did not start"
-        time.sleep(0.02)
+    # Bounds only a server that hangs while starting; a failed start ends the thread at once.
+    assert server.startup_over.wait(timeout=60) and server.started, "the reference server did not start"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url_of(sock)
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=60)
 
 
 @pytest.fixture
@@ -57,24 +76,24 @@ def settings(tmp_path: Path, mobilefacenet: Path) -> Settings:
 
 
 def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, settings: Settings) -> None:
-    port = free_port()
-    box = Outbox(tmp_path / "outbox.sqlite3")
-    sender = Sender(box, ServerClient(f"http://127.0.0.1:{port}", token=KIOSK, timeout=2),
-                    retry_initial=0.01, retry_max=0.05)
-    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-    events = [box.add(f"E{i:03d}", "IN", start + timedelta(minutes=i)) for i in range(20)]
-    assert sender.deliver_due() == 0 and box.depth() == 20  # nothing listens: all kept
+    with bound_socket() as sock:
+        box = Outbox(tmp_path / "outbox.sqlite3")
+        sender = Sender(box, ServerClient(url_of(sock), token=KIOSK, timeout=30), retry_initial=0.01, retry_max=0.05)
+        start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+        events = [box.add(f"E{i:03d}", "IN", start + timedelta(minutes=i)) for i in range(20)]
+        assert sender.deliver_due() == 0 and box.depth() == 20  # nothing listens: all kept
+        assert sender.status.detail == "ConnectionError"  # refused, not timed out
 
-    with serving(settings, port) as url:
-        deadline = time.monotonic() + 30
-        while box.depth() and time.monotonic() < deadline:
-            time.sleep(sender.retry_in())
-            sender.deliver_due()
-        assert box.depth() == 0
-        # An answer lost on the way: the kiosk sends the same event again with its key.
-        replay = requests.post(f"{url}/toon/attendance", json=events[0].payload, timeout=5,
-                               headers={"Authorization": f"Bearer {KIOSK}", "Idempotency-Key": events[0].key})
-        assert replay.status_code == 200
+        with serving(settings, sock) as url:
+            deadline = time.monotonic() + 60  # bounds a failing test only
+            while box.depth() and time.monotonic() < deadline:
+                time.sleep(sender.retry_in())
+                sender.deliver_due()
+            assert box.depth() == 0
+            # An answer lost on the way: the kiosk sends the same event again with its key.
+            replay = requests.post(f"{url}/toon/attendance", json=events[0].payload, timeout=5,
+                                   headers={"Authorization": f"Bearer {KIOSK}", "Idempotency-Key": events[0].key})
+            assert replay.status_code == 200
 
     rows = Store(settings.database).events(limit=100)
     assert len(rows) == 20
@@ -83,13 +102,13 @@ def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, se
 
 
 def sync_for(tmp_path: Path, url: str, model: Path) -> GallerySync:
-    return GallerySync(ServerClient(url, token=KIOSK, timeout=5), tmp_path / "gallery.npz", 512, file_sha256(model))
+    return GallerySync(ServerClient(url, token=KIOSK, timeout=30), tmp_path / "gallery.npz", 512, file_sha256(model))
 
 
 def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
         tmp_path: Path, settings: Settings, mobilefacenet: Path, other_mobilefacenet: Path,
         astronaut_path: Path) -> None:
-    with serving(settings, free_port()) as url:
+    with bound_socket() as sock, serving(settings, sock) as url:
         with astronaut_path.open("rb") as photo:
             enrolled = requests.post(f"{url}/api/employees/E042/photos", params={"name": "Eileen"}, timeout=120,
                                      files=[("photos", ("astronaut.png", photo, "image/png"))],
@@ -104,7 +123,7 @@ def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
         assert sync.fetch() is None  # the ETag: nothing changed, nothing sent
 
         # Another model's kiosk gets none of these vectors: they live in another space.
-        other = GallerySync(ServerClient(url, token=KIOSK, timeout=5), tmp_path / "other.npz", 512,
+        other = GallerySync(ServerClient(url, token=KIOSK, timeout=30), tmp_path / "other.npz", 512,
                             file_sha256(other_mobilefacenet))
         fetched = other.fetch()
         assert fetched is not None and len(fetched) == 0
@@ -115,7 +134,7 @@ def test_a_photo_without_exactly_one_face_is_refused_and_nothing_is_stored(
     blank = tmp_path / "blank.png"
     import cv2
     cv2.imwrite(str(blank), np.full((480, 640, 3), 127, np.uint8))
-    with serving(settings, free_port()) as url, blank.open("rb") as photo:
+    with bound_socket() as sock, serving(settings, sock) as url, blank.open("rb") as photo:
         r = requests.post(f"{url}/api/employees/E001/photos", files=[("photos", ("blank.png", photo, "image/png"))],
                           headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120)
     assert r.status_code == 422 and "0 usable faces" in r.json()["detail"]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import re
+import select
 import signal
 import socket
 import stat
@@ -10,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,30 +32,30 @@ from pi_kiosk.detect import Detector, Face, MtcnnDetector, load_detector
 from pi_kiosk.embed import OnnxEmbedder
 from pi_kiosk.enroll import enroll
 from pi_kiosk.notify import Notifier
+from pi_kiosk.outbox import Outbox
 from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    """Poll until `condition` holds; `seconds` only bounds a failing test."""
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
 
+def health_url(ready_status: str) -> str:
+    """Where the service serves /healthz: with metrics.port 0 it binds a free port itself and names
+    it in its READY=1 status, so a test needs no port chosen in advance (another process could take it)."""
+    found = re.search(r"health on (http://127\.0\.0\.1:[1-9][0-9]*)/healthz", ready_status)
+    assert found, ready_status
+    return found[1]
+
+
 def health(url: str) -> dict[str, object]:
-    """The /healthz body, or {} while the server is not listening yet."""
-    try:
-        body: dict[str, object] = requests.get(url + "/healthz", timeout=5).json()
-    except requests.ConnectionError:
-        return {}
+    body: dict[str, object] = requests.get(url + "/healthz", timeout=5).json()
     return body
 
 
@@ -153,45 +157,53 @@ def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[...,
         assert server.posts[0][1]["E1"] == "E777"
         assert service.metrics.last_sync._value.get() > 0
         assert cfg.sync.cache_path.exists()
+        matched = service.metrics.matches._value.get()
+        wait_for(lambda: service.metrics.matches._value.get() >= matched + 3)  # later frames, the same face
     finally:
         service.stop()
-        worker.join(timeout=20)
-    assert not worker.is_alive()
-    time.sleep(0.2)
-    assert len(server.posts) == 1  # the cooldown held for every later frame
+        worker.join(timeout=60)
+    assert not worker.is_alive()  # and so the sender's last pass is over: anything written was sent
+    assert service.metrics.events._value.get() == 1  # the cooldown held for every later frame
+    assert len(server.posts) == 1 and Outbox(cfg.outbox.path).depth() == 0
 
 
 def test_pi_kiosk_run_serves_health_notifies_systemd_and_stops_on_sigterm(
         write_config: Callable[..., Path], astronaut_path: Path, server: FakeServer) -> None:
-    port = free_port()
     cfg = write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
-                       metrics={"port": port})
-    notify_name = f"pi-kiosk-test-{os.getpid()}-{port}"
+                       metrics={"port": 0})
+    notify_name = f"pi-kiosk-test-{uuid.uuid4().hex}"
     env = {**os.environ, "NOTIFY_SOCKET": "@" + notify_name, "WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+    messages: list[str] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind("\0" + notify_name)
         with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
                               stderr=subprocess.PIPE, text=True, env=env) as proc:
-            try:
-                def healthy() -> bool:
-                    try:
-                        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-                    except requests.ConnectionError:
+            assert proc.stderr is not None
+
+            def receive_until(done: Callable[[], bool]) -> None:
+                """Read the service's notifications, as systemd would, until `done()`."""
+                deadline = time.monotonic() + 120  # bounds a failing test only
+                while not done():
+                    assert time.monotonic() < deadline, f"timed out; notifications so far: {messages}"
+                    if select.select([systemd], [], [], 0.5)[0]:
+                        messages.append(systemd.recv(4096).decode())
+                    else:
                         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                        return False
-                wait_for(healthy, 60)
-                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
-                assert health["version"] == __version__ and health["threads"] == available_cores()
-                metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+            try:
+                receive_until(lambda: any(m.startswith("READY=1") for m in messages))
+                url = health_url(messages[-1])
+                receive_until(lambda: messages.count("WATCHDOG=1") >= 3)  # from the frame loop, at 10 frames/s
+                response = requests.get(url + "/healthz", timeout=5)
+                assert response.status_code == 200, response.text  # frames are being processed
+                assert response.json()["version"] == __version__ and response.json()["threads"] == available_cores()
+                metrics = requests.get(url + "/metrics", timeout=5).text
                 assert "kiosk_frames_total" in metrics and "kiosk_outbox_depth 0.0" in metrics
-                time.sleep(0.5)
             finally:
                 proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=30) == 0
-            assert proc.stderr is not None
+                assert proc.wait(timeout=60) == 0
             log = proc.stderr.read()
-        systemd.setblocking(False)
-        messages = []
+        systemd.setblocking(False)  # the rest was sent before the process exited
         with contextlib.suppress(BlockingIOError):
             while True:
                 messages.append(systemd.recv(4096).decode())
@@ -229,19 +241,20 @@ def test_ready_only_after_both_models_ran_once(write_config: Callable[..., Path]
 
 def test_healthz_turns_degraded_while_the_server_refuses_the_token(
         write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
-        mobilefacenet: Path) -> None:
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
     vector = OnnxEmbedder(mobilefacenet).embed(Aligner().align(astronaut, face.landmarks))
     server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
     server.post_status = 401
-    port = free_port()
+    ready: queue.Queue[str] = queue.Queue()
+    monkeypatch.setattr(Notifier, "ready", lambda self, status: ready.put(status))
     cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
-                                   outbox={"auth_degraded_seconds": 1}, metrics={"port": port}))
+                                   outbox={"auth_degraded_seconds": 1}, metrics={"port": 0}))
     service = Service(cfg)
     worker = threading.Thread(target=service.run)
     worker.start()
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = health_url(ready.get(timeout=120))
         wait_for(lambda: health(url).get("status") == "degraded")
         body = requests.get(url + "/healthz", timeout=5)
         assert body.status_code == 200
@@ -254,5 +267,5 @@ def test_healthz_turns_degraded_while_the_server_refuses_the_token(
         wait_for(lambda: health(url).get("status") == "ok")
     finally:
         service.stop()
-        worker.join(timeout=20)
+        worker.join(timeout=60)
     assert server.posts[0][1]["E1"] == "E777"

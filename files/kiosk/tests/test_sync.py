@@ -9,8 +9,8 @@ import pytest
 import requests
 from fakeserver import FakeServer
 
+from pi_kiosk.client import ServerClient
 from pi_kiosk.errors import GalleryError
-from pi_kiosk.server import ServerClient
 from pi_kiosk.store import load_gallery
 from pi_kiosk.sync import GallerySync, parse_embeddings
 
@@ -37,13 +37,13 @@ def test_first_sync_caches_privately_then_etag_makes_it_free(tmp_path: Path, ser
     assert server.gets[1]["If-None-Match"] == '"v1"'
 
 
-def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server: FakeServer) -> None:
+def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server: FakeServer, refused_url: str) -> None:
     server.embeddings = body(("E001", 1))
     cache = tmp_path / "gallery.npz"
     online = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
     expected = online.fetch()
     assert expected is not None
-    offline = GallerySync(ServerClient("http://127.0.0.1:9"), cache, DIM, MODEL)
+    offline = GallerySync(ServerClient(refused_url), cache, DIM, MODEL)
     gallery = offline.load_cached()
     assert gallery.ids == ("E001",)
     np.testing.assert_allclose(gallery.matrix, expected.matrix, rtol=1e-6)

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
+import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -120,6 +124,35 @@ def test_photos_need_configured_models(client: TestClient) -> None:
     r = client.post("/api/employees/E001/photos", files=[("photos", ("a.jpg", b"x", "image/jpeg"))],
                     headers=bearer(ADMIN))
     assert r.status_code == 422 and "[models]" in r.json()["detail"]
+
+
+def test_a_photo_enrolled_is_not_kept_only_its_embedding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: photos are enrolled with every configured model and are not kept. With the kiosk's real pipeline
+    (the photos extra), so whatever it does with the photo on the way is covered too."""
+    synthetic = pytest.importorskip("pi_kiosk.synthetic")
+    skimage = importlib.util.find_spec("skimage")  # its astronaut: one face; read without importing scikit-image
+    if skimage is None or not skimage.submodule_search_locations:
+        pytest.skip("scikit-image's astronaut photo is not installed")
+    photo = (Path(next(iter(skimage.submodule_search_locations))) / "data" / "astronaut.png").read_bytes()
+    temp = tmp_path / "tmp"  # a fresh temp directory: anything the upload left behind is found there
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    data = tmp_path / "data"
+    settings = Settings(data / "attendance.sqlite3", ADMIN, {"lobby": LOBBY},
+                        {"mobilefacenet": synthetic.cached("mobilefacenet", tmp_path / "models")})
+    r = TestClient(create_app(settings)).post("/api/employees/E042/photos", headers=bearer(ADMIN),
+                                              files=[("photos", ("astronaut.png", photo, "image/png"))])
+    assert r.status_code == 201 and list(r.json()["embeddings"].values()) == [1], r.text
+
+    assert list(temp.iterdir()) == []
+    assert {p.name for p in data.iterdir()} <= {f"attendance.sqlite3{end}" for end in ("", "-wal", "-shm")}
+    with closing(sqlite3.connect(data / "attendance.sqlite3")) as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        values = [v for t in tables for row in db.execute(f'SELECT * FROM "{t}"') for v in row]
+    stored = [v.encode() if isinstance(v, str) else v for v in values if isinstance(v, str | bytes)]
+    assert any(len(v) == 512 * 4 for v in stored)  # the embedding is there: the scan reads what was stored
+    image = (b"\x89PNG", b"\xff\xd8\xff", photo[1000:1064], base64.b64encode(photo)[1000:1064])
+    assert [v[:40] for v in stored if any(sign in v for sign in image)] == []
 
 
 def test_the_attendance_page_lists_events_newest_first_behind_basic_auth(client: TestClient) -> None:

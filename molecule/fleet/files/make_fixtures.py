@@ -5,7 +5,7 @@
 
 DIR gets: one model per board group (the MobileFaceNet architecture with RANDOM weights, a seed per
 board: the Pi 4's served by URL, where the scenario serves DIR, the others by path), nhwc.onnx (a
-model with the wrong input layout), camera.avi (the test bed's camera video, testbed/camera.py),
+model with the wrong input layout), camera.avi (the test bed's camera on an empty scene, testbed/camera.py),
 kiosk-v2/ and kiosk-v3/ (the kiosk source with a changed README: code-only releases), kiosk-broken/
 (a release whose smoke test fails: its detector module cannot be imported) and vars.yml with their
 paths and sha256.
@@ -52,7 +52,8 @@ def main() -> None:
                             "mobilefacenet", "--seed", str(seed), str(model)], check=True)
         models[board] = {"src": f"{url}/{model.name}" if board == "pi4" else str(model), "sha256": sha256(model)}
     nhwc_model(out / "nhwc.onnx")
-    subprocess.run([sys.executable, str(source.parents[1] / "testbed/camera.py"), str(out / "camera.avi")], check=True)
+    subprocess.run([sys.executable, str(source.parents[1] / "testbed/camera.py"), "--empty", str(out / "camera.avi")],
+                   check=True)
     # The kiosk's own dependency (tool.uv.sources: ../mtcnn) beside the copies, unchanged.
     shutil.rmtree(out / "mtcnn", ignore_errors=True)
     shutil.copytree(source.parent / "mtcnn", out / "mtcnn", ignore=shutil.ignore_patterns("build", "*.egg-info"))

@@ -5,15 +5,215 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_kiosk_facts
 short_description: Read the Pi's kiosk deployment state (read-only)
+author: pi-fleet maintainers
 description:
-  - The Python platform releases are built for (version, machine, glibc, venv support), the wheel cache,
-    the releases, the deployment state (live, committed, failed), the models, the free space and the
-    service's systemd state. Changes nothing.
+  - Reads, in one call, what a deploy needs to know about a Pi before it changes anything, and changes nothing.
+  - The Python platform releases are built for (version, machine, glibc, venv support), so that the controller
+    downloads the right wheels; the wheel cache, so that it sends only the wheels the Pi lacks.
+  - The releases, the deployment state (live, committed, failed), the models, the free space and the
+    service's systemd state.
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  root: {description: The deployment area., type: path, required: true}
-  models_dir: {description: Content-addressed model files., type: path, required: true}
-  python: {description: The interpreter releases are built from., type: path, default: /usr/bin/python3}
-  unit: {description: The kiosk's systemd unit., type: str, default: pi-kiosk.service}
+  root:
+    description: The deployment area (releases, wheel cache, deployed files, C(state.json)).
+    type: path
+    required: true
+  models_dir:
+    description: The directory of the content-addressed model files.
+    type: path
+    required: true
+  python:
+    description: The interpreter releases are built from; the one whose platform is read.
+    type: path
+    default: /usr/bin/python3
+  unit:
+    description: The kiosk's systemd unit.
+    type: str
+    default: pi-kiosk.service
+seealso:
+  - module: pi_kiosk_switch
+  - module: pi_kiosk_release
+"""
+
+EXAMPLES = r"""
+- name: Read the Pi's kiosk deployment
+  pi_kiosk_facts:
+    root: /opt/pi-kiosk
+    models_dir: /var/lib/pi-kiosk/models
+  register: kiosk
+
+- name: Refuse a Pi whose Python cannot build a release
+  ansible.builtin.assert:
+    that:
+      - kiosk.platform.error is not defined
+      - kiosk.platform.venv
+    fail_msg: "{{ kiosk.platform.error | default('python3-venv is missing') }}"
+
+- name: Say which release is live
+  ansible.builtin.debug:
+    msg: "{{ kiosk.state.live.release | default(kiosk.current) }}, service {{ kiosk.service.ActiveState }}"
+"""
+
+RETURN = r"""
+platform:
+  description:
+    - The platform of O(python), which names the wheels a release needs.
+    - Only RV(platform.error) when O(python) cannot run.
+  type: dict
+  returned: always
+  contains:
+    python:
+      description: Its version, major.minor.
+      type: str
+      sample: "3.11"
+    implementation:
+      description: Its implementation.
+      type: str
+      sample: cpython
+    machine:
+      description: The machine its userland is built for (C(armv7l) or C(armv6l) for a 32-bit one).
+      type: str
+      sample: aarch64
+    glibc:
+      description: The C library's version.
+      type: str
+      sample: "2.36"
+    venv:
+      description: Whether it can create virtualenvs (Debian's C(python3-venv) installed).
+      type: bool
+      sample: true
+    error:
+      description: Why O(python) cannot run (missing, not executable, or its error output).
+      type: str
+      returned: when O(python) cannot run
+      sample: /usr/bin/python3 does not exist or is not executable
+wheels:
+  description: The sha256 of every wheel in the Pi's content-addressed wheel cache (C(ROOT/wheels)).
+  type: list
+  elements: str
+  returned: always
+  sample: [0f3c7a52b0d4d2e1a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6]
+releases:
+  description: The complete releases (their marker file written), by name.
+  type: list
+  elements: str
+  returned: always
+  sample: [0.2.0-11ccb633dd26, 0.2.0-c12577f42026]
+partial_releases:
+  description: Release directories without their marker (a build that did not finish), rebuilt when needed.
+  type: list
+  elements: str
+  returned: always
+  sample: []
+current:
+  description: The release C(ROOT/current) points at; null when there is none.
+  type: str
+  returned: always
+  sample: 0.2.0-c12577f42026
+state:
+  description: The deployment state (C(ROOT/state.json)); no live deployment and empty lists before the first deploy.
+  type: dict
+  returned: always
+  contains:
+    version:
+      description: The state file's format.
+      type: int
+      sample: 1
+    live:
+      description: The deployment that is live, committed or not; null before the first.
+      type: dict
+      contains:
+        release:
+          description: Its release id.
+          type: str
+          sample: 0.2.0-c12577f42026
+        files:
+          description: Each deployed path and the sha256 of its content.
+          type: dict
+          sample: {/etc/pi-kiosk/config.toml: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}
+        at:
+          description: When it went live (UTC).
+          type: str
+          sample: "2026-11-26T14:49:48Z"
+    committed:
+      description: The deployments that passed the health gate, oldest first (the order rollback and pruning follow).
+      type: list
+      elements: dict
+      contains:
+        release:
+          description: Its release id.
+          type: str
+        files:
+          description: Each deployed path and the sha256 of its content.
+          type: dict
+        at:
+          description: When it was committed (UTC).
+          type: str
+    failed:
+      description: The last 10 deployments that failed their gate after going live, oldest first.
+      type: list
+      elements: dict
+      contains:
+        release:
+          description: Its release id.
+          type: str
+        files:
+          description: Each deployed path and the sha256 of its content.
+          type: dict
+        phase:
+          description: Where it failed (e.g. C(health)).
+          type: str
+        reason:
+          description: Why (at most 2000 characters).
+          type: str
+        at:
+          description: When it was rolled back (UTC).
+          type: str
+models:
+  description: The file names in O(models_dir) (each the model's sha256 and its extension).
+  type: list
+  elements: str
+  returned: always
+  sample: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.onnx]
+free_mb:
+  description:
+    - Megabytes free (for an unprivileged user) on the file system of O(root), or of its nearest existing parent.
+  type: int
+  returned: always
+  sample: 20480
+service:
+  description: The systemd properties of O(unit), as C(systemctl show) prints them (strings).
+  type: dict
+  returned: always
+  contains:
+    LoadState:
+      description: C(loaded), or C(not-found) for a Pi without the kiosk.
+      type: str
+      sample: loaded
+    ActiveState:
+      description: C(active), C(activating), C(inactive), C(failed), ...
+      type: str
+      sample: active
+    SubState:
+      description: The unit type's own state.
+      type: str
+      sample: running
+    NRestarts:
+      description: How many times systemd restarted it since it was started.
+      type: str
+      sample: "0"
+    MainPID:
+      description: Its main process, C(0) when none.
+      type: str
+      sample: "1234"
 """
 
 import json

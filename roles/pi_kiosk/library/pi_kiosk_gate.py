@@ -5,25 +5,212 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_kiosk_gate
 short_description: Smoke-test a kiosk release, or restart the kiosk and hold it to its health
+author: pi-fleet maintainers
 description:
-  - C(smoke) runs the oneshot unit O(unit) (C(pi-kiosk check) in the candidate release, with the
+  - The deploy's gate, run on the Pi. A failure names its phase and reason (RV(phase), RV(reason)), which the
+    role's rescue records and reports.
+  - V(smoke) runs the oneshot unit O(unit) (C(pi-kiosk check) in the candidate release, with the
     service's own sandbox) and fails with the reason it printed, or the signal that killed it.
-  - C(live) restarts (or starts) the service O(unit) and fails unless systemd reports it ready within
+  - V(live) restarts (or starts) the service O(unit) and fails unless systemd reports it ready within
     O(timeout) seconds, and then, for O(window) seconds, C(/healthz) answers 200 with the expected
     version, the frames counter of C(/metrics) rises and systemd neither restarts it nor sees its
     main process change.
-  - C(watch) holds the running service to the same health without restarting it (after a change that is not a
-    deploy, e.g. an OS upgrade and its reboot): a unit that is not installed passes (RV(installed) false); one
+  - V(watch) holds the running service to the same health without restarting it, after a change that is not a
+    deploy (an OS upgrade and its reboot). A unit that is not installed passes (RV(installed) false); one
     that is neither running nor enabled fails at once, as nothing would start it.
-  - C(probe) only reads the same figures once, without restarting (what a run that changes nothing reports).
+  - V(probe) only reads the service's state and C(/healthz) once, without restarting (what a run that changes
+    nothing reports).
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - V(probe) runs in check mode; the other modes do nothing and return RV(skipped_in_check_mode).
+      - V(live) then reports the restart it would make as a change.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: A host run by systemd.
 options:
-  mode: {description: What to do., type: str, choices: [smoke, live, watch, probe], required: true}
-  unit: {description: The unit., type: str, required: true}
-  url: {description: "Base URL of /healthz and /metrics (live, probe).", type: str, default: "http://127.0.0.1:9108"}
-  timeout: {description: Seconds to become ready (or for the smoke test to finish)., type: int, default: 120}
-  window: {description: Seconds the service must stay healthy after it is ready., type: int, default: 30}
-  expect_version: {description: The version /healthz must report; empty accepts any., type: str, default: ""}
-  daemon_reload: {description: Reload systemd's units before the restart (a unit changed)., type: bool, default: false}
+  mode:
+    description: What to do (see the description).
+    type: str
+    choices: [smoke, live, watch, probe]
+    required: true
+  unit:
+    description: The unit; the smoke-test unit for V(smoke), the kiosk's service otherwise.
+    type: str
+    required: true
+  url:
+    description: Base URL of the service's C(/healthz) and C(/metrics) (modes V(live), V(watch), V(probe)).
+    type: str
+    default: "http://127.0.0.1:9108"
+  timeout:
+    description: Seconds the service has to become ready (V(live), V(watch)), or the smoke test to finish (V(smoke)).
+    type: int
+    default: 120
+  window:
+    description: Seconds the service must stay healthy once it is ready (V(live), V(watch)).
+    type: int
+    default: 30
+  expect_version:
+    description: The version C(/healthz) must report (V(live)); empty accepts any.
+    type: str
+    default: ""
+  daemon_reload:
+    description: Reload systemd's units before the restart (V(live)), when the unit file changed.
+    type: bool
+    default: false
+notes:
+  - V(live) and V(watch) take at least O(window) seconds.
+seealso:
+  - module: pi_kiosk_switch
+"""
+
+EXAMPLES = r"""
+- name: Smoke-test the candidate release before it goes live
+  pi_kiosk_gate:
+    mode: smoke
+    unit: pi-kiosk-check@0.2.0-c12577f42026.service
+    timeout: 180
+
+- name: Restart the kiosk and hold it to its health
+  pi_kiosk_gate:
+    mode: live
+    unit: pi-kiosk.service
+    url: http://127.0.0.1:9108
+    timeout: 180
+    window: 30
+    expect_version: 0.2.0
+    daemon_reload: true
+  register: health
+
+- name: Report how it started
+  ansible.builtin.debug:
+    msg: >-
+      ready in {{ health.ready_seconds }} s, {{ health.fps }} frames/s,
+      version {{ health.healthz.version }}, {{ health.healthz.threads }} threads
+
+- name: Hold the running kiosk to its health after an OS upgrade, without restarting it
+  pi_kiosk_gate:
+    mode: watch
+    unit: pi-kiosk.service
+    timeout: 180
+    window: 30
+  register: watched
+
+- name: Read the kiosk's state (changes nothing)
+  pi_kiosk_gate:
+    mode: probe
+    unit: pi-kiosk.service
+  register: probed
+
+- name: Report it
+  ansible.builtin.debug:
+    msg: >-
+      {{ 'no kiosk installed' if not watched.installed else 'healthy' }};
+      service {{ probed.active }}, /healthz {{ probed.healthz.status | default(probed.healthz_status) }}
+"""
+
+RETURN = r"""
+installed:
+  description: Whether O(unit) is installed; a Pi without the kiosk passes V(watch) with false.
+  type: bool
+  returned: O(mode=watch), outside check mode
+  sample: true
+ready_seconds:
+  description: Seconds from the restart (or the start of the watch) until systemd reported the service ready.
+  type: float
+  returned: O(mode=live), and O(mode=watch) on an installed kiosk
+  sample: 10.7
+frames:
+  description: Frames the service processed during the window (C(kiosk_frames_total) of C(/metrics)).
+  type: float
+  returned: O(mode=live), and O(mode=watch) on an installed kiosk
+  sample: 2.0
+fps:
+  description: Those frames per second of the window.
+  type: float
+  returned: O(mode=live), and O(mode=watch) on an installed kiosk
+  sample: 0.07
+healthz:
+  description:
+    - The service's C(/healthz) answer, the last one of the window (modes V(live), V(watch)).
+    - With O(mode=probe), the JSON body when C(/healthz) answered 200 or 503, otherwise (a string) the start of
+      whatever answered or why nothing did.
+  type: raw
+  returned: O(mode=live) and O(mode=probe), and O(mode=watch) on an installed kiosk
+  contains:
+    status:
+      description: V(ok), V(degraded) (attendance delivery blocked) or V(stale) (no frame for too long, with a 503).
+      type: str
+      sample: ok
+    reason:
+      description: Why it is not V(ok).
+      type: str
+      returned: when the status is not V(ok)
+    version:
+      description: The kiosk's version.
+      type: str
+      sample: 0.2.0
+    threads:
+      description: ONNX Runtime's intra-op threads of the embedding model; null on the Edge TPU.
+      type: int
+      sample: 4
+    seconds_since_last_frame:
+      description: Seconds since the last frame was processed.
+      type: float
+      sample: 0.4
+    delivery:
+      description: The attendance delivery's state (V(ok), or what blocks it).
+      type: str
+      sample: ok
+active:
+  description: The service's systemd ActiveState.
+  type: str
+  returned: O(mode=probe)
+  sample: active
+restarts:
+  description: How many times systemd restarted the service (NRestarts, as C(systemctl show) prints it).
+  type: str
+  returned: O(mode=probe)
+  sample: "0"
+healthz_status:
+  description: The HTTP status C(/healthz) answered, 0 when nothing answered.
+  type: int
+  returned: O(mode=probe)
+  sample: 200
+seconds:
+  description: Seconds the smoke test took.
+  type: float
+  returned: O(mode=smoke), on success
+  sample: 21.3
+output:
+  description: What the smoke test printed (its journal).
+  type: list
+  elements: str
+  returned: O(mode=smoke), on success
+  sample: ["ok: config /opt/pi-kiosk/candidate/config.toml"]
+skipped_in_check_mode:
+  description: Set in check mode, where every mode but V(probe) does nothing.
+  type: bool
+  returned: in check mode, except with O(mode=probe)
+  sample: true
+phase:
+  description: Where the gate failed.
+  type: str
+  returned: failure
+  choices: [smoke test, start, ready, stability, health]
+  sample: health
+reason:
+  description:
+    - Why it failed, with what the unit's last run printed and how it ended (the signal that killed it, or its
+      exit status) where that explains it.
+  type: str
+  returned: failure
+  sample: "no frames processed during the 30 s window (kiosk_frames_total 12.0 -> 12.0): is the camera delivering?"
 """
 
 import json

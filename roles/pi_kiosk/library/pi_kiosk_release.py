@@ -5,35 +5,142 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_kiosk_release
 short_description: Build a kiosk release (a virtualenv) from the Pi's own wheel cache, offline
+author: pi-fleet maintainers
 description:
   - Takes the wheels of O(incoming) (a tar the controller sent with only the wheels this Pi lacked) into
-    the content-addressed cache ROOT/wheels/<sha256>/, each checked against its expected sha256.
+    the content-addressed cache C(ROOT/wheels/<sha256>/), each checked against its expected sha256; a wheel that
+    differs (damaged, or tampered with in the controller's cache) is refused.
   - With O(allowed_signers), first verifies the release's signed manifest and refuses, changing nothing, a
     release that is unsigned, signed by another key or different from what was signed.
-  - Builds ROOT/releases/<release> at its final path with C(python -m venv) and
-    C(pip install --no-index --require-hashes) from links to the cache: no package index is configured
+  - Builds C(ROOT/releases/<release>) at its final path with C(python -m venv) and
+    C(pip install --no-index --require-hashes) from links to the cache, so no package index is configured
     or reachable for pip. A release is complete once its marker file is written, last; an incomplete
     one is removed and built again, a complete one is never rebuilt.
+  - A failure leaves the live release untouched (the module never switches releases; see M(pi_kiosk_switch)).
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The signature is verified in check mode too; nothing is taken in or built.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  root: {description: The deployment area., type: path, required: true}
-  release: {description: Release id., type: str, required: true}
-  python: {description: The interpreter the virtualenv is made from., type: path, default: /usr/bin/python3}
+  root:
+    description: The deployment area.
+    type: path
+    required: true
+  release:
+    description: Release id (the kiosk version and a hash of everything the release installs).
+    type: str
+    required: true
+  python:
+    description: The interpreter the virtualenv is made from.
+    type: path
+    default: /usr/bin/python3
   wheels:
-    description: "Every wheel of the release: dicts with file and sha256."
+    description:
+      - Every wheel of the release, as dicts with C(file) (its file name) and C(sha256); other keys are ignored.
+      - A wheel neither in the cache nor in O(incoming) fails the task.
     type: list
     elements: dict
     required: true
-  requirements: {description: The release's requirements (every line pinned and hashed)., type: str, required: true}
-  incoming: {description: A tar of wheels to take into the cache first (removed afterwards)., type: path}
-  allowed_signers:
-    description: >-
-      An ssh-keygen allowed_signers file on the Pi; given, the release must come with a O(manifest) and O(signature)
-      it verifies (namespace and principal pi-kiosk-release) that names this release, its wheels, its requirements
-      and O(models), or nothing is installed.
+  requirements:
+    description: The release's requirements, every line pinned and hashed (C(pip install --require-hashes)).
+    type: str
+    required: true
+  incoming:
+    description: A tar of wheels to take into the cache first; removed afterwards, also when it is refused.
     type: path
-  manifest: {description: The release's signed manifest (JSON)., type: str, default: ""}
-  signature: {description: The manifest's SSH signature., type: str, default: ""}
-  models: {description: "The models the release runs with: file name -> sha256.", type: dict, default: {}}
+  allowed_signers:
+    description:
+      - An C(ssh-keygen) allowed_signers file on the Pi.
+      - Given, the release must come with a O(manifest) and O(signature) it verifies (namespace and principal
+        C(pi-kiosk-release)) that names this release, its wheels, its requirements and O(models), or nothing is
+        installed.
+    type: path
+  manifest:
+    description: The release's signed manifest (JSON), kept beside the release once verified.
+    type: str
+    default: ""
+  signature:
+    description: The manifest's SSH signature (C(ssh-keygen -Y sign)).
+    type: str
+    default: ""
+  models:
+    description: The models the release runs with, file name to sha256, as the signed manifest must name them.
+    type: dict
+    default: {}
+seealso:
+  - module: pi_kiosk_wheelhouse
+  - module: pi_kiosk_switch
+"""
+
+EXAMPLES = r"""
+- name: Build the release from the Pi's wheel cache and the wheels just sent
+  pi_kiosk_release:
+    root: /opt/pi-kiosk
+    release: 0.2.0-c12577f42026
+    wheels:
+      - file: numpy-2.4.6-cp311-cp311-manylinux_2_28_aarch64.whl
+        sha256: 3b1a8c1b9f1b6a3f9c4d2e0f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b
+    requirements: |
+      numpy==2.4.6 \
+          --hash=sha256:3b1a8c1b9f1b6a3f9c4d2e0f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b
+    incoming: /opt/pi-kiosk/incoming.tar
+  register: built
+
+- name: Build a signed release (the plan of pi_kiosk_wheelhouse), refused unless its signature verifies
+  pi_kiosk_release:
+    root: /opt/pi-kiosk
+    release: "{{ plan.release }}"
+    wheels: "{{ plan.wheels }}"
+    requirements: "{{ plan.requirements }}"
+    allowed_signers: /etc/pi-kiosk/allowed_signers
+    manifest: "{{ plan.manifest }}"
+    signature: "{{ plan.signature }}"
+    models: "{{ {model_sha256 ~ '.onnx': model_sha256} }}"
+  vars:
+    plan: "{{ wheelhouse.hosts[inventory_hostname] }}"
+
+- name: Say how long the build took
+  ansible.builtin.debug:
+    msg: "{{ 'built in ' ~ built.build_seconds ~ ' s' if built.build_seconds is defined else 'already built' }}"
+"""
+
+RETURN = r"""
+release:
+  description: The release id (O(release)).
+  type: str
+  returned: always
+  sample: 0.2.0-c12577f42026
+path:
+  description: The release's directory on the Pi.
+  type: str
+  returned: always
+  sample: /opt/pi-kiosk/releases/0.2.0-c12577f42026
+received_wheels:
+  description: Wheels taken from O(incoming) into the cache.
+  type: int
+  returned: always
+  sample: 1
+received_bytes:
+  description: Their size in bytes.
+  type: int
+  returned: always
+  sample: 84211
+built:
+  description: Whether the release was built by this task (in check mode, whether it would be).
+  type: bool
+  returned: always
+  sample: true
+build_seconds:
+  description: Seconds the build took.
+  type: float
+  returned: when the release was built, outside check mode
+  sample: 95.2
 """
 
 import hashlib

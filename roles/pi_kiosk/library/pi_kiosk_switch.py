@@ -5,30 +5,179 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_kiosk_switch
 short_description: Switch, commit or roll back the kiosk deployment on a Pi
+author: pi-fleet maintainers
 description:
-  - A deployment is a release (a virtualenv under ROOT/releases) plus deployed files (config, token,
-    systemd unit), each kept content-addressed in ROOT/files so that any committed deployment can be
+  - A deployment is a release (a virtualenv under C(ROOT/releases)) plus deployed files (config, token,
+    systemd unit), each kept content-addressed in C(ROOT/files) so that any committed deployment can be
     restored byte for byte.
-  - C(live) makes a deployment live: files installed by atomic rename, C(current) switched by an atomic
-    rename, the deployment recorded as live but not yet committed.
-  - C(committed) records the live deployment as committed (it passed the health gate) and prunes what
-    no kept deployment uses; the live and the last-known-good deployments are never pruned, failed
-    ones take no keep slot.
-  - C(rolled_back) restores the newest committed deployment other than the live one (commit order,
-    never file times), or the committed release O(rollback_to), and records the failed attempt.
+  - V(live) makes a deployment live. Each file is installed by an atomic rename, C(current) is switched by an
+    atomic rename, and the deployment is recorded as live but not yet committed.
+  - V(committed) records the live deployment as committed (it passed the health gate) and prunes the releases,
+    files, wheels and models no kept deployment uses. The last O(keep) committed deployments are kept, and the
+    live and the last known good one whatever O(keep); failed ones take no keep slot.
+  - V(rolled_back) restores the newest committed deployment other than the live one (commit order,
+    never file times), or the committed release O(rollback_to), and records the failed attempt with O(phase) and
+    O(reason).
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: With O(state=live), a release or candidate file not there yet is what the run would build first, a change.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  root: {description: The deployment area., type: path, required: true}
-  state: {description: What to do., type: str, choices: [live, committed, rolled_back], required: true}
-  release: {description: Release id to make live (state=live)., type: str}
-  files: {description: Deployed path -> candidate path (state=live)., type: dict, default: {}}
-  keep: {description: Committed deployments to keep (state=committed)., type: int, default: 3}
-  models_dir: {description: Content-addressed model files, pruned with the deployments., type: path}
+  root:
+    description: The deployment area.
+    type: path
+    required: true
+  state:
+    description: What to do (see the description).
+    type: str
+    choices: [live, committed, rolled_back]
+    required: true
+  release:
+    description: Release id to make live; required with O(state=live).
+    type: str
+  files:
+    description: Deployed path to candidate path, for O(state=live); the candidates are the rendered files.
+    type: dict
+    default: {}
+  keep:
+    description: Committed deployments to keep (O(state=committed)); the live and the last known good one stay besides.
+    type: int
+    default: 3
+  models_dir:
+    description: The content-addressed model files, pruned with the deployments (a model no kept configuration names).
+    type: path
   rollback_to:
-    description: Release id to roll back to (state=rolled_back); empty picks the last known good.
+    description: Release id to roll back to (O(state=rolled_back)); empty picks the last known good one.
     type: str
     default: ""
-  phase: {description: Where the failed attempt failed (state=rolled_back)., type: str, default: ""}
-  reason: {description: Why the failed attempt failed (state=rolled_back)., type: str, default: ""}
+  phase:
+    description: Where the failed attempt failed (O(state=rolled_back)), recorded with it.
+    type: str
+    default: ""
+  reason:
+    description: Why the failed attempt failed (O(state=rolled_back)), recorded with it.
+    type: str
+    default: ""
+seealso:
+  - module: pi_kiosk_gate
+  - module: pi_kiosk_facts
+"""
+
+EXAMPLES = r"""
+- name: Switch to the candidate (atomic renames)
+  pi_kiosk_switch:
+    root: /opt/pi-kiosk
+    state: live
+    release: 0.2.0-c12577f42026
+    files:
+      /etc/pi-kiosk/config.toml: /opt/pi-kiosk/candidate/config.toml
+      /etc/systemd/system/pi-kiosk.service: /opt/pi-kiosk/candidate/pi-kiosk.service
+  register: switched
+
+- name: Commit it once it passed the health gate, and prune
+  pi_kiosk_switch:
+    root: /opt/pi-kiosk
+    state: committed
+    keep: 3
+    models_dir: /var/lib/pi-kiosk/models
+  register: committed
+
+- name: Go back to the last known good deployment
+  pi_kiosk_switch:
+    root: /opt/pi-kiosk
+    state: rolled_back
+    phase: health
+    reason: no frames processed during the 30 s window
+  register: rolled_back
+
+- name: Report
+  ansible.builtin.debug:
+    msg: >-
+      files {{ switched.changed_files | join(', ') or 'unchanged' }};
+      pruned {{ committed.pruned.releases | join(', ') or 'nothing' }};
+      rolled back from {{ rolled_back.previous.release }} to {{ rolled_back.deployment.release }}
+"""
+
+RETURN = r"""
+deployment:
+  description:
+    - With O(state=live), the deployment made live (in check mode, the one that would be).
+    - With O(state=committed), the live deployment just committed.
+    - With O(state=rolled_back), the committed deployment restored.
+  type: dict
+  returned: success
+  contains:
+    release:
+      description: Its release id.
+      type: str
+      sample: 0.2.0-c12577f42026
+    files:
+      description:
+        - Each deployed path and the sha256 of its content (empty in check mode for a candidate not rendered yet).
+      type: dict
+      sample: {/etc/pi-kiosk/config.toml: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}
+    at:
+      description: When it went live (O(state=committed)), or when it was committed (O(state=rolled_back)); UTC.
+      type: str
+      returned: O(state=committed) and O(state=rolled_back)
+      sample: "2026-11-26T14:49:48Z"
+previous:
+  description: The deployment that was live before the task (release, files, at); null when none was.
+  type: dict
+  returned: O(state=live) and O(state=rolled_back)
+  contains:
+    release:
+      description: Its release id.
+      type: str
+      sample: 0.2.0-11ccb633dd26
+    files:
+      description: Each deployed path and the sha256 of its content.
+      type: dict
+    at:
+      description: When it went live (UTC).
+      type: str
+changed_files:
+  description: The deployed paths whose content changed (in check mode, would change).
+  type: list
+  elements: str
+  returned: O(state=live) and O(state=rolled_back)
+  sample: [/etc/pi-kiosk/config.toml]
+release_switched:
+  description: Whether C(current) points (or would point) at another release.
+  type: bool
+  returned: O(state=live)
+  sample: true
+pruned:
+  description: What the commit removed (in check mode, would remove).
+  type: dict
+  returned: O(state=committed)
+  contains:
+    releases:
+      description: Release ids.
+      type: list
+      elements: str
+      sample: [0.2.0-0c2f5e7a1b3d]
+    files:
+      description: Stored deployed files, by sha256.
+      type: list
+      elements: str
+      sample: []
+    wheels:
+      description: Cached wheels, by sha256.
+      type: list
+      elements: str
+      sample: []
+    models:
+      description: Model file names in O(models_dir).
+      type: list
+      elements: str
+      sample: []
 """
 
 import json
@@ -98,9 +247,14 @@ def go_live(store: Store, release: str, candidates: dict[str, str], check: bool)
 
 
 def kept_deployments(state: dict[str, Any], keep: int) -> list[dict[str, Any]]:
+    """The last `keep` committed deployments, plus the live one and the last known good one whatever `keep` is (with
+    keep=1 the kept one is the live one, and the last known good, older, must stay for a rollback)."""
     kept = state["committed"][-keep:] if keep > 0 else []
     live = state["live"]
-    return kept + ([live] if live and not any(same(live, d) for d in kept) else [])
+    for dep in (live, last_known_good(state, live)):
+        if dep and not any(same(dep, d) for d in kept):
+            kept.append(dep)
+    return kept
 
 
 def release_wheels(store: Store, release: str) -> set[str]:

@@ -5,42 +5,201 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_kiosk_wheelhouse
 short_description: Build the kiosk wheel and the Pis' wheelhouses on the controller, once per fleet
+author: pi-fleet maintainers
 description:
+  - Runs on the controller (C(delegate_to=localhost), C(run_once)), for every Pi of the batch at once.
   - Builds the kiosk wheel from O(source_dir), and the wheels of the packages of this repository it depends
     on (its C(tool.uv.sources) paths, e.g. the detector's networks), with no network and reproducible
-    timestamps, each cached by the hash of the files that go into it.
+    timestamps, each cached by the hash of the files that go into it. The sha256 of a wheel as built is recorded
+    beside it, so that a later change to the cached file is refused by the Pi.
   - Downloads, for every lock and Pi platform (Python version, machine, glibc) of O(hosts), the wheels of
-    the lock (hashes checked) into O(cache_dir)/wheelhouse/<lock>-<lock hash>/<platform>/, once; an
-    offline controller (O(download)=false) uses that cache as it is.
+    the lock (hashes checked) into C(<cache_dir>/wheelhouse/<lock>-<hash>/<platform>/), once; an
+    offline controller (O(download=false)) uses that cache as it is.
   - Names each Pi's release (the kiosk version and a hash of everything it installs) and packs the wheels
-    the Pi does not have yet into one tar: what the Pi needs is the only thing sent to it.
+    the Pi does not have yet into one tar, so that only what the Pi lacks is sent to it.
   - With O(signing_key), signs each release's manifest (every wheel's sha256 as built or downloaded and
     checked against the lock, the requirements', the models'); the Pi checks the wheels it installs against it.
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - It fills the controller's cache in check mode too, which changes no host; C(changed) is always false.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: The controller, with pip, setuptools and ssh-keygen (to sign).
 options:
-  source_dir: {description: The kiosk package's source., type: path, required: true}
-  cache_dir: {description: The controller's cache., type: path, required: true}
+  source_dir:
+    description: The kiosk package's source (its C(pyproject.toml), C(README.md), C(src/)).
+    type: path
+    required: true
+  cache_dir:
+    description: The controller's cache of wheels, wheelhouses and transfer tars.
+    type: path
+    required: true
   hosts:
-    description: >-
-      Per Pi: lock (path), platform (dict: python, machine, glibc), have (sha256 of its cached wheels),
-      models (dict: file name on the Pi to sha256, for the signed manifest).
+    description:
+      - Per Pi (inventory name), what it needs, a dict with
+      - C(lock), the path of the lock (pinned and hashed requirements) its release installs;
+      - C(platform), a dict with C(python) (major.minor), C(machine) and C(glibc), as M(pi_kiosk_facts) reads them;
+      - C(have), the sha256 of the wheels already in its cache (optional);
+      - C(models), file name on the Pi to sha256, for the signed manifest (optional).
     type: dict
     required: true
-  download: {description: Download what is not cached; false fails instead (offline)., type: bool, default: true}
-  index_url: {description: Package index to download from (a mirror); empty uses pip's default., type: str, default: ""}
+  download:
+    description:
+      - Download the wheels the cache lacks; false fails instead, naming what is missing (an offline controller).
+    type: bool
+    default: true
+  index_url:
+    description: Package index to download from (a mirror); empty uses pip's default.
+    type: str
+    default: ""
   local_wheels:
-    description: Wheels supplied by the user that replace the lock's entry for their package.
+    description:
+      - Wheels supplied by the user that replace the lock's entry for their package (e.g. an onnxruntime
+        built for a 32-bit Pi, for which PyPI has none); each is used on the machines its platform tag names.
     type: list
     elements: path
     default: []
   signing_key:
-    description: >-
-      An SSH key (or a .pub whose private key is in ssh-agent) that signs each Pi's release manifest
-      (ssh-keygen -Y sign, namespace pi-kiosk-release); empty signs nothing.
+    description:
+      - An SSH private key, or a C(.pub) whose private key is in ssh-agent, that signs each Pi's release manifest
+        (C(ssh-keygen -Y sign), namespace C(pi-kiosk-release)); empty signs nothing.
     type: str
     default: ""
+seealso:
+  - module: pi_kiosk_release
+  - module: pi_kiosk_facts
+"""
+
+EXAMPLES = r"""
+- name: Build the kiosk wheel and the wheelhouses, and plan each Pi's release
+  pi_kiosk_wheelhouse:
+    source_dir: "{{ playbook_dir }}/files/kiosk"
+    cache_dir: ~/.cache/pi-fleet
+    hosts:
+      kiosk-lobby-01:
+        lock: "{{ playbook_dir }}/files/kiosk/locks/pi.txt"
+        platform: {python: "3.11", machine: aarch64, glibc: "2.36"}
+        have: []
+        models: {}
+    signing_key: ~/.ssh/pi-fleet-release
+  register: wheelhouse
+  run_once: true
+  delegate_to: localhost
+
+- name: Send each Pi the wheels it lacks
+  ansible.builtin.copy:
+    src: "{{ wheelhouse.hosts[inventory_hostname].transfer.tar }}"
+    dest: /opt/pi-kiosk/incoming.tar
+    mode: "0600"
+  when: wheelhouse.hosts[inventory_hostname].transfer.count > 0
+
+- name: Build on an offline controller, from its cache only
+  pi_kiosk_wheelhouse:
+    source_dir: /srv/pi-fleet/files/kiosk
+    cache_dir: /srv/pi-fleet/cache
+    hosts: "{{ pi_hosts_needs }}"
+    download: false
+    local_wheels:
+      - /srv/wheels/onnxruntime-1.20.0-cp311-cp311-linux_armv7l.whl
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+kiosk:
+  description: The kiosk wheel.
+  type: dict
+  returned: success
+  contains:
+    file:
+      description: Its file name.
+      type: str
+      sample: pi_fleet_kiosk-0.2.0-py3-none-any.whl
+    path:
+      description: Where it is in the controller's cache.
+      type: str
+      sample: /home/me/.cache/pi-fleet/local/4f1c2a9b8e7d6c5b/pi_fleet_kiosk-0.2.0-py3-none-any.whl
+    sha256:
+      description: Its sha256 as built (recorded at build time, not read again from the cached file).
+      type: str
+      sample: 9b2f4c1e0d3a5b7c9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4d
+    size:
+      description: Its size in bytes.
+      type: int
+      sample: 84211
+    name:
+      description: Its package name.
+      type: str
+      sample: pi-fleet-kiosk
+    version:
+      description: Its version, the first part of a release id.
+      type: str
+      sample: 0.2.0
+hosts:
+  description: Per Pi (the inventory names of O(hosts)), its release plan, a dict with the keys below.
+  type: dict
+  returned: success
+  contains:
+    release:
+      description: The release id, the kiosk version and a hash of the requirements and the platform.
+      type: str
+      sample: 0.2.0-c12577f42026
+    platform:
+      description: The platform key.
+      type: str
+      sample: cp311-aarch64-glibc2.36
+    wheels:
+      description: Every wheel of the release.
+      type: list
+      elements: dict
+      contains:
+        file:
+          description: Its file name.
+          type: str
+        sha256:
+          description: Its sha256, as built or as downloaded and checked against the lock.
+          type: str
+    requirements:
+      description: The release's requirements, every line pinned and hashed (the lock, the user's and the own wheels).
+      type: str
+    transfer:
+      description: The wheels the Pi lacks, packed into one tar (shared by the Pis that lack the same ones).
+      type: dict
+      contains:
+        tar:
+          description: The tar's path on the controller; empty when the Pi lacks nothing.
+          type: str
+          sample: /home/me/.cache/pi-fleet/transfer/0c1d2e3f4a5b6c7d.tar
+        count:
+          description: Wheels in it.
+          type: int
+          sample: 1
+        bytes:
+          description: Its size in bytes.
+          type: int
+          sample: 92160
+    total_bytes:
+      description: The size of all the release's wheels, in bytes.
+      type: int
+      sample: 87888694
+    manifest:
+      description: The signed manifest (JSON).
+      type: str
+      returned: with O(signing_key)
+    signature:
+      description: The manifest's SSH signature.
+      type: str
+      returned: with O(signing_key)
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -54,6 +213,18 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.pi_kiosk_store import sha256_file
+except ImportError:
+    # Loaded by its path outside Ansible (molecule/fleet/verify.yml builds a kiosk wheel with local_wheel): the
+    # role's module_utils beside this library. Run by Ansible, the import above always succeeds.
+    _spec = importlib.util.spec_from_file_location(
+        "pi_kiosk_store", Path(__file__).resolve().parent.parent / "module_utils" / "pi_kiosk_store.py")
+    assert _spec is not None and _spec.loader is not None
+    _store = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_store)
+    sha256_file = _store.sha256_file
 
 # What goes into the kiosk wheel; a change to anything else (tests, benchmarks) is not a new release.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "src")
@@ -71,11 +242,6 @@ SIGNATURE_NAMESPACE = "pi-kiosk-release"
 
 class WheelhouseError(Exception):
     pass
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def wheel_inputs(source: Path) -> list[Path]:
@@ -338,7 +504,8 @@ def main() -> None:
             "download": {"type": "bool", "default": True},
             "index_url": {"type": "str", "default": ""},
             "local_wheels": {"type": "list", "elements": "path", "default": []},
-            "signing_key": {"type": "str", "default": ""},
+            # A key's path, not a secret (validate-modules guesses one from the name).
+            "signing_key": {"type": "str", "default": "", "no_log": False},
         },
         supports_check_mode=True,
     )

@@ -5,22 +5,195 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: pi_report_probe
 short_description: Read a kiosk's system and service state for the fleet report (read-only)
+author: pi-fleet maintainers
 description:
+  - Everything the fleet report shows about one Pi, read in one Python process (each module call costs a Python
+    start, seconds on a Pi Zero). Changes nothing.
   - OS, kernel, CPU governor, swap, IO schedulers, the overclock block of the boot config, vcgencmd's
-    throttling flags, temperature and clock; the kiosk's live and last known good release, service state and
-    restarts, /healthz, /metrics (twice, window seconds apart, for frames/s), the model's size and whether it
-    is quantised, and the service sandbox's exposure (systemd-analyze security). Changes nothing.
+    throttling flags, temperature and clock.
+  - The kiosk's live and last known good release, service state and restarts, C(/healthz), C(/metrics) (twice,
+    O(window) seconds apart, for frames/s), the model's size and whether it is quantised, and the service
+    sandbox's exposure (C(systemd-analyze security)).
+  - What cannot be read (no vcgencmd, no kiosk, a service that does not answer) is returned as null or empty, so
+    that the report shows every Pi.
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  boot_config: {description: The boot partition's config.txt., type: path, required: true}
+  boot_config:
+    description: The boot partition's C(config.txt), where the overclock block is read.
+    type: path
+    required: true
   overclock_block:
-    description: The overclock block's name in its BEGIN and END lines.
+    description: The overclock block's name in its C(# BEGIN) and C(# END) lines (the marker of the pi_overclock role).
     type: str
     default: pi-fleet pi_overclock
-  state_file: {description: The kiosk deployment's state., type: path, default: /opt/pi-kiosk/state.json}
-  config_file: {description: The kiosk's live configuration., type: path, default: /etc/pi-kiosk/config.toml}
-  unit: {description: The kiosk's systemd unit., type: str, default: pi-kiosk.service}
-  url: {description: The kiosk's health and metrics endpoint., type: str, default: "http://127.0.0.1:9108"}
-  window: {description: Seconds between the two /metrics reads (frames/s)., type: float, default: 5}
+  state_file:
+    description: The kiosk deployment's state (live and committed releases).
+    type: path
+    default: /opt/pi-kiosk/state.json
+  config_file:
+    description: The kiosk's live configuration, where the model's path is read.
+    type: path
+    default: /etc/pi-kiosk/config.toml
+  unit:
+    description: The kiosk's systemd unit.
+    type: str
+    default: pi-kiosk.service
+  url:
+    description: The kiosk's health and metrics endpoint (C(/healthz), C(/metrics) below it).
+    type: str
+    default: "http://127.0.0.1:9108"
+  window:
+    description: Seconds between the two C(/metrics) reads (frames/s); the task takes at least that long.
+    type: float
+    default: 5
+"""
+
+EXAMPLES = r"""
+- name: Read the Pi's system and recognizer state
+  pi_report_probe:
+    boot_config: /boot/firmware/config.txt
+    url: http://127.0.0.1:9108
+    window: 5
+  register: probe
+
+- name: Show the kiosk's side of it
+  ansible.builtin.debug:
+    msg: >-
+      {{ probe.kiosk.live }} ({{ probe.kiosk.active }}, {{ probe.kiosk.restarts }} restarts),
+      {{ probe.kiosk.fps }} frames/s, throttled {{ probe.throttled }}, governor {{ probe.governor }}
+"""
+
+RETURN = r"""
+os:
+  description: The OS's C(PRETTY_NAME) (C(/etc/os-release)), C(unknown) without one.
+  type: str
+  returned: always
+  sample: Debian GNU/Linux 12 (bookworm)
+kernel:
+  description: The kernel's release.
+  type: str
+  returned: always
+  sample: 6.6.51+rpt-rpi-v8
+governor:
+  description: CPU 0's frequency governor; null without cpufreq.
+  type: str
+  returned: always
+  sample: performance
+swap:
+  description: The active swap devices and files.
+  type: list
+  elements: dict
+  returned: always
+  contains:
+    name:
+      description: The device or file.
+      type: str
+      sample: /var/swap
+    type:
+      description: V(zram), or the kernel's type (V(file), V(partition)).
+      type: str
+      sample: file
+    size_mb:
+      description: Its size in MB.
+      type: int
+      sample: 2048
+schedulers:
+  description: Each block device's active IO scheduler (loop, ram and zram devices left out), by device name.
+  type: dict
+  returned: always
+  sample: {mmcblk0: mq-deadline}
+overclock:
+  description: The settings inside the overclock block of O(boot_config); empty without the block.
+  type: list
+  elements: str
+  returned: always
+  sample: [arm_freq=2000, over_voltage_delta=50000]
+throttled:
+  description: C(vcgencmd get_throttled)'s answer; null without vcgencmd.
+  type: str
+  returned: always
+  sample: throttled=0x0
+temperature:
+  description: C(vcgencmd measure_temp)'s answer; null without vcgencmd.
+  type: str
+  returned: always
+  sample: temp=48.2'C
+arm_freq:
+  description: C(vcgencmd measure_clock arm)'s answer; null without vcgencmd.
+  type: str
+  returned: always
+  sample: frequency(48)=1800000000
+kiosk:
+  description: The kiosk's deployment and service.
+  type: dict
+  returned: always
+  contains:
+    live:
+      description: The live release; null without a deployment.
+      type: str
+      sample: 0.2.0-c12577f42026
+    last_known_good:
+      description: The newest committed release (it passed the health gate); null when none has.
+      type: str
+      sample: 0.2.0-c12577f42026
+    active:
+      description: The service's systemd ActiveState, C(unknown) when it cannot be read.
+      type: str
+      sample: active
+    restarts:
+      description: How many times systemd restarted it.
+      type: int
+      sample: 0
+    healthz:
+      description:
+        - The C(/healthz) JSON body (keys as the kiosk writes them, RV(kiosk.healthz.status) at least).
+        - V(no answer) or V(HTTP <status>) as the status, and the reason, when it did not answer with JSON.
+      type: dict
+      contains:
+        status:
+          description: V(ok), V(degraded), V(stale), V(no answer) or V(HTTP <status>).
+          type: str
+          sample: ok
+        reason:
+          description: Why it is not V(ok).
+          type: str
+    metrics:
+      description: The second C(/metrics) read (Prometheus text); empty when it had no frames counter.
+      type: str
+    fps:
+      description: Frames per second between the two reads; null when either lacked the frames counter.
+      type: float
+      sample: 0.1
+    model_size:
+      description: The embedding model's size in bytes; null when the configuration or the model cannot be read.
+      type: int
+      sample: 4932012
+    model_quantized:
+      description: Whether the model holds quantised (INT8) operators.
+      type: bool
+      sample: false
+    exposure:
+      description: The service's overall exposure level (C(systemd-analyze security)); null when it cannot be read.
+      type: float
+      sample: 1.4
+uptime_s:
+  description: Seconds since boot.
+  type: int
+  returned: always
+  sample: 86400
+load:
+  description: The one-minute load average.
+  type: float
+  returned: always
+  sample: 0.42
 """
 
 import glob

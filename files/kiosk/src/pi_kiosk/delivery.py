@@ -93,11 +93,14 @@ class DeliveryStatus:
     def blocked(self) -> bool:
         return self.blocked_since is not None
 
-    def blocked_seconds(self) -> float:
-        return 0.0 if self.blocked_since is None else time.monotonic() - self.blocked_since
+    def blocked_seconds(self, now: float | None = None) -> float:
+        """Seconds blocked at `now` (time.monotonic(), or the caller's clock)."""
+        now = time.monotonic() if now is None else now
+        return 0.0 if self.blocked_since is None else now - self.blocked_since
 
-    def state_seconds(self) -> float:
-        return 0.0 if self.state_since is None else time.monotonic() - self.state_since
+    def state_seconds(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return 0.0 if self.state_since is None else now - self.state_since
 
     def describe(self) -> str:
         return f"blocked by {self.detail}: {self.hint}" if self.blocked else "ok"
@@ -113,10 +116,12 @@ class DeliveryTracker:
     """Keeps the delivery state and logs one line when it changes."""
 
     def __init__(self, url: str, waiting: Callable[[], int],
-                 on_change: Callable[[DeliveryStatus], None] | None = None) -> None:
+                 on_change: Callable[[DeliveryStatus], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self._waiting = waiting
         self._on_change = on_change
+        self._clock = clock  # time.monotonic; a test passes one it moves itself
         self.status = DeliveryStatus()
 
     def _set(self, status: DeliveryStatus) -> None:
@@ -128,7 +133,7 @@ class DeliveryTracker:
         old = self.status
         if (old.state, old.detail) == (verdict.state, verdict.detail):
             return
-        now = time.monotonic()
+        now = self._clock()
         self._set(DeliveryStatus(verdict.state, verdict.detail, verdict.hint,
                                  blocked_since=old.blocked_since if old.blocked else now,
                                  state_since=old.state_since if old.state == verdict.state else now))
@@ -142,4 +147,4 @@ class DeliveryTracker:
             return
         self._set(DeliveryStatus())
         log.info("attendance delivery resumed after %s blocked (last by %s); %d event(s) were waiting",
-                 _duration(old.blocked_seconds()), old.detail, self._waiting())
+                 _duration(old.blocked_seconds(self._clock())), old.detail, self._waiting())

@@ -26,7 +26,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        # time.monotonic, the clock of DeliveryStatus's times too; a test passes one it moves itself.
+        self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
         self.frames = Counter("kiosk_frames", "Frames taken from the camera", registry=r)
@@ -41,7 +43,7 @@ class Metrics:
         self.last_sync = Gauge("kiosk_last_successful_sync_timestamp_seconds",
                                "Unix time of the last successful gallery sync (0: never)", registry=r)
         self.gallery_size = Gauge("kiosk_gallery_embeddings", "Enrolled embeddings in the gallery", registry=r)
-        self.last_frame = time.monotonic()
+        self.last_frame = clock()
         self.delivery: Callable[[], DeliveryStatus] = DeliveryStatus  # until track_outbox: "ok"
 
     def observe(self, stage: str, seconds: float) -> None:
@@ -49,20 +51,20 @@ class Metrics:
 
     def frame_done(self) -> None:
         self.frames.inc()
-        self.last_frame = time.monotonic()
+        self.last_frame = self.clock()
 
     def track_outbox(self, depth: Callable[[], int], rejected: Callable[[], int],
                      delivery: Callable[[], DeliveryStatus]) -> None:
         self.delivery = delivery
-        self.registry.register(_OutboxCollector(depth, rejected, delivery))
+        self.registry.register(_OutboxCollector(depth, rejected, delivery, self.clock))
 
 
 class _OutboxCollector(Collector):
     """The outbox figures, read at scrape time so they are never stale."""
 
     def __init__(self, depth: Callable[[], int], rejected: Callable[[], int],
-                 delivery: Callable[[], DeliveryStatus]) -> None:
-        self._depth, self._rejected, self._delivery = depth, rejected, delivery
+                 delivery: Callable[[], DeliveryStatus], clock: Callable[[], float]) -> None:
+        self._depth, self._rejected, self._delivery, self._clock = depth, rejected, delivery, clock
 
     def collect(self) -> Iterator[Metric]:
         status = self._delivery()
@@ -72,7 +74,7 @@ class _OutboxCollector(Collector):
         yield StateSetMetricFamily("kiosk_outbox_delivery", "Attendance delivery: ok, or what blocks it",
                                    {state: state == status.state for state in STATES})
         yield GaugeMetricFamily("kiosk_outbox_blocked_seconds", "Seconds attendance delivery has been blocked "
-                                "(0 while it works)", value=status.blocked_seconds())
+                                "(0 while it works)", value=status.blocked_seconds(self._clock()))
 
 
 class HealthServer:
@@ -92,7 +94,8 @@ class HealthServer:
 
     def healthy(self) -> tuple[bool, dict[str, float | str | int | None]]:
         """(frames are processed?, the /healthz body)."""
-        age = time.monotonic() - self.metrics.last_frame
+        now = self.metrics.clock()
+        age = now - self.metrics.last_frame
         delivery = self.metrics.delivery()
         body: dict[str, float | str | int | None] = {
             "status": "ok", "seconds_since_last_frame": round(age, 3), "delivery": delivery.state,
@@ -101,8 +104,9 @@ class HealthServer:
             body.update(status="stale", reason=f"no frame processed for {age:.0f} s "
                                                f"(metrics.stale_seconds = {self.stale_seconds:g})")
             return False, body
-        if delivery.state == "auth" and delivery.state_seconds() > self.auth_degraded_seconds:
-            body.update(status="degraded", reason=f"attendance delivery blocked for {delivery.state_seconds():.0f} s "
+        auth_seconds = delivery.state_seconds(now) if delivery.state == "auth" else 0.0
+        if auth_seconds > self.auth_degraded_seconds:
+            body.update(status="degraded", reason=f"attendance delivery blocked for {auth_seconds:.0f} s "
                                                   f"by {delivery.detail}: {delivery.hint}")
         return True, body
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import requests
 
+from .client import ServerClient
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
-from .server import ServerClient
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +222,20 @@ class Sender:
     """Delivers pending events, oldest first; `run` loops until stopped, woken early by `wake`."""
 
     def __init__(self, outbox: Outbox, server: ServerClient, *, retry_initial: float = 2.0, retry_max: float = 300.0,
-                 on_change: Callable[[DeliveryStatus], None] | None = None) -> None:
+                 on_change: Callable[[DeliveryStatus], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.outbox = outbox
         self.server = server
         self.url = server.attendance_url
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.tracker = DeliveryTracker(self.url, outbox.depth, on_change)
+        # Backoffs and blocked times are read on `clock`: time.monotonic, or a test's fake clock (for
+        # deliver_due(); run() waits in real time).
+        self._clock = clock
+        self.tracker = DeliveryTracker(self.url, outbox.depth, on_change, clock)
         self._wake = threading.Event()
         self._failures = 0  # consecutive failed attempts
-        self._resume_at = 0.0  # time.monotonic() before which delivery is paused
+        self._resume_at = 0.0  # clock() before which delivery is paused
 
     @property
     def status(self) -> DeliveryStatus:
@@ -245,14 +249,14 @@ class Sender:
         return base * random.uniform(0.5, 1.0)
 
     def retry_in(self) -> float:
-        return max(0.0, self._resume_at - time.monotonic())
+        return max(0.0, self._resume_at - self._clock())
 
     def wake(self) -> None:
         self._wake.set()
 
     def _pause(self, event: Event, verdict: Verdict, error: str) -> None:
         self.outbox.failed(event.key, error)
-        self._resume_at = time.monotonic() + self.backoff(self._failures)
+        self._resume_at = self._clock() + self.backoff(self._failures)
         self._failures += 1
         self.tracker.blocked(verdict, self.retry_in())
 

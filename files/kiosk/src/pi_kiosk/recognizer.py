@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .client import ServerClient
 from .config import Config, server_token
 from .detect import Detector, MtcnnDetector, load_detector
 from .embed import Embedder, load_embedder
 from .enroll import load_enrolled
 from .match import Gallery
 from .pipeline import Pipeline, no_timing
-from .server import ServerClient
 from .sync import GallerySync
 from .track import Tracker
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from .client import ServerClient
 from .errors import GalleryError
 from .match import Gallery
-from .server import ServerClient
 from .store import load_for_model, save_gallery
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ class Settings:
 
     def principal(self, token: str) -> str | None:
         """"admin", "kiosk:<name>", or None for an unknown token."""
-        if token == self.admin_token:
-            return "admin"
-        return next((f"kiosk:{name}" for name, t in self.kiosk_tokens.items() if t == token), None)
+        holders = [("admin", self.admin_token), *((f"kiosk:{name}", t) for name, t in self.kiosk_tokens.items())]
+        # The server's one token comparison: how tokens are compared is decided here alone.
+        return next((who for who, t in holders if t == token), None)
 
 
 def parse(data: dict[str, Any], origin: str) -> Settings:

@@ -1,17 +1,19 @@
-"""Ansible callback: one table of every kiosk's outcome at the end of each rollout, also when the run halted."""
+"""Ansible callback: one table of every host's outcome at the end of each rollout, also when the run halted."""
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-name: pi_kiosk_report
+name: pi_rollout_report
 type: notification
-short_description: The per-kiosk report of a pi-fleet rollout (playbooks/deploy.yml, OS upgrades in provision.yml)
+short_description: The per-kiosk report of a pi-fleet rollout (playbooks/deploy.yml, playbooks/upgrade.yml)
 description:
-  - Active for any playbook beside this directory, silent unless the pi_kiosk role's rollout pre-flight ran
-    (it names the rollout's kind, kiosks and report's JSON file in the fact pi_kiosk_rollout).
-  - At the end of the rollout (when the run names the next one, or ends, also after a halt), prints one line
-    per kiosk - deployed, upgraded, unchanged, rolled back (with the failed phase and reason), failed,
-    unreachable, or not attempted (the run halted before its batch) - and its live release, and writes the
-    same as JSON. A run that upgrades the OS and then deploys (site.yml) gets one report each.
+  - Active for any playbook beside this directory, silent unless the pi_rollout role's pre-flight ran (it names the
+    rollout's kind, hosts and report file in the fact pi_rollout_plan, and each host's live release in pi_rollout_live).
+  - Each host's outcome is the fact pi_kiosk_outcome the pi_kiosk role records (deploy, health entry points); until
+    then, the host's latest failure, or its unreachability.
+  - "At the end of the rollout (when the run names the next one, or ends, also after a halt), prints one line
+    per kiosk: deployed, upgraded, unchanged, rolled back (with the failed phase and reason), failed,
+    unreachable, or not attempted (the run halted before its batch), and its live release; and writes the
+    same as JSON. A run that upgrades the OS and then deploys (site.yml) gets one report each."
 """
 
 import json
@@ -36,7 +38,7 @@ def _message(result: dict[str, Any]) -> str:
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
-    CALLBACK_NAME = "pi_kiosk_report"
+    CALLBACK_NAME = "pi_rollout_report"
     # On by itself for the playbooks beside it: the report is part of the deploy, not an option.
     CALLBACK_NEEDS_ENABLED = False
 
@@ -62,15 +64,15 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result: Any) -> None:
         host, data = result._host.get_name(), result._result
         facts = data.get("ansible_facts") or {}
-        if "pi_kiosk_rollout" in facts:
+        if "pi_rollout_plan" in facts:
             # The run names its next rollout: the last one is over.
             self._finish()
             self._begin()
-            self.rollout = dict(facts["pi_kiosk_rollout"])
+            self.rollout = dict(facts["pi_rollout_plan"])
+        if "pi_rollout_live" in facts:
+            self.live_before[host] = facts["pi_rollout_live"]
         if "pi_kiosk_outcome" in facts:
             self._record(host, dict(facts["pi_kiosk_outcome"]), settle=True)
-        if result._task.action.endswith("pi_kiosk_facts") and isinstance(data.get("state"), dict):
-            self.live_before.setdefault(host, (data["state"].get("live") or {}).get("release"))
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         if ignore_errors:

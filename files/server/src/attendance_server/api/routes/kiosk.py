@@ -1,0 +1,44 @@
+"""The kiosks' API: the gallery sync (`GET /api/employees/embeddings`, ETag and If-None-Match -> 304) and
+attendance events (`POST /toon/attendance`, once per Idempotency-Key)."""
+# No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ...schemas import SHA256, AttendanceEvent
+from ...store import Conflict
+from ..deps import KioskDep, PrincipalDep, StoreDep
+
+router = APIRouter(tags=["kiosk"])
+
+
+# Any valid token, not only a kiosk's: the admin may read what the kiosks receive.
+@router.get("/api/employees/embeddings", responses={304: {"description": "unchanged"}})
+def embeddings(request: Request, _: PrincipalDep, store: StoreDep,
+               model: Annotated[str, Query(pattern=SHA256, description="the kiosk's model sha256")]) -> Response:
+    gallery = store.gallery(model)
+    headers = {"ETag": gallery.etag, "Cache-Control": "no-cache"}
+    if request.headers.get("If-None-Match") == gallery.etag:
+        return Response(status_code=304, headers=headers)
+    body = {"model": model, "employees": [{"id": emp, "embeddings": vectors}
+                                          for emp, vectors in gallery.employees.items()]}
+    return JSONResponse(body, headers=headers)
+
+
+@router.post("/toon/attendance", status_code=201,
+             responses={200: {"description": "a replay of a recorded event (same Idempotency-Key): nothing added"},
+                        400: {"description": "no Idempotency-Key"},
+                        422: {"description": "an invalid event, or a key reused for another event"}})
+def attendance(event: AttendanceEvent, response: Response, name: KioskDep, store: StoreDep,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> dict[str, Any]:
+    if not idempotency_key:
+        raise HTTPException(400, "an Idempotency-Key header is required (the kiosk's outbox sends one per event)")
+    try:
+        new = store.record(idempotency_key, name, event.E1, event.S1, event.TS1.isoformat())
+    except Conflict as exc:
+        raise HTTPException(422, str(exc)) from None
+    if not new:
+        response.status_code = 200  # a replay: the kiosk lost the first answer and gets one now
+    return {"recorded": new, "kiosk": name, "employee": event.E1}
