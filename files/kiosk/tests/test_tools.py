@@ -7,7 +7,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from pi_kiosk import synthetic
@@ -78,3 +80,13 @@ def test_kiosk_wheel_is_code_and_needs_the_detector(tmp_path: Path) -> None:
     assert "!=1.21.0" in onnxruntime  # dies with "Illegal instruction" on a Raspberry Pi 4
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "pi-kiosk = pi_kiosk.cli:main" in entry
+
+
+def test_the_tiny_model_keeps_the_contract_at_a_fraction_of_the_cost(tmp_path: Path) -> None:
+    info = synthetic.build("tiny", tmp_path / "tiny.onnx", dim=512)
+    assert info.macs < 1_000_000 and info.params < 50_000
+    session = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.shape[1:], out.shape[1:]) == ([3, 112, 112], [512])
+    vector = session.run(None, {inp.name: np.ones((1, 3, 112, 112), np.float32)})[0]
+    assert vector.shape == (1, 512) and np.isfinite(vector).all() and np.abs(vector).sum() > 0

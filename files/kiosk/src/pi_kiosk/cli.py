@@ -1,4 +1,4 @@
-"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model, convert-dlib."""
+"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model."""
 from __future__ import annotations
 
 import argparse
@@ -179,13 +179,6 @@ def cmd_synthetic_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert_dlib(args: argparse.Namespace) -> int:
-    from .dlib_resnet import convert
-
-    print(convert(args.dat, args.output).summary())
-    return 0
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -194,6 +187,8 @@ def _positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .synthetic import ARCHITECTURES
+
     p = argparse.ArgumentParser(prog="pi-kiosk", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -239,16 +234,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=0)
     sp.set_defaults(func=cmd_quantize)
     sp = sub.add_parser("synthetic-model", help="write an architecture-faithful model with RANDOM weights")
-    sp.add_argument("--arch", choices=("mobilefacenet", "resnet50"), default="mobilefacenet")
+    sp.add_argument("--arch", choices=ARCHITECTURES, default="mobilefacenet")
     sp.add_argument("--dim", type=int, choices=(128, 512), default=512)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("output", type=Path)
     sp.set_defaults(func=cmd_synthetic_model)
-    sp = sub.add_parser("convert-dlib", help="convert dlib's face-recognition ResNet "
-                        "(dlib_face_recognition_resnet_model_v1.dat) to ONNX")
-    sp.add_argument("dat", type=Path)
-    sp.add_argument("output", type=Path)
-    sp.set_defaults(func=cmd_convert_dlib)
     return p
 
 

@@ -9,6 +9,9 @@ which the service warns about at load.
   output about 1.2M parameters and 0.22 GMAC.
 - ResNet-50 as used by ArcFace (InsightFace "iresnet50": BN-conv-BN-PReLU-conv-BN blocks,
   [3, 4, 14, 3]): about 43.6M parameters and 6.3 GMAC.
+- tiny: two strided convolutions and a linear layer, the contract at under 1 MMAC, not a face
+  network at all: for test beds that prove a deploy's plumbing on emulated CPUs, where a
+  MobileFaceNet inference costs tens of seconds.
 
 Builds the graphs with the `onnx` package.
 """
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 WEIGHTS_KEY = "pi_kiosk.weights"
-ARCHITECTURES = ("mobilefacenet", "resnet50")
+ARCHITECTURES = ("mobilefacenet", "resnet50", "tiny")
 _VERSION = 1  # bump when a builder changes, so cached files are rebuilt
 
 
@@ -130,6 +133,16 @@ def _resnet50(g: _Graph, x: str, dim: int) -> str:
     return g.node("Flatten", [g.bn(y, dim)], axis=1)
 
 
+def _tiny(g: _Graph, x: str, dim: int) -> str:
+    y, size = g.conv(x, 3, 16, 3, 4, 112)
+    y = g.prelu(g.bn(y, 16), 16)
+    y, size = g.conv(y, 16, 32, 3, 4, size)
+    y = g.node("Flatten", [g.node("GlobalAveragePool", [g.prelu(g.bn(y, 32), 32)])], axis=1)
+    w = g.rng.standard_normal((32, dim)) * np.sqrt(1.0 / 32)
+    g.macs += 32 * dim
+    return g.node("Gemm", [y, g.const("fc", w), g.const("fcb", np.zeros(dim))])
+
+
 def _int64(g: _Graph, values: list[int]) -> str:
     from onnx import numpy_helper
 
@@ -139,7 +152,7 @@ def _int64(g: _Graph, values: list[int]) -> str:
 
 
 _BUILDERS: dict[str, Callable[[_Graph, str, int], str]] = {
-    "mobilefacenet": _mobilefacenet, "resnet50": _resnet50,
+    "mobilefacenet": _mobilefacenet, "resnet50": _resnet50, "tiny": _tiny,
 }
 
 
