@@ -214,10 +214,13 @@ def test_a_failure_share_within_the_threshold_lets_the_rollout_go_on(tmp_path: P
 
 def test_an_unreachable_kiosk_counts_and_halts_before_any_change(tmp_path: Path,
                                                                 unreachable: dict[str, Any]) -> None:
+    (tmp_path / "current").symlink_to("releases/0.1.0-old")
     proc, report = run(tmp_path, {"k1": local(), "gone": unreachable, "k3": local()})
     assert proc.returncode != 0
     assert outcomes(report) == {"k1": "not attempted", "gone": "unreachable", "k3": "not attempted"}, proc.stdout
     assert report["kiosks"][1]["live"] is None and report["kiosks"][1]["reason"]
+    # The pre-flight read the others' releases before the unreachable one ended the play.
+    assert [report["kiosks"][0]["live"], report["kiosks"][2]["live"]] == ["0.1.0-old", "0.1.0-old"]
     assert "it counts as a failed host of the rollout" in proc.stdout
 
 
