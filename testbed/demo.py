@@ -56,7 +56,7 @@ def assets(out: Path, kiosks: list[str]) -> None:
     settings = (f'database = "{out.resolve()}/attendance.sqlite3"\n'
                 f'admin_token = "{_secret(out / "tokens" / "admin")}"\n'
                 "[kiosks]\n" + "".join(f'"{k}" = "{t}"\n' for k, t in tokens.items()) +
-                f'[models]\nmobilefacenet = "{model.resolve()}"\n')
+                f'[models]\nmobilefacenet = {{ path = "{model.resolve()}", card = "arcface" }}\n')
     config = out / "server.toml"
     if not config.exists() or config.read_text() != settings:
         config.touch(mode=0o600)
@@ -68,14 +68,16 @@ def threshold(out: Path) -> None:
     path = out / "threshold.json"
     if not path.exists():
         from pi_kiosk.capture import frames
+        from pi_kiosk.cards import builtin
         from pi_kiosk.detect import MtcnnDetector
         from pi_kiosk.embed import OnnxEmbedder
         from pi_kiosk.enroll import embed_photos
         from pi_kiosk.match import Gallery
         from pi_kiosk.pipeline import Pipeline
 
-        detector, embedder = MtcnnDetector(), OnnxEmbedder(out / "mobilefacenet.onnx")
-        enrolled = Gallery([PERSON], embed_photos([out / f"{PERSON}.png"], detector, embedder))
+        card = builtin("arcface")  # the card server.toml and the kiosks name for this model
+        detector, embedder = MtcnnDetector(), OnnxEmbedder(out / "mobilefacenet.onnx", card)
+        enrolled = Gallery([PERSON], embed_photos([out / f"{PERSON}.png"], detector, embedder), card)
         # The kiosk's own pipeline scores each face; threshold -1 so that every score is reported.
         pipeline = Pipeline(detector, embedder, enrolled, threshold=-1.0)
         her, stranger = [], []

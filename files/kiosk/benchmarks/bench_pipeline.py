@@ -68,6 +68,7 @@ import requests
 
 from pi_kiosk import graph, synthetic
 from pi_kiosk.align import Aligner
+from pi_kiosk.cards import builtin
 from pi_kiosk.config import DetectorConfig
 from pi_kiosk.detect import MtcnnDetector
 from pi_kiosk.embed import OnnxEmbedder
@@ -76,6 +77,9 @@ from pi_kiosk.pipeline import Pipeline, no_timing
 from pi_kiosk.runtime import SPIN_MICROSECONDS, available_cores, session_options
 from pi_kiosk.store import load_gallery, save_gallery
 from pi_kiosk.track import Tracker
+
+# The models here are ArcFace-contract architectures (random weights): the arcface card describes them.
+ARCFACE = builtin("arcface")
 
 # The guide's literal thread count: "use all cores" on the four-core boards it was written for.
 GUIDE_THREADS = 4
@@ -286,8 +290,8 @@ def embedding_section(model: Path, frame: np.ndarray, landmarks: np.ndarray, rou
                       iterations: int, target: str = "") -> None:
     cores = available_cores()
     guide = GuideProcess(model, frame, (cores, GUIDE_THREADS))
-    ours = OnnxEmbedder(model)
-    aligner = Aligner()
+    ours = OnnxEmbedder(model, ARCFACE)
+    aligner = Aligner(ARCFACE)
     t = best_of(rounds, {"guide": guide.timer(cores), "literal": guide.timer(GUIDE_THREADS),
                          "ours": here(lambda: ours.embed(aligner.align(frame, landmarks)))}, iterations)
     guide.close()
@@ -353,6 +357,7 @@ def kiosk_config(workdir: Path, model: Path, server: StandIn, camera: dict[str, 
     config.write_text("[camera]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items()) + f"""
 [embedder]
 model_path = "{model}"
+card = "arcface"
 cache_dir = "{workdir / 'cache'}"
 [server]
 url = "http://127.0.0.1:{server.server_address[1]}"
@@ -376,10 +381,10 @@ def enroll_astronaut(config: Path, photo: Path, gallery_size: int) -> None:
     if done.returncode:
         sys.exit(done.stderr)
     path = config.parent / "enrolled.npz"
-    stored = load_gallery(path)
+    stored = load_gallery(path, ARCFACE)
     others = np.random.default_rng(0).standard_normal((gallery_size - 1, stored.gallery.dim)).astype(np.float32)
     ids = [*stored.gallery.ids, *(f"R{i:05d}" for i in range(gallery_size - 1))]
-    save_gallery(path, Gallery(ids, np.vstack([stored.gallery.matrix, others])), stored.model)
+    save_gallery(path, Gallery(ids, np.vstack([stored.gallery.matrix, others]), ARCFACE), stored.model)
 
 
 def start_service(config: Path, port: int) -> subprocess.Popen[bytes]:
@@ -481,8 +486,8 @@ def cpu_section(model: Path, frame: np.ndarray, seconds: float, gallery_size: in
         enroll_astronaut(kiosk_config(workdir, model, server, {})[0], image, gallery_size)
         enrolled = workdir / "enrolled.npz"
         with_her = enrolled.read_bytes()
-        stored = load_gallery(enrolled)
-        without_her = Gallery(stored.gallery.ids[1:], stored.gallery.matrix[1:])  # E001 is the first row
+        stored = load_gallery(enrolled, ARCFACE)
+        without_her = Gallery(stored.gallery.ids[1:], stored.gallery.matrix[1:], ARCFACE)  # E001 is the first row
         cost = {}
         for label, scene, threshold, her_enrolled in (
                 ("nobody in view, motion gate on (default)", "empty", 3.0, True),
@@ -574,7 +579,7 @@ def timing_sections(mobilefacenet: Path, resnet50: Path | None, frame: np.ndarra
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((10_000, 512)).astype(np.float32)
     ids = [f"E{i:05d}" for i in range(10_000)]
-    gallery = Gallery(ids, vectors)
+    gallery = Gallery(ids, vectors, ARCFACE)
     db = dict(zip(ids, vectors, strict=True))
     probe = gallery.matrix[4321].copy()
     assert dict_match(db, probe)[0] == gallery.match(probe, 0.4).employee_id == "E04321"
@@ -586,16 +591,16 @@ def timing_sections(mobilefacenet: Path, resnet50: Path | None, frame: np.ndarra
     print(f"   speed-up: {t['dict'] / t['ours']:.0f}x   (target >= 100x)")
 
     guide = GuideProcess(mobilefacenet, frame, (available_cores(),))
-    embedder = OnnxEmbedder(mobilefacenet)
-    her = embedder.embed(Aligner().align(frame, landmarks)).copy()
+    embedder = OnnxEmbedder(mobilefacenet, ARCFACE)
+    her = embedder.embed(Aligner(ARCFACE).align(frame, landmarks)).copy()
     enrolled = vectors.copy()
     enrolled[4321] = her  # she is E04321; in `vectors` she is nobody
     cycle = DetectorConfig().track_frames
     # The service's pipeline on a camera stream: the face followed, the full cascade every `cycle`
     # frames; an enrolled face keeps her identity while followed, a stranger is embedded every frame.
-    pipelines = {"enrolled": Pipeline(Tracker(detector, cycle), embedder, Gallery(ids, enrolled), 0.4),
-                 "stranger": Pipeline(Tracker(detector, cycle), embedder, Gallery(ids, vectors), 0.4),
-                 "photo": Pipeline(detector, embedder, Gallery(ids, enrolled), 0.4)}
+    pipelines = {"enrolled": Pipeline(Tracker(detector, cycle), embedder, Gallery(ids, enrolled, ARCFACE), 0.4),
+                 "stranger": Pipeline(Tracker(detector, cycle), embedder, Gallery(ids, vectors, ARCFACE), 0.4),
+                 "photo": Pipeline(detector, embedder, Gallery(ids, enrolled, ARCFACE), 0.4)}
     assert [r.match.employee_id for r in pipelines["enrolled"].process(frame)] == ["E04321"]
     assert [r.match.employee_id for r in pipelines["stranger"].process(frame)] == [None]
     contenders = {"guide": guide.timer(available_cores())}

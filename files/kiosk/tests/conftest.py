@@ -78,7 +78,8 @@ def write_config(tmp_path: Path, mobilefacenet: Path, refused_url: str) -> Calla
 
     def write(server_url: str = refused_url, **sections: dict[str, Any]) -> Path:
         base: dict[str, dict[str, Any]] = {
-            "embedder": {"model_path": str(mobilefacenet), "cache_dir": str(tmp_path / "cache")},
+            "embedder": {"model_path": str(mobilefacenet), "card": "arcface",
+                         "cache_dir": str(tmp_path / "cache")},
             # Generous: the local server answers at once, but a loaded machine must not time it out by chance.
             "server": {"url": server_url, "timeout_seconds": 30.0},
             "detector": {"min_face_size": 40},

@@ -4,7 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pi_kiosk.align import ARCFACE_TEMPLATE, SIZE, Aligner, similarity_transform
+from pi_kiosk.align import ARCFACE_TEMPLATE, Aligner, similarity_transform
+from pi_kiosk.cards import builtin
+
+ARCFACE = builtin("arcface")
+SIZE = ARCFACE.width
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -20,7 +24,7 @@ def similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray
 def test_recovers_the_inverse_of_a_known_similarity(scale: float, degrees: float, tx: float, ty: float) -> None:
     forward = similarity(scale, degrees, tx, ty)
     landmarks = apply(forward, ARCFACE_TEMPLATE.astype(np.float64))
-    matrix = similarity_transform(landmarks)
+    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
     np.testing.assert_allclose(apply(matrix, landmarks), ARCFACE_TEMPLATE, atol=1e-4)
     # The estimate is the exact inverse: the scale part is 1/scale.
     assert np.linalg.det(matrix[:, :2]) == pytest.approx(1 / scale**2, rel=1e-6)
@@ -29,7 +33,7 @@ def test_recovers_the_inverse_of_a_known_similarity(scale: float, degrees: float
 def test_least_squares_under_noise_keeps_a_similarity() -> None:
     rng = np.random.default_rng(0)
     landmarks = apply(similarity(3, 10, 100, 50), ARCFACE_TEMPLATE.astype(np.float64)) + rng.normal(0, 1.5, (5, 2))
-    m = similarity_transform(landmarks)
+    m = similarity_transform(landmarks, ARCFACE_TEMPLATE)
     a, b = m[0, 0], m[0, 1]
     assert m[1, 1] == pytest.approx(a) and m[1, 0] == pytest.approx(-b)  # rotation + uniform scale only
     assert np.abs(apply(m, landmarks) - ARCFACE_TEMPLATE).max() < 2.0
@@ -51,20 +55,20 @@ def test_closed_form_equals_the_svd_solution() -> None:
     template = ARCFACE_TEMPLATE.astype(np.float64)
     for k in range(200):
         points = rng.uniform(0, 640, (5, 2)) * (np.array([-1, 1]) if k % 3 == 0 else 1)  # some mirrored
-        np.testing.assert_allclose(similarity_transform(points), umeyama(points, template), atol=1e-9)
+        np.testing.assert_allclose(similarity_transform(points, ARCFACE_TEMPLATE), umeyama(points, template), atol=1e-9)
 
 
 def test_mirrored_landmarks_are_not_reflected() -> None:
     mirrored = ARCFACE_TEMPLATE * np.array([-1, 1]) + np.array([SIZE, 0])
-    m = similarity_transform(mirrored)
+    m = similarity_transform(mirrored, ARCFACE_TEMPLATE)
     assert np.linalg.det(m[:, :2]) > 0  # a proper rotation, never a reflection
 
 
 def test_degenerate_landmarks_raise() -> None:
     with pytest.raises(ValueError, match="coincide"):
-        similarity_transform(np.full((5, 2), 7.0))
+        similarity_transform(np.full((5, 2), 7.0), ARCFACE_TEMPLATE)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        similarity_transform(np.zeros((5, 3)))
+        similarity_transform(np.zeros((5, 3)), ARCFACE_TEMPLATE)
 
 
 def test_warp_puts_landmarks_on_the_template_and_reuses_its_buffer() -> None:
@@ -72,7 +76,7 @@ def test_warp_puts_landmarks_on_the_template_and_reuses_its_buffer() -> None:
     landmarks = apply(similarity(2.0, 20, 250, 120), ARCFACE_TEMPLATE.astype(np.float64))
     for x, y in landmarks:
         cv2.circle(frame, (round(x), round(y)), 4, (255, 255, 255), -1)
-    aligner = Aligner()
+    aligner = Aligner(ARCFACE)
     out = aligner.align(frame, landmarks.astype(np.float32))
     assert out.shape == (SIZE, SIZE, 3)
     gray = out[:, :, 0].astype(float)

@@ -9,7 +9,7 @@ from pi_kiosk import config
 from pi_kiosk.errors import ConfigError
 
 KIOSK = Path(__file__).resolve().parents[1]
-VALID = {"embedder": {"model_path": "/m.onnx"}, "server": {"url": "http://srv:8000"}}
+VALID = {"embedder": {"model_path": "/m.onnx", "card": "arcface"}, "server": {"url": "http://srv:8000"}}
 
 
 def parse_with(**sections: dict[str, object]) -> config.Config:
@@ -33,7 +33,7 @@ def test_example_config_is_valid() -> None:
 
 def test_defaults_fill_missing_sections() -> None:
     cfg = parse_with()
-    assert cfg.matching.threshold == 0.40
+    assert cfg.matching.threshold is None  # the card's published threshold
     assert cfg.metrics.host == "127.0.0.1"
     assert cfg.embedder.model_path == Path("/m.onnx")
 
@@ -62,7 +62,12 @@ def test_unknown_section_is_rejected() -> None:
     ("camera", {"width": 8}, "camera.width = 8: expected an integer from 16 to 7680"),
     ("camera", {"loop": 1}, "camera.loop = 1: expected true or false"),
     ("camera", {"source": ""}, "camera.source = '': expected a non-empty string"),
-    ("matching", {"threshold": 1.5}, "matching.threshold = 1.5: expected a number from -1.0 to 1.0"),
+    ("matching", {"threshold": 1.5}, "matching.threshold = 1.5: built-in card 'arcface' compares by cosine "
+                                     "similarity: expected a cosine similarity from -1.0 to 1.0"),
+    ("matching", {"threshold": float("nan")}, "matching.threshold = nan: expected a finite number"),
+    ("embedder", {"card": "arcfac"}, "embedder.card = 'arcfac': no built-in card of that name; built-in cards: "
+                                     "arcface, dlib-resnet-v1, sface, or a card file's path"),
+    ("embedder", {"card": ""}, "embedder.card = '': expected a built-in card's name"),
     ("detector", {"backend": "haar"}, "detector.backend = 'haar': expected one of 'mtcnn', 'yunet'"),
     ("detector", {"backend": "yunet"}, "detector.model_path: required when detector.backend = 'yunet'"),
     ("embedder", {"backend": "coral"}, "embedder.coral_model_path: required when embedder.backend = 'coral'"),

@@ -9,9 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from pi_kiosk.cards import CardError, builtin
 from pi_kiosk.config import EmbedderConfig
 from pi_kiosk.embed import OnnxEmbedder, load_embedder
 from pi_kiosk.errors import ModelError
+
+ARCFACE = builtin("arcface")
 
 
 def tiny_model(path: Path, in_shape: list[int | str], out_dim: int | str = 128, *, in_type: int = TensorProto.FLOAT,
@@ -41,7 +44,7 @@ def tiny_model(path: Path, in_shape: list[int | str], out_dim: int | str = 128, 
 
 
 def test_mobilefacenet_embeddings_are_unit_length_and_deterministic(mobilefacenet: Path, tmp_path: Path) -> None:
-    emb = OnnxEmbedder(mobilefacenet, cache_dir=tmp_path)
+    emb = OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path)
     assert emb.dim == 512
     face = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
     first = emb.embed(face).copy()
@@ -54,7 +57,7 @@ def test_mobilefacenet_embeddings_are_unit_length_and_deterministic(mobilefacene
 
 def test_preprocessing_matches_the_contract(mobilefacenet: Path) -> None:
     """The bound input holds RGB, channels first, scaled to [-1, 1]."""
-    emb = OnnxEmbedder(mobilefacenet)
+    emb = OnnxEmbedder(mobilefacenet, ARCFACE)
     face = np.zeros((112, 112, 3), dtype=np.uint8)
     face[..., 0] = 255  # blue in BGR
     emb.embed(face)
@@ -64,33 +67,33 @@ def test_preprocessing_matches_the_contract(mobilefacenet: Path) -> None:
 
 def test_optimised_model_cache_is_written_then_used(mobilefacenet: Path, tmp_path: Path) -> None:
     face = np.full((112, 112, 3), 90, dtype=np.uint8)
-    fresh = OnnxEmbedder(mobilefacenet, cache_dir=tmp_path).embed(face).copy()
+    fresh = OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path).embed(face).copy()
     cached = list(tmp_path.glob("*.onnx"))
     assert len(cached) == 1 and "ort" in cached[0].name
     assert not list(tmp_path.glob(".*.tmp"))
     mtime = cached[0].stat().st_mtime_ns
-    reused = OnnxEmbedder(mobilefacenet, cache_dir=tmp_path).embed(face)
+    reused = OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path).embed(face)
     assert cached[0].stat().st_mtime_ns == mtime
     np.testing.assert_allclose(reused, fresh, atol=1e-5)
 
 
 def test_corrupt_cache_entry_is_discarded(mobilefacenet: Path, tmp_path: Path) -> None:
-    OnnxEmbedder(mobilefacenet, cache_dir=tmp_path)
+    OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path)
     (entry,) = tmp_path.glob("*.onnx")
     entry.write_bytes(b"garbage")
-    assert OnnxEmbedder(mobilefacenet, cache_dir=tmp_path).dim == 512
+    assert OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path).dim == 512
     assert entry.stat().st_size > 1000
 
 
 def test_random_weight_models_are_announced(mobilefacenet: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        OnnxEmbedder(mobilefacenet)
+        OnnxEmbedder(mobilefacenet, ARCFACE)
     assert "RANDOM weights" in caplog.text
 
 
 def test_sha256_is_checked(mobilefacenet: Path) -> None:
     with pytest.raises(ModelError, match=r"sha256 is [0-9a-f]{64}, but the configuration expects 0000"):
-        OnnxEmbedder(mobilefacenet, sha256="0" * 64)
+        OnnxEmbedder(mobilefacenet, ARCFACE, sha256="0" * 64)
 
 
 def test_corrupt_model_file(tmp_path: Path) -> None:
@@ -98,32 +101,33 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x01 definitely not a protobuf " * 50)
     with pytest.raises(ModelError, match=r"embedder.model_path = '.*model.onnx': not a valid ONNX model "
                                          r"\(Invalid protobuf\)"):
-        OnnxEmbedder(bad)
+        OnnxEmbedder(bad, ARCFACE)
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="model file not found"):
-        OnnxEmbedder(tmp_path / "nope.onnx")
+        OnnxEmbedder(tmp_path / "nope.onnx", ARCFACE)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"in_shape": [1, 3, 224, 224]}, r"has shape \[1, 3, 224, 224\]; the ArcFace contract needs \[1, 3, 112, 112\]"),
+    ({"in_shape": [1, 3, 224, 224]}, r"has shape \[1, 3, 224, 224\]; built-in card 'arcface' says \[1, 3, 112, 112\]"),
     ({"in_shape": [1, 112, 112, 3]}, r"looks like NHWC"),
     ({"in_shape": [1, 3, 112]}, r"has shape \[1, 3, 112\]"),
     ({"in_shape": [1, 3, 112, 112], "in_type": TensorProto.UINT8}, r"is tensor\(uint8\); .* needs tensor\(float\)"),
-    ({"in_shape": [1, 3, 112, 112], "out_dim": 100}, r"output 'y' has shape \[.*, 100\]; .* needs \[1, 128\] or"),
+    ({"in_shape": [1, 3, 112, 112], "out_dim": 100},
+     r"output 'y' has shape \[.*, 100\]; .* says \[1, 128\] or \[1, 512\]"),
     ({"in_shape": [1, 3, 112, 112], "extra_input": True}, r"has 2 inputs \(x, mask\)"),
     ({"in_shape": [1, 3, 112, 112], "extra_output": True}, r"has 2 outputs \(y, pooled\)"),
 ])
 def test_wrong_contract_fails_clearly(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     path = tiny_model(tmp_path / "m.onnx", **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ModelError, match=message):
-        OnnxEmbedder(path)
+    with pytest.raises(CardError, match=message):
+        OnnxEmbedder(path, ARCFACE)
 
 
 def test_symbolic_dims_are_accepted_and_resolved_by_a_run(tmp_path: Path) -> None:
-    assert OnnxEmbedder(tiny_model(tmp_path / "a.onnx", ["N", 3, "H", "W"], 512)).dim == 512
-    assert OnnxEmbedder(tiny_model(tmp_path / "b.onnx", ["N", 3, 112, 112], "D")).dim == 128
+    assert OnnxEmbedder(tiny_model(tmp_path / "a.onnx", ["N", 3, "H", "W"], 512), ARCFACE).dim == 512
+    assert OnnxEmbedder(tiny_model(tmp_path / "b.onnx", ["N", 3, 112, 112], "D"), ARCFACE).dim == 128
 
 
 def test_coral_falls_back_when_the_delegate_cannot_load(mobilefacenet: Path, tmp_path: Path,
@@ -131,7 +135,8 @@ def test_coral_falls_back_when_the_delegate_cannot_load(mobilefacenet: Path, tmp
     """LiteRT is installed here but libedgetpu is not: the real delegate load fails."""
     tflite = tmp_path / "model_edgetpu.tflite"
     tflite.write_bytes(b"TFL3")
-    cfg = EmbedderConfig(model_path=mobilefacenet, backend="coral", coral_model_path=tflite, cache_dir=tmp_path)
+    cfg = EmbedderConfig(model_path=mobilefacenet, card="arcface", backend="coral", coral_model_path=tflite,
+                         cache_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         emb = load_embedder(cfg)
     assert isinstance(emb, OnnxEmbedder) and emb.dim == 512
@@ -142,8 +147,8 @@ def test_coral_falls_back_without_litert(mobilefacenet: Path, tmp_path: Path, ca
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # makes the import fail
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    cfg = EmbedderConfig(model_path=mobilefacenet, backend="coral", coral_model_path=tmp_path / "m.tflite",
-                         cache_dir=tmp_path)
+    cfg = EmbedderConfig(model_path=mobilefacenet, card="arcface", backend="coral",
+                         coral_model_path=tmp_path / "m.tflite", cache_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         assert isinstance(load_embedder(cfg), OnnxEmbedder)
     assert "LiteRT is not installed" in caplog.text

@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from pi_kiosk import graph
+from pi_kiosk.cards import builtin
 from pi_kiosk.embed import OnnxEmbedder
 
 MTCNN = resources.files("pi_fleet_mtcnn")
@@ -103,7 +104,7 @@ def test_mobilefacenet_keeps_its_outputs_and_metadata(mobilefacenet: Path) -> No
 
 
 def test_the_embedder_runs_the_rewritten_graph(mobilefacenet: Path, tmp_path: Path) -> None:
-    OnnxEmbedder(mobilefacenet, cache_dir=tmp_path)
+    OnnxEmbedder(mobilefacenet, builtin("arcface"), cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*.onnx")
     assert f"-g{graph.VERSION}.onnx" in cached.name  # a rewrite change invalidates the cache
     assert "PRelu" not in ops(cached.read_bytes())

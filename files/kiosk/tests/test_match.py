@@ -3,11 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi_kiosk.config import MatchingConfig
+from pi_kiosk.cards import builtin
 from pi_kiosk.errors import GalleryError
 from pi_kiosk.match import Gallery, Match
 
-DEFAULT_THRESHOLD = MatchingConfig().threshold  # the one default, in the configuration
+ARCFACE = builtin("arcface")
+DEFAULT_THRESHOLD = ARCFACE.threshold  # the one default, in the arcface card
 
 
 def unit(*values: float) -> np.ndarray:
@@ -16,13 +17,13 @@ def unit(*values: float) -> np.ndarray:
 
 
 def test_rows_are_normalised_into_one_float32_matrix() -> None:
-    g = Gallery(["A", "B"], [[3.0, 4.0], [0.0, 2.0]])
+    g = Gallery(["A", "B"], [[3.0, 4.0], [0.0, 2.0]], ARCFACE)
     assert g.matrix.dtype == np.float32 and g.matrix.flags.c_contiguous
     np.testing.assert_allclose(np.linalg.norm(g.matrix, axis=1), 1.0, rtol=1e-6)
 
 
 def test_top1_over_several_rows_per_person() -> None:
-    g = Gallery(["A", "A", "B"], [[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]])
+    g = Gallery(["A", "A", "B"], [[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]], ARCFACE)
     m = g.match(unit(0.7, 0.7, 0.1), 0.4)
     assert m.employee_id == "A"
     assert m.score == pytest.approx(float(unit(0.8, 0.6, 0) @ unit(0.7, 0.7, 0.1)), abs=1e-6)
@@ -31,7 +32,7 @@ def test_top1_over_several_rows_per_person() -> None:
 
 
 def test_threshold_edges() -> None:
-    g = Gallery(["A"], [[1.0, 0.0]])
+    g = Gallery(["A"], [[1.0, 0.0]], ARCFACE)
     probe = np.array([0.5, np.sqrt(0.75)], dtype=np.float32)  # cosine exactly 0.5 in float32
     score = float(g.matrix[0] @ probe)
     assert g.match(probe, score).employee_id == "A"  # equal to the threshold: a match
@@ -43,7 +44,7 @@ def test_threshold_edges() -> None:
 
 def test_default_threshold_is_stricter_than_the_guides() -> None:
     guide_cosine = 2 * 0.55 - 1  # (cos + 1) / 2 > 0.55  <=>  cos > 0.10
-    g = Gallery(["A"], [[1.0, 0.0]])
+    g = Gallery(["A"], [[1.0, 0.0]], ARCFACE)
     stranger = unit(0.2, 0.98)  # cosine ~0.2: a different person for ArcFace-family models
     by_the_guide = g.match(stranger, guide_cosine)
     assert by_the_guide.employee_id == "A" and (by_the_guide.score + 1) / 2 > 0.55  # the guide's rule takes him
@@ -51,7 +52,7 @@ def test_default_threshold_is_stricter_than_the_guides() -> None:
 
 
 def test_empty_gallery_is_always_unknown() -> None:
-    m = Gallery.empty(512).match(unit(*([1.0] * 512)), 0.4)
+    m = Gallery.empty(512, ARCFACE).match(unit(*([1.0] * 512)), 0.4)
     assert m.employee_id is None and m.score == -1.0
 
 
@@ -63,21 +64,21 @@ def test_empty_gallery_is_always_unknown() -> None:
 ])
 def test_bad_galleries_are_refused(ids: list[str], rows: list[list[float]], message: str) -> None:
     with pytest.raises(GalleryError, match=message):
-        Gallery(ids, rows)
+        Gallery(ids, rows, ARCFACE)
 
 
 def test_merging_checks_dimensions() -> None:
-    a, b = Gallery(["A"], [[1.0, 0.0]]), Gallery(["B"], [[0.0, 1.0]])
+    a, b = Gallery(["A"], [[1.0, 0.0]], ARCFACE), Gallery(["B"], [[0.0, 1.0]], ARCFACE)
     assert a.merged(b).ids == ("A", "B")
-    assert Gallery.empty(2).merged(a) is a
+    assert Gallery.empty(2, ARCFACE).merged(a) is a
     with pytest.raises(GalleryError, match="cannot merge 3-d"):
-        a.merged(Gallery(["C"], [[1.0, 0.0, 0.0]]))
+        a.merged(Gallery(["C"], [[1.0, 0.0, 0.0]], ARCFACE))
 
 
 def test_matching_10000_is_one_matrix_vector_product() -> None:
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((10_000, 512)).astype(np.float32)
-    g = Gallery([f"E{i}" for i in range(10_000)], rows)
+    g = Gallery([f"E{i}" for i in range(10_000)], rows, ARCFACE)
     probe = g.matrix[1234] + np.float32(0.01) * rng.standard_normal(512).astype(np.float32)
     probe /= np.linalg.norm(probe)
     assert g.match(probe, 0.4).employee_id == "E1234"
@@ -86,7 +87,7 @@ def test_matching_10000_is_one_matrix_vector_product() -> None:
 @pytest.mark.parametrize("rows, dim", [(1, 128), (3, 512), (10_000, 512)])
 def test_the_scores_are_the_cosine_similarities_numpy_computes(rows: int, dim: int) -> None:
     rng = np.random.default_rng(rows)
-    g = Gallery([f"E{i}" for i in range(rows)], rng.standard_normal((rows, dim)).astype(np.float32))
+    g = Gallery([f"E{i}" for i in range(rows)], rng.standard_normal((rows, dim)).astype(np.float32), ARCFACE)
     probe = rng.standard_normal(dim).astype(np.float32)
     probe /= np.linalg.norm(probe)
     expected = g.matrix @ probe
@@ -96,8 +97,8 @@ def test_the_scores_are_the_cosine_similarities_numpy_computes(rows: int, dim: i
 
 
 def test_galleries_alive_side_by_side_each_match_against_their_own_rows() -> None:
-    a = Gallery(["A1", "A2"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    b = Gallery(["B1"], [[0.0, 0.0, 1.0]])
+    a = Gallery(["A1", "A2"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], ARCFACE)
+    b = Gallery(["B1"], [[0.0, 0.0, 1.0]], ARCFACE)
     probe = np.array([0.0, 0.6, 0.8], dtype=np.float32)
     for _ in range(2):  # alternating: each keeps its own bound buffers
         assert a.match(probe, 0.0) == Match("A2", pytest.approx(0.6))

@@ -13,6 +13,7 @@ from kioskcli import cli
 
 from pi_kiosk import config, runtime
 from pi_kiosk.align import Aligner
+from pi_kiosk.cards import builtin
 from pi_kiosk.client import ServerClient
 from pi_kiosk.config import EmbedderConfig
 from pi_kiosk.detect import MtcnnDetector
@@ -22,13 +23,15 @@ from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
 from pi_kiosk.sync import GallerySync
 
+ARCFACE = builtin("arcface")
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_embedder_is_named_by_its_onnx_files_hash(mobilefacenet: Path, tmp_path: Path) -> None:
-    emb = OnnxEmbedder(mobilefacenet, cache_dir=tmp_path, sha256=sha256(mobilefacenet).upper())
+    emb = OnnxEmbedder(mobilefacenet, ARCFACE, cache_dir=tmp_path, sha256=sha256(mobilefacenet).upper())
     assert emb.model_sha256 == sha256(mobilefacenet)
     (cached,) = tmp_path.glob("*.onnx")
     assert emb.model_sha256[:16] in cached.name  # the same hash names the optimised-model cache
@@ -37,8 +40,8 @@ def test_the_embedder_is_named_by_its_onnx_files_hash(mobilefacenet: Path, tmp_p
 def test_the_coral_fallback_carries_the_hash_and_reads_the_model_once(mobilefacenet: Path, tmp_path: Path) -> None:
     tflite = tmp_path / "model_edgetpu.tflite"
     tflite.write_bytes(b"TFL3")
-    cfg = EmbedderConfig(model_path=mobilefacenet, backend="coral", coral_model_path=tflite, cache_dir=tmp_path,
-                         model_sha256=sha256(mobilefacenet))
+    cfg = EmbedderConfig(model_path=mobilefacenet, card="arcface", backend="coral", coral_model_path=tflite,
+                         cache_dir=tmp_path, model_sha256=sha256(mobilefacenet))
     runtime._sha256.cache_clear()
     emb = load_embedder(cfg)
     assert isinstance(emb, OnnxEmbedder) and emb.model_sha256 == sha256(mobilefacenet)
@@ -72,7 +75,7 @@ def test_enrollments_of_another_model_are_not_used_and_not_overwritten(
     assert switched.returncode == 0, switched.stderr
     aside = tmp_path / f"enrolled.{sha256(mobilefacenet)[:12]}.npz"
     assert aside.read_bytes() == original  # nothing already recorded is lost
-    new = load_gallery(enrolled)
+    new = load_gallery(enrolled, ARCFACE)
     assert new.model == sha256(other_mobilefacenet) and new.gallery.ids == ("E002",)
 
 
@@ -85,16 +88,16 @@ def test_a_0_1_enrollment_file_is_set_aside_under_its_own_name(write_config: Cal
     done = cli("enroll", "--config", str(write_config()), "--id", "E002", "--new-model", str(astronaut_path))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "enrolled.no-model.npz").read_bytes() == b"an earlier switch"
-    assert load_gallery(tmp_path / "enrolled.no-model.1.npz").gallery.ids == ("E001",)
+    assert load_gallery(tmp_path / "enrolled.no-model.1.npz", ARCFACE).gallery.ids == ("E001",)
 
 
 def test_a_new_model_never_matches_the_old_models_vectors(write_config: Callable[..., Path], astronaut: np.ndarray,
                                                           mobilefacenet: Path, other_mobilefacenet: Path,
                                                           server: FakeServer, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    old = OnnxEmbedder(mobilefacenet)
+    old = OnnxEmbedder(mobilefacenet, ARCFACE)
     face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
-    vector = old.embed(Aligner().align(astronaut, face.landmarks))
+    vector = old.embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
     server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
     video = tmp_path / "visit.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (512, 512))
@@ -105,7 +108,7 @@ def test_a_new_model_never_matches_the_old_models_vectors(write_config: Callable
     cv2.imwrite(str(photo), astronaut)
     cfg = config.load(write_config(camera={"source": str(video)},
                                    embedder={"model_path": str(other_mobilefacenet)}, matching={"threshold": -1.0}))
-    GallerySync(ServerClient(server.url), cfg.sync.cache_path, old.dim, old.model_sha256).fetch()
+    GallerySync(ServerClient(server.url), cfg.sync.cache_path, old.dim, old.model_sha256, ARCFACE).fetch()
     enroll("E001", [photo], MtcnnDetector(min_face_size=40), old, cfg.sync.enrolled_path)
     service = Service(cfg)
     # A threshold of -1 would match anyone against any vector: nobody is matched because there are none.

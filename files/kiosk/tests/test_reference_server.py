@@ -16,9 +16,10 @@ import pytest
 import requests
 import uvicorn
 from attendance_server.app import create_app
-from attendance_server.config import Settings
+from attendance_server.config import EmbeddingModel, Settings
 from attendance_server.store import Store
 
+from pi_kiosk.cards import builtin
 from pi_kiosk.client import ServerClient
 from pi_kiosk.outbox import Outbox, Sender
 from pi_kiosk.runtime import file_sha256
@@ -72,7 +73,8 @@ def serving(settings: Settings, sock: socket.socket) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, mobilefacenet: Path) -> Settings:
-    return Settings(tmp_path / "server.sqlite3", ADMIN, {"lobby": KIOSK}, {"mobilefacenet": mobilefacenet})
+    return Settings(tmp_path / "server.sqlite3", ADMIN, {"lobby": KIOSK},
+                    {"mobilefacenet": EmbeddingModel(mobilefacenet, "arcface")})
 
 
 def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, settings: Settings) -> None:
@@ -102,7 +104,8 @@ def test_server_down_for_20_events_then_up_records_exactly_20(tmp_path: Path, se
 
 
 def sync_for(tmp_path: Path, url: str, model: Path) -> GallerySync:
-    return GallerySync(ServerClient(url, token=KIOSK, timeout=30), tmp_path / "gallery.npz", 512, file_sha256(model))
+    return GallerySync(ServerClient(url, token=KIOSK, timeout=30), tmp_path / "gallery.npz", 512, file_sha256(model),
+                       builtin("arcface"))
 
 
 def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
@@ -124,7 +127,7 @@ def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
 
         # Another model's kiosk gets none of these vectors: they live in another space.
         other = GallerySync(ServerClient(url, token=KIOSK, timeout=30), tmp_path / "other.npz", 512,
-                            file_sha256(other_mobilefacenet))
+                            file_sha256(other_mobilefacenet), builtin("arcface"))
         fetched = other.fetch()
         assert fetched is not None and len(fetched) == 0
 

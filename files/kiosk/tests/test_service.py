@@ -27,6 +27,7 @@ from kioskcli import cli
 from pi_kiosk import __version__, config
 from pi_kiosk import recognizer as recognizer_module
 from pi_kiosk.align import Aligner
+from pi_kiosk.cards import builtin
 from pi_kiosk.config import DetectorConfig
 from pi_kiosk.detect import Detector, Face, MtcnnDetector, load_detector
 from pi_kiosk.embed import OnnxEmbedder
@@ -36,6 +37,8 @@ from pi_kiosk.outbox import Outbox
 from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
+
+ARCFACE = builtin("arcface")
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
@@ -66,7 +69,7 @@ def test_enroll_then_check(write_config: Callable[..., Path], astronaut_path: Pa
     assert "enrolled E001 from 1 photo(s)" in done.stdout
     enrolled = tmp_path / "enrolled.npz"
     assert stat.S_IMODE(enrolled.stat().st_mode) == 0o600
-    gallery = load_gallery(enrolled).gallery
+    gallery = load_gallery(enrolled, ARCFACE).gallery
     assert gallery.ids == ("E001",) and gallery.dim == 512
     # Never log biometric data: no embedding values in anything the command printed.
     value = f"{gallery.matrix[0, 0]:.4f}"
@@ -113,7 +116,7 @@ def run_on_video(frames: list[np.ndarray], write_config: Callable[..., Path], as
     cfg = config.load(write_config(server.url, camera={"source": str(video)}, report={"status": "IN"}))
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), astronaut)
-    enroll("E001", [photo], MtcnnDetector(min_face_size=40), OnnxEmbedder(cfg.embedder.model_path),
+    enroll("E001", [photo], MtcnnDetector(min_face_size=40), OnnxEmbedder(cfg.embedder.model_path, ARCFACE),
            cfg.sync.enrolled_path)
     service = Service(cfg)
     service.run()
@@ -146,7 +149,7 @@ def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[...,
                                                      astronaut_path: Path, server: FakeServer,
                                                      mobilefacenet: Path) -> None:
     face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
-    vector = OnnxEmbedder(mobilefacenet).embed(Aligner().align(astronaut, face.landmarks))
+    vector = OnnxEmbedder(mobilefacenet, ARCFACE).embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
     server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
     cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0}))
     service = Service(cfg)
@@ -243,7 +246,7 @@ def test_healthz_turns_degraded_while_the_server_refuses_the_token(
         write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
         mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
-    vector = OnnxEmbedder(mobilefacenet).embed(Aligner().align(astronaut, face.landmarks))
+    vector = OnnxEmbedder(mobilefacenet, ARCFACE).embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
     server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
     server.post_status = 401
     ready: queue.Queue[str] = queue.Queue()

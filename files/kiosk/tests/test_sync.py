@@ -9,11 +9,13 @@ import pytest
 import requests
 from fakeserver import FakeServer
 
+from pi_kiosk.cards import builtin
 from pi_kiosk.client import ServerClient
 from pi_kiosk.errors import GalleryError
 from pi_kiosk.store import load_gallery
 from pi_kiosk.sync import GallerySync, parse_embeddings
 
+ARCFACE = builtin("arcface")
 DIM = 8
 MODEL = "a" * 64  # the embedding model's sha256
 OTHER = "b" * 64  # another model with the same dimension
@@ -27,7 +29,7 @@ def body(*people: tuple[str, int]) -> dict[str, object]:
 def test_first_sync_caches_privately_then_etag_makes_it_free(tmp_path: Path, server: FakeServer) -> None:
     server.embeddings = body(("E001", 2), ("E002", 1))
     cache = tmp_path / "state" / "gallery.npz"
-    sync = GallerySync(ServerClient(server.url, token="t0k"), cache, DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url, token="t0k"), cache, DIM, MODEL, ARCFACE)
     gallery = sync.fetch()
     assert gallery is not None and gallery.ids == ("E001", "E001", "E002")
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
@@ -40,10 +42,10 @@ def test_first_sync_caches_privately_then_etag_makes_it_free(tmp_path: Path, ser
 def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server: FakeServer, refused_url: str) -> None:
     server.embeddings = body(("E001", 1))
     cache = tmp_path / "gallery.npz"
-    online = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
+    online = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
     expected = online.fetch()
     assert expected is not None
-    offline = GallerySync(ServerClient(refused_url), cache, DIM, MODEL)
+    offline = GallerySync(ServerClient(refused_url), cache, DIM, MODEL, ARCFACE)
     gallery = offline.load_cached()
     assert gallery.ids == ("E001",)
     np.testing.assert_allclose(gallery.matrix, expected.matrix, rtol=1e-6)
@@ -54,18 +56,18 @@ def test_a_restarted_kiosk_starts_offline_from_the_cache(tmp_path: Path, server:
 
 def test_changed_gallery_replaces_the_cache(tmp_path: Path, server: FakeServer) -> None:
     cache = tmp_path / "gallery.npz"
-    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
     server.embeddings = body(("E001", 1))
     sync.fetch()
     server.embeddings, server.etag = body(("E001", 1), ("E003", 1)), '"v2"'
     gallery = sync.fetch()
     assert gallery is not None and gallery.people == 2
-    assert load_gallery(cache).etag == '"v2"'
+    assert load_gallery(cache, ARCFACE).etag == '"v2"'
 
 
 def test_a_bad_answer_keeps_the_old_cache(tmp_path: Path, server: FakeServer) -> None:
     cache = tmp_path / "gallery.npz"
-    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
     server.embeddings = body(("E001", 1))
     sync.fetch()
     before = cache.read_bytes()
@@ -77,7 +79,7 @@ def test_a_bad_answer_keeps_the_old_cache(tmp_path: Path, server: FakeServer) ->
 
 
 def test_no_cache_means_an_empty_gallery(tmp_path: Path) -> None:
-    gallery = GallerySync(ServerClient("http://x"), tmp_path / "none.npz", DIM, MODEL).load_cached()
+    gallery = GallerySync(ServerClient("http://x"), tmp_path / "none.npz", DIM, MODEL, ARCFACE).load_cached()
     assert len(gallery) == 0 and gallery.dim == DIM
 
 
@@ -85,9 +87,9 @@ def test_cache_of_another_model_with_the_same_dimension_is_not_used(tmp_path: Pa
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     server.embeddings = body(("E001", 1))
     cache = tmp_path / "g.npz"
-    GallerySync(ServerClient(server.url), cache, DIM, OTHER).fetch()
+    GallerySync(ServerClient(server.url), cache, DIM, OTHER, ARCFACE).fetch()
     before = cache.read_bytes()
-    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
     with caplog.at_level(logging.WARNING):
         assert len(sync.load_cached()) == 0
     assert sync.etag == ""
@@ -97,7 +99,7 @@ def test_cache_of_another_model_with_the_same_dimension_is_not_used(tmp_path: Pa
     assert cache.read_bytes() == before  # not deleted: it is replaced by the next sync
     assert sync.fetch() is not None
     assert "If-None-Match" not in server.gets[-1]  # the other model's ETag is never sent
-    assert load_gallery(cache).model == MODEL
+    assert load_gallery(cache, ARCFACE).model == MODEL
 
 
 def test_cache_of_pi_kiosk_0_1_records_no_model_and_is_not_used(tmp_path: Path,
@@ -106,18 +108,18 @@ def test_cache_of_pi_kiosk_0_1_records_no_model_and_is_not_used(tmp_path: Path,
     rows = np.random.default_rng(0).standard_normal((1, DIM))
     np.savez(cache, ids=np.asarray(["E001"]), vectors=rows.astype(np.float32), etag=np.str_('"v1"'))  # 0.1's format
     with caplog.at_level(logging.WARNING):
-        assert len(GallerySync(ServerClient("http://x"), cache, DIM, MODEL).load_cached()) == 0
+        assert len(GallerySync(ServerClient("http://x"), cache, DIM, MODEL, ARCFACE).load_cached()) == 0
     assert "an unrecorded model (a file of pi-kiosk 0.1)" in caplog.text
 
 
 def test_the_request_names_the_model(tmp_path: Path, server: FakeServer) -> None:
-    GallerySync(ServerClient(server.url), tmp_path / "g.npz", DIM, MODEL).fetch()
+    GallerySync(ServerClient(server.url), tmp_path / "g.npz", DIM, MODEL, ARCFACE).fetch()
     assert server.get_queries == [{"model": [MODEL]}]
 
 
 def test_an_answer_for_another_model_is_refused(tmp_path: Path, server: FakeServer) -> None:
     cache = tmp_path / "g.npz"
-    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
     server.embeddings = {"model": MODEL, **body(("E001", 1))}
     assert sync.fetch() is not None
     before = cache.read_bytes()
@@ -128,7 +130,7 @@ def test_an_answer_for_another_model_is_refused(tmp_path: Path, server: FakeServ
 
 
 def test_probe_reads_the_status_without_the_gallery(tmp_path: Path, server: FakeServer) -> None:
-    sync = GallerySync(ServerClient(server.url, token="t0k"), tmp_path / "g.npz", DIM, MODEL)
+    sync = GallerySync(ServerClient(server.url, token="t0k"), tmp_path / "g.npz", DIM, MODEL, ARCFACE)
     assert sync.probe() == 200
     server.get_status = 401
     assert sync.probe() == 401
@@ -139,7 +141,7 @@ def test_probe_reads_the_status_without_the_gallery(tmp_path: Path, server: Fake
 def test_corrupt_cache_is_reported(tmp_path: Path) -> None:
     (tmp_path / "g.npz").write_bytes(b"not a zip")
     with pytest.raises(GalleryError, match="not a readable embeddings file"):
-        GallerySync(ServerClient("http://x"), tmp_path / "g.npz", DIM, MODEL).load_cached()
+        GallerySync(ServerClient("http://x"), tmp_path / "g.npz", DIM, MODEL, ARCFACE).load_cached()
 
 
 @pytest.mark.parametrize(("doc", "message"), [
@@ -151,8 +153,8 @@ def test_corrupt_cache_is_reported(tmp_path: Path) -> None:
 ])
 def test_parse_rejects_malformed_documents(doc: object, message: str) -> None:
     with pytest.raises(GalleryError, match=message):
-        parse_embeddings(doc, DIM)
+        parse_embeddings(doc, DIM, ARCFACE)
 
 
 def test_parse_accepts_an_empty_fleet() -> None:
-    assert len(parse_embeddings({"employees": []}, DIM)) == 0
+    assert len(parse_embeddings({"employees": []}, DIM, ARCFACE)) == 0

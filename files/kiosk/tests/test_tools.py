@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from pi_kiosk import synthetic
+from pi_kiosk.cards import builtin
 from pi_kiosk.quantize import quantize
 
 KIOSK = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def test_unknown_architecture(tmp_path: Path) -> None:
 
 def test_quantize_reports_agreement_with_fp32(mobilefacenet: Path, astronaut_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
-    report = quantize(mobilefacenet, out, [astronaut_path])
+    report = quantize(mobilefacenet, out, builtin("arcface"), [astronaut_path])
     assert report.real_faces and report.faces == 2  # the face and its mirror image
     assert -1.0 <= report.cosine_min <= report.cosine_mean <= 1.0
     assert report.int8_bytes < report.fp32_bytes / 2
@@ -72,6 +73,7 @@ def test_kiosk_wheel_is_code_and_needs_the_detector(tmp_path: Path) -> None:
     names = build_wheel(KIOSK, tmp_path)
     (wheel,) = tmp_path.glob("pi_fleet_kiosk-*.whl")
     assert "pi_kiosk/py.typed" in names
+    assert {f"pi_kiosk/cards/{c}.toml" for c in ("arcface", "sface", "dlib-resnet-v1")} <= set(names)  # built-in cards
     assert not [n for n in names if n.endswith(".onnx")], "a code-only release would ship the networks again"
     assert wheel.stat().st_size < 200_000
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 
 from pi_kiosk.align import Aligner
+from pi_kiosk.cards import builtin
 from pi_kiosk.detect import MtcnnDetector
 from pi_kiosk.embed import OnnxEmbedder
 from pi_kiosk.match import Gallery
 from pi_kiosk.pipeline import Pipeline
 from pi_kiosk.track import Tracker
+
+ARCFACE = builtin("arcface")
 
 
 class Counting(MtcnnDetector):
@@ -78,8 +81,9 @@ class CountingEmbedder:
     """The real embedder, counting the faces it embeds."""
 
     def __init__(self, model: Path) -> None:
-        self.inner = OnnxEmbedder(model)
-        self.dim, self.model_sha256, self.threads = self.inner.dim, self.inner.model_sha256, self.inner.threads
+        self.inner = OnnxEmbedder(model, ARCFACE)
+        self.card, self.dim, self.model_sha256, self.threads = (
+            self.inner.card, self.inner.dim, self.inner.model_sha256, self.inner.threads)
         self.calls = 0
 
     def embed(self, face: np.ndarray) -> np.ndarray:
@@ -96,8 +100,8 @@ def test_a_recognised_face_keeps_her_identity_while_followed_and_is_matched_afre
     embedder = CountingEmbedder(mobilefacenet)
     frame = astronaut
     face = MtcnnDetector.detect(detector, frame)[0]
-    her = embedder.embed(Aligner().align(frame, face.landmarks)).copy()
-    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery(["E1"], her[None]), 0.4)
+    her = embedder.embed(Aligner(ARCFACE).align(frame, face.landmarks)).copy()
+    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery(["E1"], her[None], ARCFACE), 0.4)
     embedder.calls = 0
     detector.calls.clear()
     results = [pipeline.process(f) for f in stream_of(astronaut)]
@@ -111,7 +115,7 @@ def test_a_recognised_face_keeps_her_identity_while_followed_and_is_matched_afre
 def test_a_face_that_matched_nobody_is_embedded_on_every_frame(
         detector: Counting, astronaut: np.ndarray, mobilefacenet: Path) -> None:
     embedder = CountingEmbedder(mobilefacenet)
-    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery.empty(embedder.dim), 0.4)
+    pipeline = Pipeline(Tracker(detector, full_every=5), embedder, Gallery.empty(embedder.dim, ARCFACE), 0.4)
     embedder.calls = 0
     results = [pipeline.process(f) for f in stream_of(astronaut)]
     assert embedder.calls == 7
@@ -121,8 +125,8 @@ def test_a_face_that_matched_nobody_is_embedded_on_every_frame(
 def test_photos_are_embedded_every_time(detector: Counting, astronaut: np.ndarray, mobilefacenet: Path) -> None:
     embedder = CountingEmbedder(mobilefacenet)
     face = MtcnnDetector.detect(detector, astronaut)[0]
-    her = embedder.embed(Aligner().align(astronaut, face.landmarks)).copy()
-    pipeline = Pipeline(detector, embedder, Gallery(["E1"], her[None]), 0.4)  # no Tracker: unrelated photos
+    her = embedder.embed(Aligner(ARCFACE).align(astronaut, face.landmarks)).copy()
+    pipeline = Pipeline(detector, embedder, Gallery(["E1"], her[None], ARCFACE), 0.4)  # no Tracker: unrelated photos
     embedder.calls = 0
     for f in stream_of(astronaut)[:3]:
         assert [r.match.employee_id for r in pipeline.process(f)] == ["E1"]

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
-from attendance_server.config import ConfigError, Settings, parse
+from attendance_server.config import ConfigError, EmbeddingModel, Settings, parse
 
 ADMIN = "admin-token-0123456789"
 LOBBY = "lobby-token-0123456789"
@@ -138,8 +138,8 @@ def test_a_photo_enrolled_is_not_kept_only_its_embedding(tmp_path: Path, monkeyp
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     data = tmp_path / "data"
-    settings = Settings(data / "attendance.sqlite3", ADMIN, {"lobby": LOBBY},
-                        {"mobilefacenet": synthetic.cached("mobilefacenet", tmp_path / "models")})
+    model = EmbeddingModel(synthetic.cached("mobilefacenet", tmp_path / "models"), "arcface")
+    settings = Settings(data / "attendance.sqlite3", ADMIN, {"lobby": LOBBY}, {"mobilefacenet": model})
     r = TestClient(create_app(settings)).post("/api/employees/E042/photos", headers=bearer(ADMIN),
                                               files=[("photos", ("astronaut.png", photo, "image/png"))])
     assert r.status_code == 201 and list(r.json()["embeddings"].values()) == [1], r.text
@@ -153,6 +153,26 @@ def test_a_photo_enrolled_is_not_kept_only_its_embedding(tmp_path: Path, monkeyp
     assert any(len(v) == 512 * 4 for v in stored)  # the embedding is there: the scan reads what was stored
     image = (b"\x89PNG", b"\xff\xd8\xff", photo[1000:1064], base64.b64encode(photo)[1000:1064])
     assert [v[:40] for v in stored if any(sign in v for sign in image)] == []
+
+
+def test_each_models_card_is_read_at_start_and_must_fit_its_model(tmp_path: Path) -> None:
+    """An unknown card stops the server at start; a card that does not fit its model (here: a card naming
+    another file's sha256) refuses photos with the settings' message, not a server error."""
+    synthetic = pytest.importorskip("pi_kiosk.synthetic")
+    base = {"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}}
+    with pytest.raises(ConfigError, match=r"models.m.card = 'arcfac': no built-in card of that name; built-in cards: "
+                                          r"arcface, dlib-resnet-v1, sface"):
+        parse({**base, "models": {"m": {"path": __file__, "card": "arcfac"}}}, "server.toml")
+    model = synthetic.cached("mobilefacenet", tmp_path / "models")
+    assert parse({**base, "models": {"m": {"path": str(model), "card": "arcface"}}}, "server.toml").models == {
+        "m": EmbeddingModel(model, "arcface")}
+    settings = Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY},
+                        {"m": EmbeddingModel(model, "dlib-resnet-v1")})
+    r = TestClient(create_app(settings)).post("/api/employees/E042/photos", headers=bearer(ADMIN),
+                                              files=[("photos", ("a.jpg", b"x", "image/jpeg"))])
+    assert r.status_code == 422
+    assert "models.m.path = " in r.json()["detail"]
+    assert "but built-in card 'dlib-resnet-v1' describes the file with sha256" in r.json()["detail"]
 
 
 def test_the_attendance_page_lists_events_newest_first_behind_basic_auth(client: TestClient) -> None:
@@ -179,7 +199,13 @@ def test_the_openapi_contract_is_published(client: TestClient) -> None:
     ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": ADMIN}}, "a token of their own"),
     ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}, "port": 1}, "unknown settings port"),
     ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}, "models": {"m": "/nonexistent.onnx"}},
-     "models.m"),
+     "models.m = '/nonexistent.onnx': a model needs its card"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY},
+      "models": {"m": {"path": "/nonexistent.onnx", "card": "arcface"}}}, "models.m.path = '/nonexistent.onnx' is not"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY}, "models": {"m": {"path": __file__}}},
+     "models.m.card: missing; every model needs its card"),
+    ({"database": "x.db", "admin_token": ADMIN, "kiosks": {"a": LOBBY},
+      "models": {"m": {"path": __file__, "card": "arcface", "threshold": 0.5}}}, "unknown keys threshold"),
 ])
 def test_bad_settings_are_named(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -1,7 +1,10 @@
-"""Five landmarks -> similarity transform -> the 112x112 face crop ArcFace-family models expect.
+"""Five landmarks -> similarity transform -> the face crop the embedding model expects.
 
-A similarity (rotation, uniform scale, translation) keeps the face's proportions, which is what
-the recognition models were trained on; resizing the whole frame to 112x112 does not.
+The crop's size and the template the landmarks are mapped onto come from the model's card
+(cards.py): 112x112 and InsightFace's template for ArcFace-contract models, 150x150 and a template
+fitted to dlib's chips for dlib's ResNet. A similarity (rotation, uniform scale, translation) keeps
+the face's proportions, which is what the recognition models were trained on; resizing the whole
+frame to the model's size does not.
 """
 from __future__ import annotations
 
@@ -9,20 +12,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from .cards import Card, builtin
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
-SIZE = 112
-# The InsightFace/ArcFace 112x112 template: eye, eye, nose tip, mouth corner, mouth corner,
-# image left-to-right.
-ARCFACE_TEMPLATE: F32 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
+# The arcface card's template (eye, eye, nose tip, mouth corner, mouth corner, image left to right),
+# for tools that compare templates; the aligner reads its own card's.
+ARCFACE_TEMPLATE: F32 = np.array(builtin("arcface").template, dtype=np.float32)
 
 
-def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike = ARCFACE_TEMPLATE) -> F64:
+def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> F64:
     """Least-squares similarity mapping src points onto dst (Umeyama, 1991), as a 2x3 matrix.
 
     In 2-D the rotation-and-scale part is [[a, -b], [b, a]] with a closed form: no SVD (LAPACK's
@@ -46,13 +47,17 @@ def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike = ARCFACE_TEMPLA
 
 
 class Aligner:
-    """Warps faces into one preallocated 112x112 buffer: the next call overwrites it."""
+    """Warps faces onto the card's template into one preallocated buffer of the card's input size
+    (height x width x 3, BGR like the frame): the next call overwrites it."""
 
-    def __init__(self) -> None:
-        self._out: U8 = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    def __init__(self, card: Card) -> None:
+        self.card = card
+        self.size = card.size  # (width, height), as OpenCV takes it
+        self.template: F64 = np.array(card.template, dtype=np.float64)
+        self._out: U8 = np.zeros((card.height, card.width, 3), dtype=np.uint8)
 
     def align(self, frame: U8, landmarks: F32) -> U8:
-        matrix = similarity_transform(landmarks)
-        cv2.warpAffine(frame, matrix, (SIZE, SIZE), dst=self._out, flags=cv2.INTER_LINEAR,
+        matrix = similarity_transform(landmarks, self.template)
+        cv2.warpAffine(frame, matrix, self.size, dst=self._out, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         return self._out

@@ -65,13 +65,16 @@ def cmd_check(args: argparse.Namespace) -> int:
              else np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
     results = pipeline.process(frame)
     # Always run one embedding, even when the test frame holds no face.
-    vector = embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
+    card = embedder.card
+    vector = embedder.embed(np.zeros((card.height, card.width, 3), dtype=np.uint8))
     if not np.isfinite(vector).all():
         raise KioskError("the embedding model produced non-finite values")
     print(f"ok: config {args.config}")
     threads = "Edge TPU" if embedder.threads is None else f"{embedder.threads} thread(s)"
     print(f"ok: embedder {type(embedder).__name__}, {embedder.dim}-d, model {embedder.model_sha256[:12]}, "
           f"{threads}, one inference done")
+    chosen = "matching.threshold" if cfg.matching.threshold is not None else "the card's published threshold"
+    print(f"ok: card {card.describe()}; matching at {pipeline.threshold:g} ({chosen})")
     print(f"ok: detector {cfg.detector.backend}, {len(results)} face(s) in the test frame")
     print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings")
     print(f"ok: {_outbox_line(cfg.outbox.path)}")
@@ -145,6 +148,7 @@ def cmd_outbox_requeue(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
     from .capture import classify, read_image
+    from .cards import threshold
     from .detect import load_detector
     from .embed import load_embedder
 
@@ -157,15 +161,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     embedder = load_embedder(cfg.embedder)
     detector = load_detector(cfg.detector)
     print(bench.run(read_image(image), detector, embedder, frames=args.frames, gallery_size=args.gallery_size,
-                    threshold=cfg.matching.threshold))
+                    threshold=threshold(embedder.card, cfg.matching.threshold)))
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from .cards import resolve
     from .quantize import quantize
 
     _setup_logging("WARNING")
-    print(quantize(args.model, args.output, args.calibration, threads=args.threads))
+    print(quantize(args.model, args.output, resolve(args.card, key="--card"), args.calibration, threads=args.threads))
     print(f"wrote {args.output}")
     return 0
 
@@ -228,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--gallery-size", type=_positive, default=1000)
     sp.set_defaults(func=cmd_bench)
     sp = sub.add_parser("quantize", help="INT8-quantize an embedding model and report agreement with FP32")
+    sp.add_argument("--card", required=True,
+                    help="the model's card: a built-in name (arcface, sface, dlib-resnet-v1) or a card file's path")
     sp.add_argument("model", type=Path)
     sp.add_argument("output", type=Path)
     sp.add_argument("--calibration", nargs="*", type=Path, default=[], help="photos with faces for calibration")

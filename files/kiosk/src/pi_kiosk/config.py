@@ -7,6 +7,7 @@ the file is reported at once, each naming the key, the bad value and what is all
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from . import cards
 from .errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/pi-kiosk/config.toml")
@@ -29,6 +31,8 @@ def _choices(*values: str) -> dict[str, Any]:
 
 
 NONEMPTY: dict[str, Any] = {"nonempty": True}
+# embedder.card: which card describes the model; no default, so that no kiosk runs a model on a guess.
+CARD: dict[str, Any] = {"nonempty": True, "card": True}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class DetectorConfig:
 @dataclass(frozen=True)
 class EmbedderConfig:
     model_path: Path
+    card: str = field(metadata=CARD)  # a built-in card's name, or a card file's path (cards.py)
     model_sha256: str | None = None
     backend: str = field(default="onnxruntime", metadata=_choices("onnxruntime", "coral"))
     coral_model_path: Path | None = None
@@ -68,7 +73,8 @@ class EmbedderConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    threshold: float = field(default=0.40, metadata=_range(-1.0, 1.0))
+    # Unset: the card's published threshold. Set: this one, in the card's metric (checked against it).
+    threshold: float | None = field(default=None, metadata={"finite": True})
 
 
 @dataclass(frozen=True)
@@ -134,9 +140,14 @@ T = TypeVar("T")
 def _describe(kind: type[Any], meta: typing.Mapping[str, Any], optional: bool) -> str:
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta.get("card"):
+        return (f"a built-in card's name ({', '.join(cards.builtin_names())}) or a card file's path "
+                "(containing '/' or ending in .toml)")
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
              Path: "a non-empty path"}
     text = names[kind]
+    if meta.get("finite"):
+        text = "a finite number"
     if meta.get("nonempty"):
         text = "a non-empty string"
     if "min" in meta:
@@ -178,6 +189,9 @@ def _convert(key: str, raw: Any, f: dataclasses.Field[Any], hint: Any, errors: l
     if "min" in meta and not meta["min"] <= raw <= meta["max"]:
         errors.append(bad)
         return None
+    if meta.get("finite") and not math.isfinite(raw):
+        errors.append(bad)
+        return None
     return Path(raw) if kind is Path else raw
 
 
@@ -195,7 +209,11 @@ def _section(name: str, cls: type[T], raw: Any, errors: list[str]) -> T | None:
         key = f"{name}.{fname}"
         if fname not in raw:
             if f.default is dataclasses.MISSING:
-                errors.append(f"{key}: missing; it is required and has no default")
+                if f.metadata.get("card"):
+                    errors.append(f"{key}: missing; every model needs its card, it has no default: "
+                                  f"{_describe(str, f.metadata, False)}")
+                else:
+                    errors.append(f"{key}: missing; it is required and has no default")
             continue
         values[fname] = _convert(key, raw[fname], f, hints[fname], errors)
     if len(errors) > before:
@@ -214,12 +232,30 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
     if cfg.embedder.backend == "coral" and cfg.embedder.coral_model_path is None:
         errors.append("embedder.coral_model_path: required when embedder.backend = 'coral' "
                       "(an Edge TPU compiled .tflite file)")
+    _check_card(cfg, errors)
     sha = cfg.embedder.model_sha256
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
         errors.append(f"embedder.model_sha256 = {sha!r}: expected 64 hexadecimal digits")
     if cfg.outbox.retry_max_seconds < cfg.outbox.retry_initial_seconds:
         errors.append(f"outbox.retry_max_seconds = {cfg.outbox.retry_max_seconds}: must be at least "
                       f"outbox.retry_initial_seconds ({cfg.outbox.retry_initial_seconds})")
+
+
+def _check_card(cfg: Config, errors: list[str]) -> None:
+    """embedder.card names a built-in card or a file; a built-in card is read here (on the deploy
+    controller too) and matching.threshold checked against its metric. A card file is read when the
+    model is loaded: it lives on the kiosk."""
+    ref = cfg.embedder.card
+    problem = cards.reference_problem(ref)
+    if problem is not None:
+        errors.append(f"embedder.card = {ref!r}: {problem}")
+        return
+    if cards.is_path(ref):
+        return
+    try:
+        cards.threshold(cards.builtin(ref), cfg.matching.threshold)
+    except cards.CardError as exc:
+        errors.append(str(exc))
 
 
 def parse(data: dict[str, Any], source: str = "config") -> Config:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def embed_photos(photos: Sequence[Path], detector: Detector, embedder: Embedder) -> np.ndarray:
     """One embedding per photo; EnrollError names every photo that is not exactly one face."""
-    aligner = Aligner()
+    aligner = Aligner(embedder.card)  # the card's crop size and template
     rows = np.empty((len(photos), embedder.dim), dtype=np.float32)
     problems: list[str] = []
     for i, photo in enumerate(photos):
@@ -43,9 +43,9 @@ def embed_photos(photos: Sequence[Path], detector: Detector, embedder: Embedder)
 
 def load_enrolled(path: Path, embedder: Embedder) -> Gallery:
     """Embeddings enrolled on this kiosk with this model (empty if none)."""
-    stored = load_for_model(path, embedder.model_sha256,
+    stored = load_for_model(path, embedder.model_sha256, embedder.card,
                             "re-enroll everyone with this model: pi-kiosk enroll --new-model (keeps that file)")
-    return Gallery.empty(embedder.dim) if stored is None else stored.gallery
+    return Gallery.empty(embedder.dim, embedder.card) if stored is None else stored.gallery
 
 
 def set_aside(path: Path, model: str) -> Path:
@@ -74,9 +74,9 @@ def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedde
     if not photos:
         raise EnrollError("give at least one photo")
     rows = embed_photos(photos, detector, embedder)
-    current = Gallery.empty(embedder.dim)
+    current = Gallery.empty(embedder.dim, embedder.card)
     if path.exists():
-        stored = load_gallery(path)
+        stored = load_gallery(path, embedder.card)
         if stored.model == embedder.model_sha256:
             current = stored.gallery
         elif not new_model:
@@ -90,8 +90,8 @@ def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedde
                         path, embedder.model_sha256[:12])
     if replace and len(current):
         keep = [i for i, e in enumerate(current.ids) if e != employee_id]
-        current = Gallery([current.ids[i] for i in keep], current.matrix[keep])
-    updated = current.merged(Gallery([employee_id] * len(photos), rows))
+        current = Gallery([current.ids[i] for i in keep], current.matrix[keep], embedder.card)
+    updated = current.merged(Gallery([employee_id] * len(photos), rows, embedder.card))
     save_gallery(path, updated, embedder.model_sha256)
     log.info("enrolled %s from %d photo(s); %d people in %s", employee_id, len(photos), updated.people, path)
     return updated

@@ -41,10 +41,10 @@ class Pipeline:
                  observe: Callable[[str, float], None] = no_timing) -> None:
         self.detector = detector
         self.embedder = embedder
-        self.aligner = Aligner()
+        self.aligner = Aligner(embedder.card)  # the embedder's card: its crop size and template
         # Replaced whole by the sync thread; a reference swap is atomic, so no lock is needed.
         self.gallery = gallery
-        self.threshold = threshold
+        self.threshold = threshold  # in the card's metric (cards.threshold)
         self.observe = observe
         self._previous: list[Recognition] = []
 

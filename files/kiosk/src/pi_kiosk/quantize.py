@@ -1,11 +1,14 @@
 """`pi-kiosk quantize`: INT8 static quantisation with onnxruntime.quantization, and how far the
-INT8 model's embeddings agree with the FP32 model's (cosine similarity per face).
+INT8 model's embeddings agree with the FP32 model's (cosine similarity per face). The model's card
+says how faces are aligned and fed to it; the INT8 model is another file, so a card that names the
+FP32 file's sha256 is used for it without that hash.
 
 Calibration uses aligned faces from the photos given; with none, random images stand in, and the
 report says so (its agreement figure then says little about real faces).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -17,10 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .align import SIZE, Aligner
+from .align import Aligner
 from .capture import read_image
+from .cards import Card
 from .detect import MtcnnDetector
-from .embed import INPUT_SHAPE, OnnxEmbedder, to_input
+from .embed import OnnxEmbedder, Preprocess
 
 log = logging.getLogger(__name__)
 U8 = npt.NDArray[np.uint8]
@@ -47,12 +51,12 @@ class Report:
         ])
 
 
-def calibration_faces(photos: Sequence[Path], count: int = 32) -> tuple[list[U8], bool]:
-    """Aligned faces (and their mirror images) from the photos, or random images without photos."""
+def calibration_faces(photos: Sequence[Path], card: Card, count: int = 32) -> tuple[list[U8], bool]:
+    """Faces aligned for the card (and their mirror images) from the photos, or random images without photos."""
     if not photos:
         rng = np.random.default_rng(0)
-        return [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(count)], False
-    detector, aligner = MtcnnDetector(min_face_size=40, max_faces=10), Aligner()
+        return [rng.integers(0, 256, (card.height, card.width, 3), dtype=np.uint8) for _ in range(count)], False
+    detector, aligner = MtcnnDetector(min_face_size=40, max_faces=10), Aligner(card)
     faces: list[U8] = []
     for photo in photos:
         image = read_image(photo)
@@ -74,18 +78,24 @@ def _median_ms(embedder: OnnxEmbedder, faces: Sequence[U8], rounds: int = 3) -> 
     return float(np.median(times) * 1000)
 
 
-def quantize(model: Path, output: Path, photos: Sequence[Path] = (), threads: int = 0) -> Report:
+def _cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Cosine similarity, whether or not the card L2-normalises its embeddings."""
+    return float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-30)
+
+
+def quantize(model: Path, output: Path, card: Card, photos: Sequence[Path] = (), threads: int = 0) -> Report:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    fp32 = OnnxEmbedder(model, threads=threads)
-    faces, real = calibration_faces(photos)
+    fp32 = OnnxEmbedder(model, card, threads=threads)
+    faces, real = calibration_faces(photos, card)
     input_name = fp32.session.get_inputs()[0].name
+    preprocess = Preprocess(card)
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]  # untyped base class
         def __init__(self) -> None:
             self._it: Iterator[dict[str, Any]] = iter(
-                {input_name: to_input(face, np.empty(INPUT_SHAPE[1:], np.float32))[None]} for face in faces)
+                {input_name: preprocess(face, np.empty(card.input_shape[1:], np.float32))[None]} for face in faces)
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self._it, None)
@@ -95,9 +105,9 @@ def quantize(model: Path, output: Path, photos: Sequence[Path] = (), threads: in
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    int8 = OnnxEmbedder(output, threads=threads, key="quantized model")
+    int8 = OnnxEmbedder(output, dataclasses.replace(card, sha256=None), threads=threads, key="quantized model")
     reference = np.stack([fp32.embed(f).copy() for f in faces])
-    cosines = np.array([float(int8.embed(f) @ ref) for f, ref in zip(faces, reference, strict=True)])
+    cosines = np.array([_cosine(int8.embed(f), ref) for f, ref in zip(faces, reference, strict=True)])
     return Report(len(faces), real, float(cosines.mean()), float(cosines.min()),
                   _median_ms(fp32, faces), _median_ms(int8, faces), model.stat().st_size, output.stat().st_size)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import cards
 from .client import ServerClient
 from .config import Config, server_token
 from .detect import Detector, MtcnnDetector, load_detector
@@ -40,7 +41,12 @@ def assemble(cfg: Config, *, offline: bool = False, stream: bool = False,
         detector = Tracker(detector, cfg.detector.track_frames)
     server = ServerClient(cfg.server.url, token="" if offline else server_token(cfg.server),
                           timeout=cfg.server.timeout_seconds)
-    sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256)
+    sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256, embedder.card)
     enrolled = load_enrolled(cfg.sync.enrolled_path, embedder)
     gallery = sync.load_cached().merged(enrolled)
-    return Recognizer(server, sync, enrolled, Pipeline(detector, embedder, gallery, cfg.matching.threshold, observe))
+    return Recognizer(server, sync, enrolled, Pipeline(detector, embedder, gallery, threshold(cfg, embedder), observe))
+
+
+def threshold(cfg: Config, embedder: Embedder) -> float:
+    """matching.threshold, or the card's published one; in the card's metric."""
+    return cards.threshold(embedder.card, cfg.matching.threshold)

@@ -47,6 +47,7 @@ class Service:
         self.summary = (f"{embedder.dim}-d embeddings of model {embedder.model_sha256[:12]}, "
                         f"{gallery.people} people enrolled")
         log.info("models loaded: %s", self.summary)
+        log.info("card %s; matching at %g", embedder.card.describe(), self.pipeline.threshold)
 
     def report(self, results: list[Recognition]) -> None:
         for r in results:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cards import Card
 from .errors import GalleryError
 from .match import Gallery
 
@@ -62,7 +63,9 @@ def save_gallery(path: Path, gallery: Gallery, model: str, etag: str = "") -> No
     write_private(path, buf.getvalue())
 
 
-def load_gallery(path: Path) -> StoredGallery:
+def load_gallery(path: Path, card: Card) -> StoredGallery:
+    """The file's embeddings as a gallery matched by `card` (the card of the model they are checked
+    against: load_for_model)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             ids = [str(i) for i in data["ids"]]
@@ -73,16 +76,16 @@ def load_gallery(path: Path) -> StoredGallery:
         raise GalleryError(f"{path}: not a readable embeddings file: {exc}") from None
     if vectors.ndim != 2:
         raise GalleryError(f"{path}: embeddings have shape {vectors.shape}, expected (rows, dim)")
-    return StoredGallery(Gallery(ids, vectors), model, etag)
+    return StoredGallery(Gallery(ids, vectors, card), model, etag)
 
 
-def load_for_model(path: Path, model: str, remedy: str) -> StoredGallery | None:
+def load_for_model(path: Path, model: str, card: Card, remedy: str) -> StoredGallery | None:
     """The file's embeddings if it exists and was written for `model`. A file of another model
     (vectors of another space: strangers could match) is not used, and one warning says so and
     what to do (`remedy`); the file itself is left alone."""
     if not path.exists():
         return None
-    stored = load_gallery(path)
+    stored = load_gallery(path, card)
     if stored.model != model:
         log.warning("%s holds embeddings of %s, not of the configured model %s: not used; %s",
                     path, model_label(stored.model), model[:12], remedy)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .cards import Card
 from .client import ServerClient
 from .errors import GalleryError
 from .match import Gallery
@@ -23,7 +24,7 @@ from .store import load_for_model, save_gallery
 log = logging.getLogger(__name__)
 
 
-def parse_embeddings(body: Any, dim: int) -> Gallery:
+def parse_embeddings(body: Any, dim: int, card: Card) -> Gallery:
     """Gallery from the server's JSON; GalleryError names the first bad entry."""
     if not isinstance(body, dict) or not isinstance(body.get("employees"), list):
         raise GalleryError('expected a JSON object with an "employees" list')
@@ -43,17 +44,18 @@ def parse_embeddings(body: Any, dim: int) -> Gallery:
             ids.append(entry["id"])
             rows.append(v)
     if not ids:
-        return Gallery.empty(dim)
+        return Gallery.empty(dim, card)
     try:
         matrix = np.asarray(rows, dtype=np.float32)
     except (TypeError, ValueError):
         raise GalleryError("embeddings must contain only numbers") from None
-    return Gallery(ids, matrix)
+    return Gallery(ids, matrix, card)
 
 
 class GallerySync:
-    def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str) -> None:
+    def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str, card: Card) -> None:
         self.server = server
+        self.card = card  # the model's: how the synced embeddings are matched
         self.url = server.embeddings_url
         self.cache_path = cache_path
         self.dim = dim
@@ -62,9 +64,10 @@ class GallerySync:
 
     def load_cached(self) -> Gallery:
         """The last gallery synced for this model, or an empty one (first start, or a new model)."""
-        stored = load_for_model(self.cache_path, self.model, "it is fetched again for this model on the next sync")
+        stored = load_for_model(self.cache_path, self.model, self.card,
+                                "it is fetched again for this model on the next sync")
         if stored is None:
-            return Gallery.empty(self.dim)
+            return Gallery.empty(self.dim, self.card)
         self.etag = stored.etag  # only an ETag of this model's gallery is ever sent
         return stored.gallery
 
@@ -86,7 +89,7 @@ class GallerySync:
         if isinstance(body, dict) and "model" in body and body["model"] != self.model:
             raise GalleryError(f"{self.url}: the answer holds embeddings of model {str(body['model'])[:12]!r}, "
                                f"this kiosk's model is {self.model[:12]}; keeping the cached gallery")
-        gallery = parse_embeddings(body, self.dim)
+        gallery = parse_embeddings(body, self.dim, self.card)
         etag = resp.headers.get("ETag", "")
         save_gallery(self.cache_path, gallery, self.model, etag)
         self.etag = etag
