@@ -1,4 +1,4 @@
-"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model."""
+"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model, convert-dlib."""
 from __future__ import annotations
 
 import argparse
@@ -184,6 +184,13 @@ def cmd_synthetic_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_dlib(args: argparse.Namespace) -> int:
+    from .dlib_resnet import convert
+
+    print(convert(args.dat, args.output).summary())
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -246,6 +253,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("output", type=Path)
     sp.set_defaults(func=cmd_synthetic_model)
+    sp = sub.add_parser("convert-dlib", help="convert dlib's face-recognition ResNet "
+                        "(dlib_face_recognition_resnet_model_v1.dat) to ONNX")
+    sp.add_argument("dat", type=Path)
+    sp.add_argument("output", type=Path)
+    sp.set_defaults(func=cmd_convert_dlib)
     return p
 
 
