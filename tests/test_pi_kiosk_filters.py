@@ -11,7 +11,7 @@ from conftest import ROOT, load_module
 kiosk = load_module(ROOT / "roles/pi_kiosk/filter_plugins/pi_kiosk.py")
 
 CONFIG_INPUTS: dict[str, Any] = {
-    "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "threads": "4",
+    "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": "4",
     "cache_dir": "/var/cache/pi-kiosk", "coral_backend": False, "coral_model_path": "/var/lib/pi-kiosk/models/",
     "server_url": "https://attendance.example.com", "token_file": "/etc/pi-kiosk/token",
     "camera": {"source": 0, "width": "640", "height": 480, "max_fps": "10", "loop": "yes"},
@@ -27,8 +27,8 @@ MODEL = {"model_src": "http://127.0.0.1:8799/mobilefacenet-pi4.onnx", "model_sha
 def test_the_configuration_has_every_section_with_typed_values() -> None:
     config = kiosk.pi_kiosk_config({}, **CONFIG_INPUTS)
     assert config == {
-        "embedder": {"model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "threads": 4,
-                     "cache_dir": "/var/cache/pi-kiosk"},
+        "embedder": {"model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface",
+                     "threads": 4, "cache_dir": "/var/cache/pi-kiosk"},
         "server": {"url": "https://attendance.example.com", "token_file": "/etc/pi-kiosk/token"},
         # A camera index from the inventory is a string to the kiosk; "yes" is a boolean, as `| bool` reads it.
         "camera": {"source": "0", "width": 640, "height": 480, "max_fps": 10.0, "loop": True},
@@ -41,10 +41,15 @@ def test_the_configuration_has_every_section_with_typed_values() -> None:
 def test_the_edge_tpu_model_runs_only_with_the_coral_backend() -> None:
     coral = {**CONFIG_INPUTS, "coral_backend": "True", "coral_model_path": "/var/lib/pi-kiosk/models/cd.tflite"}
     assert kiosk.pi_kiosk_config({}, **coral)["embedder"] == {
-        "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "threads": 4,
+        "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": 4,
         "cache_dir": "/var/cache/pi-kiosk", "backend": "coral",
         "coral_model_path": "/var/lib/pi-kiosk/models/cd.tflite"}
     assert "backend" not in kiosk.pi_kiosk_config({}, **CONFIG_INPUTS)["embedder"]
+
+
+def test_a_card_file_is_named_by_its_path_on_the_pi() -> None:
+    card = "/var/lib/pi-kiosk/models/" + "cd" * 32 + ".toml"
+    assert kiosk.pi_kiosk_config({}, **{**CONFIG_INPUTS, "card": card})["embedder"]["card"] == card
 
 
 def test_settings_override_key_by_key_and_add_sections() -> None:
@@ -61,6 +66,10 @@ def test_settings_override_key_by_key_and_add_sections() -> None:
     # A ResNet-50-sized model (166.5 MB) needs 924 MB: short of a 512 MB board without swap, by 540 MB.
     (166.5, 512, 0, 128, 1024, {"model_mb": 166.5, "need": 924, "have": 384, "fits": False, "short": 540,
                                 "max_model_mb": 46.4}),
+    # The default model, dlib's ResNet converted (22,438,267 bytes: 21.4 MB): 271 MB, within every example board's
+    # limit (inventory/example: Pi 4 1536 MB, Pi 3 640 MB, Pi Zero 2 W 384 MB) and memory (here a Pi Zero 2 W's).
+    (22438267 / 1048576, 512, 2048, 128, 384, {"model_mb": 21.4, "need": 271, "have": 2432, "fits": True, "short": -113,
+                                               "max_model_mb": 46.4}),
     # Enough RAM, but the service's own limit is lower.
     (166.5, 4096, 0, 128, 512, {"model_mb": 166.5, "need": 924, "have": 3968, "fits": False, "short": 412,
                                 "max_model_mb": 74.9}),
@@ -96,6 +105,14 @@ def test_an_unchanged_deploy_says_what_the_probe_read() -> None:
     assert report["message"] == ("pi3: release 0.2.0-c1 unchanged; model c12577f42026 (mobilefacenet-pi4.onnx); "
                                  "sent no wheels (0 bytes: the Pi had them all); files unchanged; "
                                  "service active, /healthz ok.")
+
+
+def test_the_default_model_is_named_by_its_card() -> None:
+    results = {"switch": {}, "health": {}, "probe": {"active": "active", "healthz": {"status": "ok"}}}
+    default = {**MODEL, "model_src": "dlib-resnet-v1 (the default model)", "model_sha256": "6a64a97a1804" + "0" * 52}
+    report = kiosk.pi_kiosk_deploy_report(results, host="pi3", release="0.2.0-c1", check_mode=False, **default)
+    assert report["message"].startswith(
+        "pi3: release 0.2.0-c1 unchanged; model 6a64a97a1804 (dlib-resnet-v1 (the default model)); ")
 
 
 def test_a_healthz_that_answered_no_json_reads_as_its_status() -> None:

@@ -15,7 +15,7 @@ from ansible.module_utils.compat.version import LooseVersion
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT
+from conftest import ROOT, load_module
 
 BIN = Path(sys.executable).parent
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
@@ -81,6 +81,36 @@ def test_example_inventory_puts_every_kiosk_in_one_board_group() -> None:
         assert len(groups) == 1, f"{host} is in board groups {groups}"
     secrets = inventory["_meta"]["hostvars"][next(iter(kiosks))]
     assert secrets["pi_kiosk_server_token"] == "{{ vault_pi_kiosk_server_token }}"
+
+
+# The default model's file (dlib's ResNet as the kiosk's converter writes it, the file its card dlib-resnet-v1 names),
+# and the least RAM each example board group comes with (a Pi 4 has 1-8 GB).
+DEFAULT_MODEL_BYTES = 22438267
+LEAST_RAM_MB = {"pi4": 1024, "pi3": 1024, "pizero2": 512}
+
+
+def test_example_inventory_deploys_the_default_model_and_it_fits_every_board() -> None:
+    """No placeholder model to replace: every kiosk of the example gets the default model (pi_kiosk_model_src empty),
+    whose first start fits each board group's service limit and its smallest board's RAM, even without swap."""
+    listing = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", "inventory/example", "--list"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    inventory = json.loads(listing.stdout)
+    kiosk = ROOT / "roles/pi_kiosk"
+    constants = yaml.safe_load((kiosk / "vars/main.yml").read_text())
+    defaults = yaml.safe_load((kiosk / "defaults/main.yml").read_text())
+    fit = load_module(kiosk / "filter_plugins/pi_kiosk.py").pi_kiosk_memory_fit
+    assert set(LEAST_RAM_MB) == {g for g in BOARD_GROUPS if inventory.get(g, {}).get("hosts")}
+    for group, ram_mb in LEAST_RAM_MB.items():
+        for host in inventory[group]["hosts"]:
+            hostvars = {**defaults, **inventory["_meta"]["hostvars"][host]}
+            assert not any(hostvars[f"pi_kiosk_model_{k}"] for k in ("src", "sha256", "card")), (host, hostvars)
+            need = fit(DEFAULT_MODEL_BYTES, ram_mb=ram_mb, swap_mb=0, reserve_mb=hostvars["pi_kiosk_memory_reserve_mb"],
+                       max_mb=hostvars["pi_kiosk_memory_max_mb"],
+                       baseline_mb=constants["__pi_kiosk_memory_baseline_mb"],
+                       factor=constants["__pi_kiosk_memory_model_factor"])
+            assert need["fits"] and need["need"] == 271, (host, need)
 
 
 def test_coral_extra_is_the_runtime_the_kiosk_imports() -> None:

@@ -22,14 +22,16 @@ def _live_release(facts: Result | None) -> str | None:
     return (state.get("live") or {}).get("release")
 
 
-def pi_kiosk_config(settings: dict[str, dict[str, Any]], *, model_path: str, model_sha256: str, threads: int | str,
-                    cache_dir: str, coral_backend: bool | str, coral_model_path: str, server_url: str, token_file: str,
-                    camera: dict[str, Any], metrics_port: int | str, state_dir: str) -> dict[str, dict[str, Any]]:
+def pi_kiosk_config(settings: dict[str, dict[str, Any]], *, model_path: str, model_sha256: str, card: str,
+                    threads: int | str, cache_dir: str, coral_backend: bool | str, coral_model_path: str,
+                    server_url: str, token_file: str, camera: dict[str, Any], metrics_port: int | str,
+                    state_dir: str) -> dict[str, dict[str, Any]]:
     """config.toml as sections: the role's settings, then pi_kiosk_settings over them (section by section, key by key).
 
+    card: the model's card, a built-in card's name or the path of its card file on the Pi (embedder.card).
     With coral_backend, the Edge TPU model (coral_model_path) runs the embedding."""
-    embedder: dict[str, Any] = {"model_path": model_path, "model_sha256": model_sha256, "threads": int(threads),
-                                "cache_dir": cache_dir}
+    embedder: dict[str, Any] = {"model_path": model_path, "model_sha256": model_sha256, "card": card,
+                                "threads": int(threads), "cache_dir": cache_dir}
     if _bool(coral_backend):
         embedder |= {"backend": "coral", "coral_model_path": coral_model_path}
     config: dict[str, dict[str, Any]] = {
