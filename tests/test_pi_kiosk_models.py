@@ -6,7 +6,7 @@ every model checked (models.yml).
 
 The default model's cases use a controller cache of the test's own (pi_kiosk_controller_cache), never the user's:
 nothing is downloaded (pi_kiosk_pip_download false). The one that makes the model takes the parity test's conversion
-from ~/.cache/pi-fleet/converted (files/kiosk/tests/test_dlib_resnet.py says how to get it), and skips without it."""
+from ~/.cache/pi-fleet/converted (`scripts/bootstrap --dev` makes it), and fails without it."""
 from __future__ import annotations
 
 import hashlib
@@ -193,13 +193,14 @@ def test_an_offline_controller_without_the_source_names_the_file(tmp_path: Path)
 
 
 def test_the_default_model_comes_from_the_conversion_in_the_cache_checked_against_its_card(tmp_path: Path) -> None:
-    dlib_resnet = (ROOT / "files/kiosk/src/pi_kiosk/dlib_resnet.py").read_bytes()
-    name = f"dlib_resnet-55533b28a95800a5-converter-{hashlib.sha256(dlib_resnet).hexdigest()[:12]}.onnx"
-    if not (USER_CACHE / "converted" / name).is_file():
-        pytest.skip(f"no {USER_CACHE / 'converted' / name}: run files/kiosk/tests/test_dlib_resnet.py first")
-    converted = tmp_path / "cache/converted" / name
+    from pi_kiosk import dlib_resnet
+
+    made = dlib_resnet.conversion_path(USER_CACHE, dlib_resnet.RELEASED_SHA256)
+    if not made.is_file():
+        pytest.fail(f"no {made}: `scripts/bootstrap --dev` makes the default model in the controller cache")
+    converted = dlib_resnet.conversion_path(tmp_path / "cache", dlib_resnet.RELEASED_SHA256)
     converted.parent.mkdir(parents=True)
-    os.link(USER_CACHE / "converted" / name, converted)
+    os.link(made, converted)
     proc = run(tmp_path)  # offline: the conversion in the cache is enough
     assert proc.returncode == 0, proc.stdout
     model = tmp_path / "cache/models" / f"{DLIB_CARD_SHA256}.onnx"

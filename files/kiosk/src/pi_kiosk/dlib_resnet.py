@@ -625,3 +625,22 @@ def convert(dat: Path, onnx_out: Path) -> ConversionInfo:
         convolutions=convs, dat_params=weights.params,
         onnx_params=onnx_params, onnx_bytes=len(blob), dat_sha256=dat_sha,
         onnx_sha256=hashlib.sha256(blob).hexdigest(), released=dat_sha == RELEASED_SHA256)
+
+
+def conversion_path(cache_dir: Path, dat_sha256: str) -> Path:
+    """Where cached_conversion keeps the conversion of the .dat with this sha256 by this converter."""
+    converter = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return cache_dir / "converted" / f"dlib_resnet-{dat_sha256[:16]}-converter-{converter[:12]}.onnx"
+
+
+def cached_conversion(dat: Path, cache_dir: Path) -> Path:
+    """`dat` converted once into cache_dir/converted/, keyed by the .dat's sha256 and this converter's source:
+    the deploy role's controller, the parity test and the benchmarks share one conversion. An older
+    converter's file of the same .dat is removed when a new one is written."""
+    dat_sha = hashlib.sha256(dat.read_bytes()).hexdigest()
+    path = conversion_path(cache_dir, dat_sha)
+    if not path.is_file():
+        for stale in path.parent.glob(f"dlib_resnet-{dat_sha[:16]}-converter-*.onnx"):
+            stale.unlink()
+        convert(dat, path)
+    return path
