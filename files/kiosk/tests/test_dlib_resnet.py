@@ -15,13 +15,12 @@ The ONNX model is converted once per session and kept in ~/.cache/pi-fleet/conve
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
+import dlib_photos
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -32,7 +31,6 @@ from pi_kiosk import dlib_resnet
 from pi_kiosk.errors import ModelError
 
 PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
-REFERENCE = Path(__file__).with_name("dlib_reference.py")
 RESNET, PREDICTOR, MMOD = (dlib_resnet.NETWORK + ".dat", "shape_predictor_5_face_landmarks.dat",
                            "mmod_human_face_detector.dat")
 TOLERANCE = 1e-4
@@ -51,72 +49,22 @@ def parity_python() -> Path:
     return PARITY_PYTHON
 
 
-def _skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def _rotated(image: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _brightness(image: np.ndarray, factor: float) -> np.ndarray:
-    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
-
-
-def parity_photos() -> list[tuple[str, np.ndarray, tuple[int, int, int, int] | None]]:
-    """(label, RGB image, face box for when dlib's detector finds none): the astronaut and LFW faces
-    with flips, brightness changes and small rotations."""
-    data = _skimage_data()
-    astronaut = cv2.cvtColor(cv2.imread(str(data / "astronaut.png")), cv2.COLOR_BGR2RGB)
-    photos: list[tuple[str, np.ndarray, tuple[int, int, int, int] | None]] = [
-        ("astronaut", astronaut, None), ("astronaut flipped", astronaut[:, ::-1].copy(), None),
-        ("astronaut x1.3", _brightness(astronaut, 1.3), None), ("astronaut x0.6", _brightness(astronaut, 0.6), None),
-        ("astronaut +8 deg", _rotated(astronaut, 8), None), ("astronaut -8 deg", _rotated(astronaut, -8), None)]
-    # scikit-image's LFW subset: 100 faces (then 100 non-faces), 25x25 grey; x6 with a border of context.
-    faces = np.load(data / "lfw_subset.npy")[:100]
-    for k in range(0, 20, 2):
-        grey = cv2.resize((faces[k] * 255).round().astype(np.uint8), (150, 150), interpolation=cv2.INTER_CUBIC)
-        rgb = np.repeat(cv2.copyMakeBorder(grey, 60, 60, 60, 60, cv2.BORDER_REPLICATE)[:, :, None], 3, axis=2)
-        variant = [rgb[:, ::-1], _brightness(rgb, 1.25), _rotated(rgb, 6), _rotated(rgb, -6)][(k // 2) % 4]
-        photos += [(f"lfw {k}", rgb, (60, 60, 210, 210)), (f"lfw {k} variant", variant.copy(), (60, 60, 210, 210))]
-    return photos
-
-
-def dlib_reference(python: Path, predictor: Path, recognizer: Path, images: list[np.ndarray],
-                   boxes: list[tuple[int, int, int, int] | None], workdir: Path) -> dict[str, np.ndarray]:
-    request: dict[str, np.ndarray] = {"predictor": np.array(str(predictor)), "recognizer": np.array(str(recognizer))}
-    for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
-        request[f"image_{i}"] = image
-        if box is not None:
-            request[f"box_{i}"] = np.array(box, dtype=np.float64)
-    np.savez(workdir / "request.npz", **request)
-    subprocess.run([str(python), str(REFERENCE), str(workdir / "request.npz"), str(workdir / "response.npz")],
-                   check=True, timeout=600)
-    with np.load(workdir / "response.npz", allow_pickle=False) as response:
-        return dict(response)
-
-
 def test_descriptors_match_dlibs(parity_python: Path, model_file: Callable[[str], Path], resnet_onnx: Path,
                                  tmp_path: Path) -> None:
-    photos = parity_photos()
-    ref = dlib_reference(parity_python, model_file(PREDICTOR), model_file(RESNET), [p[1] for p in photos],
-                         [p[2] for p in photos], tmp_path)
+    photos = dlib_photos.photos(10)  # the astronaut's 9 variants and 10 LFW faces, each mirrored: 29 photos
+    ref = dlib_photos.dlib_side(parity_python, model_file(PREDICTOR), model_file(RESNET), photos, tmp_path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(resnet_onnx), options, providers=["CPUExecutionProvider"])
     worst: list[tuple[float, str]] = []
-    for i, (label, _, _) in enumerate(photos):
+    for i, photo in enumerate(photos):
         if not bool(ref[f"found_{i}"]):
             continue
         chip = ref[f"chip_{i}"]
         assert chip.shape == (150, 150, 3) and chip.dtype == np.uint8
         ours = session.run(None, {"image": chip.transpose(2, 0, 1)[None].astype(np.float32)})[0]
         assert ours.shape == (1, 128) and ours.dtype == np.float32
-        worst.append((float(np.abs(ours[0] - ref[f"descriptor_{i}"]).max()), label))
+        worst.append((float(np.abs(ours[0] - ref[f"descriptor_{i}"]).max()), photo.label))
     assert len(worst) >= 20, f"only {len(worst)} of {len(photos)} photos gave dlib chips"
     assert max(worst)[0] <= TOLERANCE, f"largest differences: {sorted(worst)[-3:]}"
 
