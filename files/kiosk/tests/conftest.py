@@ -14,12 +14,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from dlib_data import CACHE, MODELS, SDIST
 from fakeserver import FakeServer, handler
 
 from pi_kiosk import dlib_resnet, synthetic
-
-CACHE = Path.home() / ".cache" / "pi-fleet"
-SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +109,7 @@ def model_file() -> Callable[[str], Path]:
     if not SDIST.is_file():
         pytest.fail(f"no {SDIST}: `scripts/bootstrap --dev` downloads it (the deploy role's pinned source of the "
                     "default model)")
-    return lambda name: dlib_resnet.from_sdist(SDIST, name, SDIST.parent / "face_recognition_models-0.3.0")
+    return lambda name: dlib_resnet.from_sdist(SDIST, name, MODELS)
 
 
 @pytest.fixture(scope="session")

