@@ -273,6 +273,16 @@ def test_matching_threshold_is_checked_against_a_built_in_cards_metric(card: str
             config.parse(data)
 
 
+def test_a_threshold_out_of_its_cards_range_is_reported_with_every_other_problem() -> None:
+    data = {"embedder": {"model_path": "/m.onnx", "card": "arcface"}, "server": {"url": "http://srv"},
+            "matching": {"threshold": 2}, "camera": {"width": 5}, "report": {"colour": "blue"}}
+    with pytest.raises(ConfigError) as caught:
+        config.parse(data)
+    problems = str(caught.value).splitlines()[1:]
+    assert [p.split(":")[0].strip() for p in problems] == [
+        "camera.width = 5", "report.colour", "matching.threshold = 2.0"]
+
+
 def test_a_card_files_path_is_read_when_the_model_is_loaded_not_by_the_validator() -> None:
     cfg = config.parse({"embedder": {"model_path": "/m.onnx", "card": "/etc/pi-kiosk/cards/x.toml"},
                         "server": {"url": "http://srv"}, "matching": {"threshold": 7.0}})

@@ -232,7 +232,6 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
     if cfg.embedder.backend == "coral" and cfg.embedder.coral_model_path is None:
         errors.append("embedder.coral_model_path: required when embedder.backend = 'coral' "
                       "(an Edge TPU compiled .tflite file)")
-    _check_card(cfg, errors)
     sha = cfg.embedder.model_sha256
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
         errors.append(f"embedder.model_sha256 = {sha!r}: expected 64 hexadecimal digits")
@@ -241,11 +240,11 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
                       f"outbox.retry_initial_seconds ({cfg.outbox.retry_initial_seconds})")
 
 
-def _check_card(cfg: Config, errors: list[str]) -> None:
+def _check_card(embedder: EmbedderConfig, matching: MatchingConfig, errors: list[str]) -> None:
     """embedder.card names a built-in card or a file; a built-in card is read here (on the deploy
     controller too) and matching.threshold checked against its metric. A card file is read when the
     model is loaded: it lives on the kiosk."""
-    ref = cfg.embedder.card
+    ref = embedder.card
     problem = cards.reference_problem(ref)
     if problem is not None:
         errors.append(f"embedder.card = {ref!r}: {problem}")
@@ -253,7 +252,7 @@ def _check_card(cfg: Config, errors: list[str]) -> None:
     if cards.is_path(ref):
         return
     try:
-        cards.threshold(cards.builtin(ref), cfg.matching.threshold)
+        cards.threshold(cards.builtin(ref), matching.threshold)
     except cards.CardError as exc:
         errors.append(str(exc))
 
@@ -273,6 +272,10 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
             errors.append(f"[{name}]: missing; this section is required")
             continue
         values[name] = _section(name, hints[name], data[name], errors)
+    # The card's checks need only these two sections: reported beside the other sections' problems.
+    embedder, matching = values.get("embedder"), values.get("matching", MatchingConfig())
+    if embedder is not None and matching is not None:
+        _check_card(embedder, matching, errors)
     if errors:
         raise ConfigError(f"{source}: " + "\n  ".join(["invalid configuration:", *errors]))
     cfg = Config(**values)
