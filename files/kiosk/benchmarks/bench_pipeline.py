@@ -711,6 +711,7 @@ def main() -> None:
                         help="also where the embedding's time goes: operators, threads, spinning (9.)")
     parser.add_argument("--no-trained", action="store_true",
                         help="without the default model's figures (6-8; its weights come from the controller cache)")
+    parser.add_argument("--trained-only", action="store_true", help="only the default model's figures (6-8)")
     parser.add_argument("--rss-seconds", type=float, default=10.0)
     parser.add_argument("--cpu-seconds", type=float, default=30.0, help="each CPU measurement of the kiosk (5.)")
     parser.add_argument("--gallery", type=int, default=10_000, help="people enrolled in the running service")
@@ -722,16 +723,20 @@ def main() -> None:
     if args.resnet50:
         models["ResNet-50"] = synthetic.cached("resnet50", args.cache_dir)
     frame = kiosk_frame(astronaut_image())
+    faces = MtcnnDetector(min_face_size=80).detect(frame)
+    if len(faces) != 1:
+        sys.exit(f"expected one face in the benchmark frame, found {len(faces)}")
+    landmarks = faces[0].landmarks
+    if args.trained_only:
+        trained_section(frame, landmarks, args.rounds)
+        return
     if not args.memory_only:
-        faces = MtcnnDetector(min_face_size=80).detect(frame)
-        if len(faces) != 1:
-            sys.exit(f"expected one face in the benchmark frame, found {len(faces)}")
-        timing_sections(models["MobileFaceNet"], models.get("ResNet-50"), frame, faces[0].landmarks, args.rounds)
+        timing_sections(models["MobileFaceNet"], models.get("ResNet-50"), frame, landmarks, args.rounds)
     memory_section(models, frame, args.rss_seconds, args.gallery)
     if not args.memory_only:
         cpu_section(models["MobileFaceNet"], frame, args.cpu_seconds, args.gallery)
         if not args.no_trained:
-            trained_section(frame, faces[0].landmarks, args.rounds)
+            trained_section(frame, landmarks, args.rounds)
     if args.profile and not args.memory_only:
         profile_section(models["MobileFaceNet"], args.rounds)
 
