@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from pi_kiosk import quantize as quantize_module
 from pi_kiosk import synthetic
 from pi_kiosk.cards import builtin
 from pi_kiosk.quantize import quantize
@@ -51,6 +52,26 @@ def test_quantize_reports_agreement_with_fp32(mobilefacenet: Path, astronaut_pat
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert "cosine(FP32, INT8)" in str(report)
+    assert report.activations == quantize_module.default_activations()
+
+
+@pytest.mark.parametrize(("activations", "zero_point_type"), [("uint8", onnx.TensorProto.UINT8),
+                                                              ("int8", onnx.TensorProto.INT8)])
+def test_quantize_uses_the_activation_type_asked_for(mobilefacenet: Path, astronaut_path: Path, tmp_path: Path,
+                                                     activations: str, zero_point_type: int) -> None:
+    out = tmp_path / "int8.onnx"
+    assert quantize(mobilefacenet, out, builtin("arcface"), [astronaut_path], activations=activations).activations \
+        == activations
+    graph = onnx.load(str(out)).graph
+    # The model's input is quantized first: its zero point has the activations' type.
+    first = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+    zero_point = next(i for i in graph.initializer if i.name == first.input[2])
+    assert zero_point.data_type == zero_point_type
+
+
+def test_quantize_refuses_another_activation_type(mobilefacenet: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="activations = 'int4': expected one of uint8, int8"):
+        quantize(mobilefacenet, tmp_path / "int8.onnx", builtin("arcface"), activations="int4")
 
 
 def build_wheel(source: Path, out: Path) -> list[str]:

@@ -170,7 +170,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize
 
     _setup_logging("WARNING")
-    print(quantize(args.model, args.output, resolve(args.card, key="--card"), args.calibration, threads=args.threads))
+    print(quantize(args.model, args.output, resolve(args.card, key="--card"), args.calibration, threads=args.threads,
+                   activations=args.activations))
     print(f"wrote {args.output}")
     return 0
 
@@ -246,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("output", type=Path)
     sp.add_argument("--calibration", nargs="*", type=Path, default=[], help="photos with faces for calibration")
     sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--activations", choices=["uint8", "int8"], default="",
+                    help="activation type (default: uint8 on x86-64, int8 elsewhere)")
     sp.set_defaults(func=cmd_quantize)
     sp = sub.add_parser("synthetic-model", help="write an architecture-faithful model with RANDOM weights")
     sp.add_argument("--arch", choices=ARCHITECTURES, default="mobilefacenet")
