@@ -55,6 +55,11 @@ OPSET = 17
 
 # --- the network's definition, as dlib's template types nest it (top: the loss layer) ------------
 
+def _padding(size: int, stride: int) -> int:
+    """con_'s and the pools' default: none with a stride, else "same"."""
+    return 0 if stride != 1 else size // 2
+
+
 @dataclass(frozen=True)
 class Loss:
     pass
@@ -72,8 +77,8 @@ class Con:
     stride: int
 
     @property
-    def padding(self) -> int:  # con_'s default: none with a stride, else "same"
-        return 0 if self.stride != 1 else self.size // 2
+    def padding(self) -> int:
+        return _padding(self.size, self.stride)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class Pool:
 
     @property
     def padding(self) -> int:
-        return 0 if self.stride != 1 else self.size // 2
+        return _padding(self.size, self.stride)
 
 
 @dataclass(frozen=True)
