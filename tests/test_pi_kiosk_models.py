@@ -6,7 +6,8 @@ every model checked (models.yml).
 
 The default model's cases use a controller cache of the test's own (pi_kiosk_controller_cache), never the user's:
 nothing is downloaded (pi_kiosk_pip_download false). The one that makes the model takes the parity test's conversion
-from ~/.cache/pi-fleet/converted (`scripts/bootstrap --dev` makes it), and fails without it."""
+from ~/.cache/pi-fleet/converted (converting the cache's .dat when this converter has not yet), and fails without
+the .dat (`scripts/bootstrap --dev` puts it there)."""
 from __future__ import annotations
 
 import hashlib
@@ -195,9 +196,11 @@ def test_an_offline_controller_without_the_source_names_the_file(tmp_path: Path)
 def test_the_default_model_comes_from_the_conversion_in_the_cache_checked_against_its_card(tmp_path: Path) -> None:
     from pi_kiosk import dlib_resnet
 
-    made = dlib_resnet.conversion_path(USER_CACHE, dlib_resnet.RELEASED_SHA256)
-    if not made.is_file():
-        pytest.fail(f"no {made}: `scripts/bootstrap --dev` makes the default model in the controller cache")
+    # This converter's conversion of the user cache's .dat: made here when the converter changed since it was cached.
+    dat = USER_CACHE / "models-src" / DAT
+    if not dat.is_file():
+        pytest.fail(f"no {dat}: `scripts/bootstrap --dev` puts the default model's source in the controller cache")
+    made = dlib_resnet.cached_conversion(dat, USER_CACHE)
     converted = dlib_resnet.conversion_path(tmp_path / "cache", dlib_resnet.RELEASED_SHA256)
     converted.parent.mkdir(parents=True)
     os.link(made, converted)
