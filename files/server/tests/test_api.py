@@ -9,26 +9,11 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import ADMIN, DOOR, LOBBY, MODEL_A, MODEL_B, bearer, png
 from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
 from attendance_server.config import ConfigError, EmbeddingModel, Settings, parse
-
-ADMIN = "admin-token-0123456789"
-LOBBY = "lobby-token-0123456789"
-DOOR = "door-token-01234567890"
-MODEL_A = "a" * 64
-MODEL_B = "b" * 64
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> TestClient:
-    settings = Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY, "door": DOOR})
-    return TestClient(create_app(settings))
 
 
 def event(employee: str = "E001", at: str = "2026-11-26T09:00:00+01:00") -> dict[str, str]:
@@ -169,7 +154,7 @@ def test_each_models_card_is_read_at_start_and_must_fit_its_model(tmp_path: Path
     settings = Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY},
                         {"m": EmbeddingModel(model, "dlib-resnet-v1")})
     r = TestClient(create_app(settings)).post("/api/employees/E042/photos", headers=bearer(ADMIN),
-                                              files=[("photos", ("a.jpg", b"x", "image/jpeg"))])
+                                              files=[("photos", ("a.png", png(640, 480), "image/png"))])
     assert r.status_code == 422
     assert "models.m.path = " in r.json()["detail"]
     assert "but built-in card 'dlib-resnet-v1' describes the file with sha256" in r.json()["detail"]

@@ -5,13 +5,18 @@
 - the admin token: enrollment (`POST /api/employees/{id}/embeddings`, `.../photos`), the employee list,
   `DELETE /api/employees/{id}`, `GET /api/attendance` and the attendance page at `/` (a browser logs in
   with HTTP Basic, any user name and the admin token as password).
+
+Without a valid token: 401; a state-changing request a browser sends from another site's page: 403; a body
+above its limit: 413 (the `[limits]` setting).
 """
 # This module builds the app; the routes are in api/routes/, the auth in api/deps.py. Everything in
 # the docstring after its first paragraph is the API's description in the OpenAPI document (/docs).
 from fastapi import FastAPI
 
 from . import __version__
+from .api.guard import Guard
 from .api.main import api_router
+from .api.routes import health
 from .config import Settings
 from .store import Store
 
@@ -22,5 +27,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     # The routes find these through api.deps (get_settings, get_store).
     app.state.settings = settings
     app.state.store = store or Store(settings.database)
-    app.include_router(api_router)
+    app.include_router(api_router(settings.limits))
+    # Anyone may ask these: the health check and the published contract (the OpenAPI document and its pages).
+    public = {health.PATH, app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url}
+    app.add_middleware(Guard, settings=settings, public_paths=frozenset(p for p in public if p))
     return app

@@ -2,19 +2,31 @@
 
     database = "/var/lib/pi-fleet-server/attendance.sqlite3"
     admin_token = "..."                # enrollment, the employee list and the attendance page
+    trusted_origins = ["https://attendance.example.com"]  # optional: the server's origin behind a reverse proxy
     [kiosks]                           # each kiosk's own token: the server knows which kiosk reported
     kiosk-lobby-01 = "..."
     [models]                           # models photos are enrolled with (the photos extra), each with its card
     mobilefacenet = { path = "/srv/models/mobilefacenet.onnx", card = "arcface" }
+    [limits]                           # optional: what one request may send (each omitted: Limits' default)
+    photos = 10
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hmac
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 MIN_TOKEN = 16
+MiB = 1024 * 1024
+# OpenCV refuses to decode more pixels than this anyway (its CV_IO_MAX_IMAGE_PIXELS default).
+MAX_PHOTO_PIXELS = 1 << 30
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(Exception):
@@ -30,17 +42,47 @@ class EmbeddingModel:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one request may send: a body is refused before it is read, a photo before it is decoded."""
+    body_bytes: int = 2 * MiB  # any request's body but a photo upload's (100 embeddings of 512 floats fit)
+    photos: int = 10  # photos per upload
+    photo_bytes: int = 16 * MiB  # each photo's file
+    photo_pixels: int = 25_000_000  # each photo's width x height, read from its header
+
+    @property
+    def upload_bytes(self) -> int:
+        """A photo upload's body: its photos, and body_bytes for the form around them."""
+        return self.photos * self.photo_bytes + self.body_bytes
+
+
+@dataclass(frozen=True)
 class Settings:
     database: Path
     admin_token: str
     kiosk_tokens: dict[str, str]
     models: dict[str, EmbeddingModel] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    # Origins a browser may send state-changing requests from besides the server's own (api/guard.py).
+    trusted_origins: frozenset[str] = frozenset()
 
     def principal(self, token: str) -> str | None:
         """"admin", "kiosk:<name>", or None for an unknown token."""
         holders = [("admin", self.admin_token), *((f"kiosk:{name}", t) for name, t in self.kiosk_tokens.items())]
-        # The server's one token comparison: how tokens are compared is decided here alone.
-        return next((who for who, t in holders if t == token), None)
+        # The server's one token comparison: how tokens are compared is decided here alone. Every token is
+        # compared, each in constant time, so how long it takes tells nothing of which token (or how much of
+        # one) matched.
+        given = token.encode()
+        found = None
+        for who, t in holders:
+            if hmac.compare_digest(t.encode(), given):
+                found = who
+        return found
+
+
+def origin_of(scheme: str, host: str) -> str:
+    """`scheme://host[:port]` as a browser's Origin header has it: lower case, without the scheme's default port."""
+    host = host.lower().removesuffix(f":{DEFAULT_PORTS.get(scheme.lower())}")
+    return f"{scheme.lower()}://{host}"
 
 
 def parse(data: dict[str, Any], origin: str) -> Settings:
@@ -50,10 +92,10 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
                               f"(e.g. from `openssl rand -hex 24`), got {value!r:.20}")
         return value
 
-    unknown = set(data) - {"database", "admin_token", "kiosks", "models"}
+    unknown = set(data) - {"database", "admin_token", "trusted_origins", "kiosks", "models", "limits"}
     if unknown:
         raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} "
-                          "(allowed: database, admin_token, [kiosks], [models])")
+                          "(allowed: database, admin_token, trusted_origins, [kiosks], [models], [limits])")
     if not isinstance(data.get("database"), str) or not data["database"]:
         raise ConfigError(f"{origin}: database must be the SQLite file's path")
     kiosks = data.get("kiosks", {})
@@ -64,7 +106,8 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
         raise ConfigError(f"{origin}: [models] must be a table of name = {{ path = ..., card = ... }}")
     settings = Settings(Path(data["database"]), token(data.get("admin_token"), "admin_token"),
                         {str(name): token(t, f"kiosks.{name}") for name, t in kiosks.items()},
-                        {str(name): _model(str(name), entry, origin) for name, entry in models.items()})
+                        {str(name): _model(str(name), entry, origin) for name, entry in models.items()},
+                        _limits(data.get("limits", {}), origin), _origins(data.get("trusted_origins", []), origin))
     tokens = [settings.admin_token, *settings.kiosk_tokens.values()]
     if len(set(tokens)) != len(tokens):
         raise ConfigError(f"{origin}: every kiosk and the admin need a token of their own")
@@ -108,8 +151,51 @@ def _model(name: str, entry: Any, origin: str) -> EmbeddingModel:
     return EmbeddingModel(Path(path), card)
 
 
+def _limits(entry: Any, origin: str) -> Limits:
+    """[limits]: each a whole number of at least 1 (photo_pixels: at most what OpenCV decodes); omitted: the default."""
+    names = [f.name for f in dataclasses.fields(Limits)]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{origin}: [limits] must be a table of {', '.join(names)}")
+    unknown = set(entry) - set(names)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown limits {', '.join(sorted(unknown))} (allowed: {', '.join(names)})")
+    for name, value in entry.items():
+        most = MAX_PHOTO_PIXELS if name == "photo_pixels" else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (most and value > most):
+            raise ConfigError(f"{origin}: limits.{name} must be a whole number from 1"
+                              f"{f' to {most}' if most else ''}, got {value!r:.20}")
+    return Limits(**entry)
+
+
+def _origins(value: Any, origin: str) -> frozenset[str]:
+    """trusted_origins = ["https://attendance.example.com"]: each a browser's Origin, scheme://host[:port]."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{origin}: trusted_origins must be a list of origins, e.g. [\"https://attendance.example.com\"]")
+    return frozenset(_origin(v, origin) for v in value)
+
+
+def _origin(value: Any, origin: str) -> str:
+    """One trusted origin, as origin_of writes it; a path, user info or another scheme is refused."""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    with contextlib.suppress(ValueError):  # parts.port: not a port number
+        if (parts and parts.scheme in DEFAULT_PORTS and parts.hostname and parts.port != 0
+                and "@" not in parts.netloc and value == f"{parts.scheme}://{parts.netloc}"):
+            return origin_of(parts.scheme, parts.netloc)
+    raise ConfigError(f"{origin}: trusted_origins: {value!r:.80} is not an origin; write http(s)://host[:port] "
+                      "without a path, as browsers send it in Origin, e.g. \"https://attendance.example.com\"")
+
+
+def _private(path: Path) -> None:
+    """The file holds tokens: one that group or others may read (or change) stops the server."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{path}: mode {mode:04o} lets group or others at the tokens it holds: "
+                          f"chmod 600 {path} (readable by the server's user alone)")
+
+
 def load(path: Path) -> Settings:
     try:
+        _private(path)
         return parse(tomllib.loads(path.read_text()), str(path))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

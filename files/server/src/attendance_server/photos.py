@@ -1,9 +1,10 @@
 """Enrollment from photos with the kiosk's own pipeline (MTCNN, alignment, the embedding model), so the
 server's embeddings live in the same space as the kiosks'. Each model is run as its card says (the same card
 its kiosks are configured with: alignment template and size, input scaling, normalisation). Needs the photos
-extra (pi-fleet-kiosk)."""
+extra (pi-fleet-kiosk); `image_size` does not."""
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -11,9 +12,48 @@ from typing import Any
 
 from .config import EmbeddingModel
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG's start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC, which share the range): the frame's size.
+JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM and the restart markers (and SOI, already passed).
+JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
 
 class PhotoError(Exception):
     pass
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG file declares in its header, read without decoding anything; None for any
+    other file. Why not OpenCV: it has no header-only read, and its pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS,
+    2^30 by default) is read once per process from the environment, before anything here could set it, and is
+    far too high. The two formats are taken, not OpenCV's dozen: fewer decoders are exposed to uploads."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":  # IHDR: always the first chunk
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The first frame header's size, walking the segments from the start (fill bytes skipped); None when the
+    file ends, or its scan starts, before one."""
+    at = 2
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker in JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan: no frame header before the image data
+            return None
+        if marker == 0xFF:
+            at += 1
+        elif marker in JPEG_STANDALONE:
+            at += 2
+        else:
+            at += 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+    return None
 
 
 @cache

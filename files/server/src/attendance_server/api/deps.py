@@ -1,16 +1,15 @@
-"""What routes depend on: the app's settings and store, and who is asking (from the Authorization header).
+"""What routes depend on: the app's settings and store, and who is asking.
 
 Every route names what it needs with one of the `...Dep` types: `PrincipalDep` (any valid token),
 `KioskDep` (a kiosk's token; the kiosk's name), `AdminDep` (the admin token). No valid token: 401 with
-`WWW-Authenticate`; a valid token that may not do this: 403.
+`WWW-Authenticate`, answered by the guard (api/guard.py) before the body is read; a valid token that may not
+do this: 403.
 """
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
-import base64
-import binascii
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from ..config import Settings
 from ..store import Store
@@ -30,25 +29,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def credential(authorization: str) -> str:
-    """The token an Authorization header carries: `Bearer <token>`, or HTTP Basic with the token as the
-    password (a browser's login to the attendance page; the user name is not read). "" for anything else."""
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            return base64.b64decode(value, validate=True).decode().partition(":")[2].strip()
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def principal(settings: SettingsDep, authorization: Annotated[str, Header()] = "") -> str:
-    """"admin" or "kiosk:<name>": whose token this is (`Settings.principal` compares it, the one place tokens are)."""
-    token = credential(authorization)
-    who = settings.principal(token) if token else None
-    if who is None:
-        raise HTTPException(401, "a valid token is required (Authorization: Bearer <token>)",
-                            headers={"WWW-Authenticate": 'Bearer, Basic realm="pi-fleet attendance"'})
+def principal(request: Request) -> str:
+    """"admin" or "kiosk:<name>": whose token this is. The guard found it from the Authorization header (with
+    `Settings.principal`, the one place tokens are compared) and refused the request itself without one."""
+    who: str = request.state.principal
     return who
 
 

@@ -1,10 +1,17 @@
-"""The API's one router: every concern's routes, in the order the OpenAPI document lists them."""
+"""The API's routes, joined in the order the OpenAPI document lists them, each with its body's size limit."""
 from fastapi import APIRouter
 
+from ..config import Limits
 from .routes import attendance, employees, health, kiosk
 
-api_router = APIRouter()
-api_router.include_router(health.router)
-api_router.include_router(kiosk.router)
-api_router.include_router(employees.router)
-api_router.include_router(attendance.router)
+
+def api_router(limits: Limits) -> APIRouter:
+    """Every concern's routes; a request body above its limit is refused with 413 as it is read (the limit is
+    a setting, so the router is made per app). Photo uploads may be larger than the rest."""
+    router = APIRouter(max_body_size=limits.body_bytes)
+    router.include_router(health.router)
+    router.include_router(kiosk.router)
+    router.include_router(employees.router)
+    router.include_router(employees.uploads, max_body_size=limits.upload_bytes)
+    router.include_router(attendance.router)
+    return router

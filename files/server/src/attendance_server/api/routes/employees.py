@@ -1,5 +1,6 @@
 """Employees and their enrollment (admin token): embeddings sent as vectors, or computed from photos with
-the kiosk's pipeline; the employee list (counts per model, never the vectors); removal."""
+the kiosk's pipeline (`uploads`: a router of its own, its bodies may be larger); the employee list (counts per
+model, never the vectors); removal."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 import tempfile
@@ -9,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile
 from fastapi import Path as PathParam
 
+from ...config import Limits
+from ...photos import image_size
 from ...schemas import EMPLOYEE_ID, Enrollment
 from ...store import Conflict
 from ..deps import AdminDep, SettingsDep, StoreDep
@@ -16,6 +19,7 @@ from ..deps import AdminDep, SettingsDep, StoreDep
 EmployeeId = Annotated[str, PathParam(pattern=EMPLOYEE_ID, description="employee id, e.g. E001")]
 
 router = APIRouter(tags=["enrollment"])
+uploads = APIRouter(tags=["enrollment"])
 
 
 @router.post("/api/employees/{employee}/embeddings", status_code=201)
@@ -27,7 +31,10 @@ def enroll(employee: EmployeeId, body: Enrollment, _: AdminDep, store: StoreDep)
     return {"employee": employee, "model": body.model, "embeddings": count}
 
 
-@router.post("/api/employees/{employee}/photos", status_code=201)
+@uploads.post("/api/employees/{employee}/photos", status_code=201,
+              responses={413: {"description": "more photos, or a photo of more bytes or pixels, than [limits] allow"},
+                         415: {"description": "a photo that is not a JPEG or PNG image"},
+                         422: {"description": "a photo without exactly one usable face, or no [models]"}})
 def enroll_photos(employee: EmployeeId, _: AdminDep, settings: SettingsDep, store: StoreDep,
                   photos: Annotated[list[UploadFile], File(description="photos, each of exactly one face")],
                   name: Annotated[str, Query(max_length=200)] = "", replace: bool = False) -> dict[str, Any]:
@@ -35,12 +42,15 @@ def enroll_photos(employee: EmployeeId, _: AdminDep, settings: SettingsDep, stor
     if not settings.models:
         raise HTTPException(422, "no [models] in the server's configuration: photos cannot be embedded here; "
                                  "send embeddings (POST .../embeddings) or configure the kiosks' models")
+    if len(photos) > settings.limits.photos:
+        raise HTTPException(413, f"{len(photos)} photos: at most {settings.limits.photos} per request "
+                                 "(limits.photos); send the others in another request")
     # The photos exist only for this request: embeddings are kept, never the images.
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for n, upload in enumerate(photos):
             path = Path(tmp) / f"{n}{Path(upload.filename or '').suffix.lower() or '.jpg'}"
-            path.write_bytes(upload.file.read())
+            path.write_bytes(checked_photo(upload, f"photo {path.name} ({upload.filename})", settings.limits))
             paths.append(path)
         try:
             vectors = photo_enrollment.embed(settings.models, paths)
@@ -48,6 +58,22 @@ def enroll_photos(employee: EmployeeId, _: AdminDep, settings: SettingsDep, stor
             raise HTTPException(422, str(exc).replace(tmp + "/", "photo ")) from None
     counts = {model: store.enroll(employee, model, rows, name, replace) for model, rows in vectors.items()}
     return {"employee": employee, "embeddings": counts}
+
+
+def checked_photo(upload: UploadFile, label: str, limits: Limits) -> bytes:
+    """The photo's bytes, if it may be decoded: a JPEG or PNG whose header declares no more pixels than allowed
+    (a small file can declare gigapixels, and a decoder allocates what the header says)."""
+    data = upload.file.read(limits.photo_bytes + 1)
+    if len(data) > limits.photo_bytes:
+        raise HTTPException(413, f"{label}: more than {limits.photo_bytes} bytes (limits.photo_bytes)")
+    size = image_size(data)
+    if size is None:
+        raise HTTPException(415, f"{label}: not a JPEG or PNG image (the formats photos are taken in)")
+    width, height = size
+    if width * height > limits.photo_pixels:
+        raise HTTPException(413, f"{label}: {width}x{height} pixels, more than {limits.photo_pixels} "
+                                 "(limits.photo_pixels); scale it down")
+    return data
 
 
 @router.get("/api/employees")

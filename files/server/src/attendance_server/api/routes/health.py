@@ -3,9 +3,11 @@ from fastapi import APIRouter
 
 from ... import __version__
 
+PATH = "/healthz"  # public: the guard lets anyone ask (app.py)
+
 router = APIRouter(tags=["server"])
 
 
-@router.get("/healthz")
+@router.get(PATH)
 def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
