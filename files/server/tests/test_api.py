@@ -86,6 +86,40 @@ def test_a_kiosk_gets_only_its_models_embeddings_with_an_etag(client: TestClient
     assert bad.status_code == 422
 
 
+def test_an_etag_a_kiosk_saw_never_names_another_gallery_after_a_restore(tmp_path: Path) -> None:
+    """The database restored from an older copy and changed again: a version counter would count to the tag the
+    kiosk saw again (1, 2; restored to 1; 2) and the kiosk would keep a gallery that is gone (304)."""
+    database = tmp_path / "attendance.sqlite3"
+    client = TestClient(create_app(Settings(database, ADMIN, {"lobby": LOBBY})))
+
+    def enroll(employee: str, vector: list[float]) -> None:
+        r = client.post(f"/api/employees/{employee}/embeddings", json={"model": MODEL_A, "embeddings": [vector]},
+                        headers=bearer(ADMIN))
+        assert r.status_code == 201
+
+    def copy(source: Path, target: Path) -> None:
+        with closing(sqlite3.connect(source)) as db, closing(sqlite3.connect(target)) as into:
+            db.backup(into)
+
+    def sync(etag: str = "") -> tuple[int, str, list[str]]:
+        r = client.get("/api/employees/embeddings", params={"model": MODEL_A},
+                       headers={**bearer(LOBBY), **({"If-None-Match": etag} if etag else {})})
+        return r.status_code, r.headers["ETag"], [e["id"] for e in r.json()["employees"]] if r.content else []
+
+    enroll("E001", [1.0, 0.0])
+    _, before, _ = sync()
+    copy(database, tmp_path / "backup.sqlite3")
+    enroll("E002", [0.0, 1.0])
+    _, seen, _ = sync()  # the kiosk holds E001 and E002
+
+    copy(tmp_path / "backup.sqlite3", database)  # restored: E002 is gone
+    assert sync(seen) == (200, before, ["E001"])  # the restored gallery's tag is the one it had
+    enroll("E003", [0.6, 0.8])  # changed again, once, as after the copy
+    status, etag, ids = sync(seen)
+    assert (status, ids) == (200, ["E001", "E003"]) and etag not in (seen, before)
+    assert sync(etag)[0] == 304
+
+
 def test_enrollment_is_validated_and_replace_and_delete_work(client: TestClient) -> None:
     def enroll(employee: str, **body: object) -> int:
         return client.post(f"/api/employees/{employee}/embeddings", json={"model": MODEL_A, **body},

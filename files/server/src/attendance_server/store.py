@@ -2,10 +2,12 @@
 
 WAL mode, so the attendance page reads while kiosks write. A repeated Idempotency-Key is stored once
 (a UNIQUE column, not a set in memory): a kiosk that lost an answer sends the event again, and the
-server answers it as the first time without a second row. Each model's gallery has a version, bumped
-by every change to it, which names it in the ETag the kiosks send back."""
+server answers it as the first time without a second row. A model's gallery is named in the ETag the
+kiosks send back by the hash of what it holds, not by a counter: a counter repeats once a database is
+restored from a copy (or made anew) and changed again, and a kiosk would keep a gallery that is gone."""
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
 import struct
@@ -30,10 +32,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS embeddings_by_model ON embeddings(model, employee);
-CREATE TABLE IF NOT EXISTS galleries (
-    model TEXT PRIMARY KEY,
-    version INTEGER NOT NULL
-);
+DROP TABLE IF EXISTS galleries;  -- each model's version counter, before ETags were the galleries' hashes
 CREATE TABLE IF NOT EXISTS events (
     row INTEGER PRIMARY KEY,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -64,12 +63,8 @@ class Event:
 @dataclass(frozen=True)
 class Gallery:
     model: str
-    version: int
     employees: dict[str, list[list[float]]]
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.model[:16]}-{self.version}"'
+    etag: str  # the hash of the model and every stored vector: the same tag, the same gallery
 
 
 def now() -> str:
@@ -126,18 +121,13 @@ class Store:
                 db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
             db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
                            [(employee, model, dim, pack(v), now()) for v in vectors])
-            self._bump(db, model)
             (count,) = db.execute("SELECT count(*) FROM embeddings WHERE employee = ? AND model = ?",
                                   (employee, model)).fetchone()
         return int(count)
 
     def remove(self, employee: str) -> bool:
         with self.connect() as db:
-            models = [m for (m,) in db.execute("SELECT DISTINCT model FROM embeddings WHERE employee = ?", (employee,))]
-            gone = db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
-            for model in models:
-                self._bump(db, model)
-        return gone
+            return db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
 
     def employees(self) -> dict[str, dict[str, object]]:
         """Every employee: name and embeddings per model (counts, never the vectors)."""
@@ -150,18 +140,14 @@ class Store:
         return people
 
     def gallery(self, model: str) -> Gallery:
+        digest = hashlib.sha256(model.encode())
+        employees: dict[str, list[list[float]]] = {}
         with self.connect() as db:
-            row = db.execute("SELECT version FROM galleries WHERE model = ?", (model,)).fetchone()
-            employees: dict[str, list[list[float]]] = {}
             for emp, dim, blob in db.execute(
                     "SELECT employee, dim, vector FROM embeddings WHERE model = ? ORDER BY employee, row", (model,)):
                 employees.setdefault(emp, []).append(unpack(blob, dim))
-        return Gallery(model, row[0] if row else 0, employees)
-
-    @staticmethod
-    def _bump(db: sqlite3.Connection, model: str) -> None:
-        db.execute("INSERT INTO galleries (model, version) VALUES (?, 1) "
-                   "ON CONFLICT(model) DO UPDATE SET version = version + 1", (model,))
+                digest.update(f"\0{emp}\0{dim}\0".encode() + blob)  # ids hold no NUL: one reading only
+        return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"')
 
     # Attendance.
 
