@@ -211,6 +211,7 @@ def test_limits_and_origins_are_read() -> None:
     ({"Origin": "null"}, 403),                                      # a sandboxed frame, a file:// page
     ({"Origin": "http://testserver"}, 201),                         # the server's own origin, from its Host
     ({"Origin": "https://attendance.example"}, 201),                # trusted: the server behind its proxy
+    ({"Sec-Fetch-Site": "cross-site", "Origin": "https://attendance.example"}, 201),  # a trusted site's page
 ])
 def test_a_state_changing_request_from_another_sites_page_is_refused(
         tmp_path: Path, headers: dict[str, str], status: int) -> None:

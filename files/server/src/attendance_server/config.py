@@ -2,7 +2,7 @@
 
     database = "/var/lib/pi-fleet-server/attendance.sqlite3"
     admin_token = "..."                # enrollment, the employee list and the attendance page
-    trusted_origins = ["https://attendance.example.com"]  # optional: the server's origin behind a reverse proxy
+    trusted_origins = ["https://attendance.example.com"]  # optional: pages that may post (api/guard.py)
     [kiosks]                           # each kiosk's own token: the server knows which kiosk reported
     kiosk-lobby-01 = "..."
     [models]                           # models photos are enrolled with (the photos extra), each with its card
@@ -62,7 +62,7 @@ class Settings:
     kiosk_tokens: dict[str, str]
     models: dict[str, EmbeddingModel] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
-    # Origins a browser may send state-changing requests from besides the server's own (api/guard.py).
+    # Origins whose pages a browser may send state-changing requests from, besides the server's own (api/guard.py).
     trusted_origins: frozenset[str] = frozenset()
 
     def principal(self, token: str) -> str | None:

@@ -1,10 +1,10 @@
 """What is decided from a request's headers alone, before its body is read: FastAPI reads a body before any
 dependency runs, so a 400 MB upload without a token would be in memory before a dependency could refuse it.
 
-- A state-changing request (POST, PUT, PATCH, DELETE) a browser sends from another site's page: 403. The admin's
-  HTTP Basic login is resent by the browser on its own, so without this a hostile page could post a form that
-  replaces someone's embeddings. Requests that carry neither Sec-Fetch-Site nor Origin (the kiosks, curl,
-  scripts) are not a browser's and pass.
+- A state-changing request (POST, PUT, PATCH, DELETE) a browser sends from another site's page (but a trusted
+  origin's): 403. The admin's HTTP Basic login is resent by the browser on its own, so without this a hostile
+  page could post a form that replaces someone's embeddings. Requests that carry neither Sec-Fetch-Site nor
+  Origin (the kiosks, curl, scripts) are not a browser's and pass.
 - Any request but to a public path, without a valid token: 401 with `WWW-Authenticate`.
 
 Whose token it is, the routes find in `request.state.principal` (api/deps.py). The body's size is limited per
@@ -39,16 +39,16 @@ def credential(authorization: str) -> str:
 
 
 def from_another_site(scope: Scope, headers: Headers, trusted_origins: frozenset[str]) -> str | None:
-    """The header that shows a state-changing request comes from another site's page, or None. Browsers send
-    Sec-Fetch-Site (it names the relation of the page to the server, whatever proxy is between them); older ones
-    only Origin, compared with the server's own origin as the request names it (or a trusted one)."""
-    if scope["method"] not in STATE_CHANGING:
+    """The header that shows a state-changing request comes from another site's page, or None. A trusted origin's
+    pages may send them. Else browsers send Sec-Fetch-Site (the page's relation to the server, whatever proxy is
+    between them); older ones only Origin, compared with the server's own origin as the request names it."""
+    origin = headers.get("origin")
+    if scope["method"] not in STATE_CHANGING or origin in trusted_origins:
         return None
     site = headers.get("sec-fetch-site")
     if site is not None:
         return None if site in OWN_SITE else f"Sec-Fetch-Site: {site}"
-    origin = headers.get("origin")
-    if origin is None or origin in trusted_origins or origin == origin_of(scope["scheme"], headers.get("host", "")):
+    if origin is None or origin == origin_of(scope["scheme"], headers.get("host", "")):
         return None
     return f"Origin: {origin}"
 
@@ -79,7 +79,11 @@ class Guard:
         token = credential(headers.get("authorization", ""))
         who = self.settings.principal(token) if token else None
         if who is None:
-            return JSONResponse({"detail": "a valid token is required (Authorization: Bearer <token>)"}, 401,
-                                headers={"WWW-Authenticate": 'Bearer, Basic realm="pi-fleet attendance"'})
+            unauthorized = JSONResponse({"detail": "a valid token is required (Authorization: Bearer <token>)"}, 401)
+            # One challenge per header: a browser reads no second one from the same header (Chromium then shows
+            # no login, and the attendance page could not be opened).
+            for scheme in ("Bearer", "Basic"):
+                unauthorized.headers.append("WWW-Authenticate", f'{scheme} realm="pi-fleet attendance"')
+            return unauthorized
         scope.setdefault("state", {})["principal"] = who
         return None
