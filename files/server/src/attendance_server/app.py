@@ -9,8 +9,8 @@
 Without a valid token: 401; a state-changing request a browser sends from another site's page: 403; a body
 above its limit: 413 (the `[limits]` setting).
 """
-# This module builds the app; the routes are in api/routes/, the auth in api/deps.py. Everything in
-# the docstring after its first paragraph is the API's description in the OpenAPI document (/docs).
+# This module builds the app; the routes are in api/routes/, the auth in api/guard.py and api/deps.py.
+# Everything in the docstring after its first paragraph is the API's description in the OpenAPI document (/docs).
 from fastapi import FastAPI
 
 from . import __version__

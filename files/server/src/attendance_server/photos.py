@@ -25,9 +25,9 @@ class PhotoError(Exception):
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) a PNG or JPEG file declares in its header, read without decoding anything; None for any
-    other file. Why not OpenCV: it has no header-only read, and its pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS,
-    2^30 by default) is read once per process from the environment, before anything here could set it, and is
-    far too high. The two formats are taken, not OpenCV's dozen: fewer decoders are exposed to uploads."""
+    other file. Not OpenCV: it has no header-only read, and its own cap (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 pixels
+    by default: gigabytes) is read from the environment once, by whichever import of cv2 comes first, and a photo
+    above it fails as an unreadable one. Only these two formats, not OpenCV's dozen: fewer decoders see uploads."""
     if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":  # IHDR: always the first chunk
         width, height = struct.unpack(">II", data[16:24])
         return width, height
