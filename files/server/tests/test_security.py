@@ -32,7 +32,7 @@ EMBEDDINGS = "/api/employees/E001/embeddings"
 
 
 def settings_for(tmp_path: Path, **extra: Any) -> Settings:
-    # A model that is never loaded: every photo these tests send is refused before it would be embedded.
+    # A model never loaded: these tests replace the pipeline (`decoded`) or send it no photo.
     return Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY, "door": DOOR},
                     {"m": EmbeddingModel(Path(__file__), "arcface")}, **extra)
 
