@@ -141,7 +141,7 @@ def test_a_card_file_goes_to_the_pi_by_its_sha256_and_its_threshold_fits_its_met
     proc = run(tmp_path, **a_model(tmp_path), pi_kiosk_model_card=str(card))
     assert proc.returncode == 0, proc.stdout
     sha = hashlib.sha256(card.read_bytes()).hexdigest()
-    assert shown(tmp_path, "embedder")["card"] == f"/var/lib/pi-kiosk/models/{sha}.toml"
+    assert shown(tmp_path, "embedder")["card"] == f"/opt/pi-kiosk/models/{sha}.toml"
     proc = run(tmp_path, **a_model(tmp_path), pi_kiosk_model_card=str(card),
                pi_kiosk_settings={"matching": {"threshold": 1.5}})
     assert proc.returncode != 0
@@ -209,7 +209,7 @@ def test_the_default_model_comes_from_the_conversion_in_the_cache_checked_agains
     model = tmp_path / "cache/models" / f"{DLIB_CARD_SHA256}.onnx"
     assert hashlib.sha256(model.read_bytes()).hexdigest() == DLIB_CARD_SHA256
     assert shown(tmp_path, "embedder") == {
-        "model_path": f"/var/lib/pi-kiosk/models/{DLIB_CARD_SHA256}.onnx", "model_sha256": DLIB_CARD_SHA256,
+        "model_path": f"/opt/pi-kiosk/models/{DLIB_CARD_SHA256}.onnx", "model_sha256": DLIB_CARD_SHA256,
         "card": "dlib-resnet-v1", "threads": 4, "cache_dir": "/var/cache/pi-kiosk"}
     # A damaged conversion is refused, removed, and never sent.
     model.unlink()

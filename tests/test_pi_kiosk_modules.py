@@ -53,7 +53,7 @@ class Area:
         return name
 
     def files(self, config: str, model: str = "m" * 64) -> dict[str, str]:
-        (self.candidates / "config.toml").write_text(f'{config}\nmodel_sha256 = "{model}"\n')
+        (self.candidates / "config.toml").write_text(f'{config}\nmodel_path = "{self.models}/{model}.onnx"\n')
         (self.candidates / "unit").write_text("[Service]\n")
         return {str(self.etc / "config.toml"): str(self.candidates / "config.toml"),
                 str(self.etc / "unit"): str(self.candidates / "unit")}
@@ -61,7 +61,7 @@ class Area:
     def deploy(self, name: str, config: str, keep: int = 2, commit: bool = True) -> dict[str, Any]:
         result = switch.go_live(self.store, name, self.files(config), check=False)
         if commit:
-            switch.commit(self.store, keep, self.models, check=False)
+            switch.commit(self.store, keep, [self.models], check=False)
         return result  # type: ignore[no-any-return]
 
 
@@ -142,18 +142,18 @@ def test_pruning_keeps_the_live_and_the_last_known_good_and_ignores_failures(are
     (area.models / f"{'a' * 64}.onnx").write_text("old model")
     area.release("0.2.0-1", ["w-old"])
     switch.go_live(area.store, "0.2.0-1", area.files("# 1", model="a" * 64), check=False)
-    switch.commit(area.store, 2, area.models, check=False)
+    switch.commit(area.store, 2, [area.models], check=False)
     (area.store.wheels / "w-keep").mkdir()  # arrive with release 2
     (area.models / f"{'b' * 64}.onnx").write_text("kept model")
     for n in (2, 3):
         area.release(f"0.2.0-{n}", ["w-keep"])
         switch.go_live(area.store, f"0.2.0-{n}", area.files(f"# {n}", model="b" * 64), check=False)
-        switch.commit(area.store, 2, area.models, check=False)
+        switch.commit(area.store, 2, [area.models], check=False)
     # A failed release neither takes a keep slot nor survives the next prune.
     area.release("0.2.0-failed", ["w-keep"])
     area.deploy("0.2.0-failed", "# failed", commit=False)
     switch.roll_back(area.store, "", "smoke test", "boom", check=False)
-    result = switch.commit(area.store, 2, area.models, check=False)
+    result = switch.commit(area.store, 2, [area.models], check=False)
     assert sorted(p.name for p in area.store.releases.iterdir()) == ["0.2.0-2", "0.2.0-3"]
     assert result["pruned"]["releases"] == ["0.2.0-failed"]
     assert sorted(p.name for p in area.store.wheels.iterdir()) == ["w-keep"]
@@ -170,7 +170,7 @@ def test_pruning_with_keep_1_keeps_the_last_known_good_older_than_the_kept_one(a
         (area.models / f"{model}.onnx").write_text(name)
         area.release(name, [f"w-{name}"])
         switch.go_live(area.store, name, area.files(f"# {name}", model=model), check=False)
-        result: dict[str, Any] = switch.commit(area.store, 1, area.models, check=False)
+        result: dict[str, Any] = switch.commit(area.store, 1, [area.models], check=False)
         assert os.readlink(area.store.current) == f"releases/{name}" and area.store.release_complete(name)
         return result
 
@@ -190,7 +190,72 @@ def test_pruning_with_keep_1_keeps_the_last_known_good_older_than_the_kept_one(a
     assert kept() == (["0.2.0-b", "0.2.0-c"], ["w-0.2.0-b", "w-0.2.0-c"], [f"{'b' * 64}.onnx", f"{'c' * 64}.onnx"])
     # What was kept is what a rollback needs: b comes back, byte for byte.
     assert switch.roll_back(area.store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-b"
-    assert (area.etc / "config.toml").read_text() == f"# 0.2.0-b\nmodel_sha256 = \"{'b' * 64}\"\n"
+    assert (area.etc / "config.toml").read_text() == f"# 0.2.0-b\nmodel_path = \"{area.models}/{'b' * 64}.onnx\"\n"
+
+
+def test_pruning_never_follows_a_link_the_service_user_placed(area: Area, tmp_path: Path) -> None:
+    """Issue 27: the service user owns its state directory; it renames the models directory kept there and links a
+    directory of root's in its place. Root's prune must neither list nor delete through that link."""
+    state = tmp_path / "var-lib-pi-kiosk"
+    state.mkdir()
+    state.chmod(0o777)  # writable by others than root (as the service user's own directory is for root)
+    victim = tmp_path / "root-only"
+    victim.mkdir()
+    (victim / "precious").write_text("root's")
+    retired = state / "models"
+    retired.symlink_to(victim)
+    area.release("0.2.0-1")
+    area.deploy("0.2.0-1", "# 1")
+    result = switch.commit(area.store, 2, [area.models, retired], check=False)
+    assert (victim / "precious").read_text() == "root's"
+    assert result["pruned"]["models"] == [str(retired)] and not retired.is_symlink()  # the link itself went
+    # The models directory itself a link where anyone could have placed it: refused, nothing removed.
+    current = state / "current-models"
+    current.symlink_to(victim)
+    with pytest.raises(store_mod.UnsafePath, match=f"{current} is a symlink that a user other than root"):
+        switch.commit(area.store, 2, [current], check=False)
+    with pytest.raises(store_mod.UnsafePath, match="refusing to follow it as root"):
+        store_mod.remove_tree(current / "precious")
+    assert (victim / "precious").read_text() == "root's"
+
+
+def test_a_link_root_made_in_roots_directory_is_followed(area: Area, tmp_path: Path) -> None:
+    """An operator's own link (root's, in a directory only root can change: /opt/pi-kiosk on a bigger disk) works."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (the suite runs as root): a link root made is what it checks")
+    roots = tmp_path / "roots"
+    roots.mkdir(mode=0o755)
+    target = tmp_path / "disk" / "models"
+    target.mkdir(parents=True)
+    (target / "unused.onnx").write_text("x")
+    (roots / "models").symlink_to(target)
+    area.release("0.2.0-1")
+    area.deploy("0.2.0-1", "# 1")
+    assert switch.commit(area.store, 2, [roots / "models"], check=False)["pruned"]["models"] == [
+        str(roots / "models" / "unused.onnx")]
+    assert list(target.iterdir()) == []
+
+
+def test_models_move_out_of_the_retired_directory_as_their_deployments_go(area: Area, tmp_path: Path) -> None:
+    """Deployments of earlier versions name models in the retired directory: they stay while those deployments are
+    kept (a rollback needs them), then go, and the retired directory with them."""
+    retired = tmp_path / "retired"
+    retired.mkdir()
+    (retired / f"{'a' * 64}.onnx").write_text("old")
+    old = area.files("# old")
+    Path(old[str(area.etc / "config.toml")]).write_text(f'# old\nmodel_path = "{retired}/{"a" * 64}.onnx"\n')
+    area.release("0.1.0")
+    switch.go_live(area.store, "0.1.0", old, check=False)
+    switch.commit(area.store, 1, [area.models, retired], check=False)
+    (area.models / f"{'b' * 64}.onnx").write_text("new")
+    for name in ("0.2.0-1", "0.2.0-2"):
+        area.release(name)
+        switch.go_live(area.store, name, area.files(f"# {name}", model="b" * 64), check=False)
+        pruned = switch.commit(area.store, 1, [area.models, retired], check=False)["pruned"]["models"]
+        # After the first: 0.1.0 is the last known good, its model stays; after the second it goes.
+        assert retired.exists() == (name == "0.2.0-1")
+    assert pruned == [f"{retired}/{'a' * 64}.onnx", str(retired)]
+    assert [p.name for p in area.models.iterdir()] == [f"{'b' * 64}.onnx"]
 
 
 def test_the_switch_renames_the_files_and_current_into_place(
@@ -440,8 +505,16 @@ def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params
     args = tmp / "args.json"
     params = {**params, "_ansible_check_mode": check, "_ansible_diff": diff}
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    proc = subprocess.run([sys.executable, str(ROLE / "library/pi_kiosk_files.py"), str(args)],
-                          capture_output=True, text=True)
+    # As Ansible runs it: with the role's module_utils importable under ansible.module_utils.
+    module = ROLE / "library/pi_kiosk_files.py"
+    code = ("import importlib.util, runpy, sys\n"
+            "spec = importlib.util.spec_from_file_location('ansible.module_utils.pi_kiosk_store', sys.argv[1])\n"
+            "sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(sys.modules[spec.name])\n"
+            "sys.argv = sys.argv[2:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "module_utils/pi_kiosk_store.py"), str(module),
+                           str(args)], capture_output=True, text=True)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
@@ -479,6 +552,20 @@ def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(t
     assert again["diff"] == [{"before_header": str(config), "after_header": str(config),
                               "before": "threshold = 0.4\n", "after": "threshold = 0.45\n"}]
     assert oct(token.stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_link_where_a_directory_is_expected_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """Issue 27: a directory the layout sets the owner and mode of, replaced by a link anyone could have placed:
+    refused with its name, the link's target keeps its mode."""
+    open_to_all = tmp_path / "state"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    target = tmp_path / "root-only"
+    target.mkdir(mode=0o700)
+    (open_to_all / "models").symlink_to(target)
+    result = run_files_module(tmp_path, directories=[{"path": str(open_to_all / "models"), "mode": "0755"}])
+    assert result["failed"] and "is a symlink that a user other than root could have placed" in result["msg"]
+    assert oct(target.stat().st_mode & 0o777) == "0o700"
 
 
 gate: ModuleType = load_module(ROLE / "library/pi_kiosk_gate.py")

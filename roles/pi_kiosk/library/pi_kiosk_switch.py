@@ -50,8 +50,20 @@ options:
     type: int
     default: 3
   models_dir:
-    description: The content-addressed model files, pruned with the deployments (a model no kept configuration names).
+    description:
+      - The content-addressed model files, pruned with the deployments (a model whose path no kept deployment's files
+        name).
+      - Opened as every directory this module acts on, without following a link anyone but root could have placed
+        (such a link fails the task, nothing is removed).
     type: path
+  retired_models_dirs:
+    description:
+      - Models directories older deployments used, pruned the same way and removed once nothing in them is used.
+      - A link in place of one (the service user's doing, when it is in the service's own directory) is removed,
+        never followed.
+    type: list
+    elements: path
+    default: []
   rollback_to:
     description: Release id to roll back to (O(state=rolled_back)); empty picks the last known good one.
     type: str
@@ -85,7 +97,8 @@ EXAMPLES = r"""
     root: /opt/pi-kiosk
     state: committed
     keep: 3
-    models_dir: /var/lib/pi-kiosk/models
+    models_dir: /opt/pi-kiosk/models
+    retired_models_dirs: [/var/lib/pi-kiosk/models]
   register: committed
 
 - name: Go back to the last known good deployment
@@ -174,7 +187,7 @@ pruned:
       elements: str
       sample: []
     models:
-      description: Model file names in O(models_dir).
+      description: Paths of model and card files in O(models_dir) and O(retired_models_dirs), and of retired directories.
       type: list
       elements: str
       sample: []
@@ -191,6 +204,7 @@ from ansible.module_utils.pi_kiosk_store import (
     Store,
     install_copy,
     last_known_good,
+    list_dir,
     now,
     remove_tree,
     same,
@@ -265,34 +279,37 @@ def release_wheels(store: Store, release: str) -> set[str]:
     return set(info.get("wheels", []))
 
 
-def prune(store: Store, state: dict[str, Any], keep: int, models_dir: Path | None, check: bool) -> dict[str, list[str]]:
+def prune(store: Store, state: dict[str, Any], keep: int, models_dirs: list[Path], check: bool
+          ) -> dict[str, list[str]]:
+    """Remove what no kept deployment uses. A model (or card file) is used while a kept deployment's files name its
+    path; a models directory that older releases used (models_dirs after the first) goes once it is empty."""
     kept = kept_deployments(state, keep)
     releases = {d["release"] for d in kept}
     file_shas = {sha for d in kept for sha in d["files"].values()}
     wheels = set().union(*(release_wheels(store, r) for r in releases)) if releases else set()
-    referenced = set()
-    for sha in file_shas:
-        path = store.stored_file(sha)
-        if path.is_file():
-            referenced |= set(SHA256.findall(path.read_text(errors="replace")))
-    pruned: dict[str, list[str]] = {"releases": [], "files": [], "wheels": [], "models": []}
-    if store.releases.is_dir():
-        pruned["releases"] = sorted(p.name for p in store.releases.iterdir() if p.name not in releases)
-    if store.files.is_dir():
-        pruned["files"] = sorted(p.name for p in store.files.iterdir() if p.name not in file_shas)
-    if store.wheels.is_dir():
-        pruned["wheels"] = sorted(p.name for p in store.wheels.iterdir() if p.name not in wheels)
-    if models_dir and models_dir.is_dir():
-        pruned["models"] = sorted(p.name for p in models_dir.iterdir() if p.name.split(".")[0] not in referenced)
+    texts = [store.stored_file(sha).read_text(errors="replace") for sha in file_shas if store.stored_file(sha).is_file()]
+    pruned: dict[str, list[str]] = {
+        "releases": [n for n in list_dir(store.releases) if n not in releases],
+        "files": [n for n in list_dir(store.files) if n not in file_shas],
+        "wheels": [n for n in list_dir(store.wheels) if n not in wheels],
+        "models": [str(d / n) for d in models_dirs if not d.is_symlink() or d == models_dirs[0] for n in list_dir(d)
+                   if not any(str(d / n) in text for text in texts)],
+    }
+    # A retired directory goes once nothing in it is used; a link in its place (the service user's doing) is
+    # removed, never followed.
+    unused = set(pruned["models"])
+    pruned["models"] += [str(d) for d in models_dirs[1:]
+                         if d.is_symlink() or (d.exists() and all(str(d / n) in unused for n in list_dir(d)))]
     if not check:
-        for kind, base in (("releases", store.releases), ("files", store.files), ("wheels", store.wheels),
-                           ("models", models_dir)):
+        for kind, base in (("releases", store.releases), ("files", store.files), ("wheels", store.wheels)):
             for name in pruned[kind]:
-                remove_tree(base / name)  # type: ignore[operator]
+                remove_tree(base / name)
+        for path in pruned["models"]:
+            remove_tree(Path(path))
     return pruned
 
 
-def commit(store: Store, keep: int, models_dir: Path | None, check: bool) -> dict[str, Any]:
+def commit(store: Store, keep: int, models_dirs: list[Path], check: bool) -> dict[str, Any]:
     state = store.read_state()
     live = state["live"]
     if not live:
@@ -301,7 +318,7 @@ def commit(store: Store, keep: int, models_dir: Path | None, check: bool) -> dic
     if not already:
         state["committed"] = [d for d in state["committed"] if not same(d, live)]
         state["committed"].append({"release": live["release"], "files": live["files"], "at": now()})
-    pruned = prune(store, state, keep, models_dir, check)
+    pruned = prune(store, state, keep, models_dirs, check)
     changed = not already or any(pruned.values())
     if changed and not check:
         store.write_state(state)
@@ -346,6 +363,7 @@ def main() -> None:
             "files": {"type": "dict", "default": {}},
             "keep": {"type": "int", "default": 3},
             "models_dir": {"type": "path"},
+            "retired_models_dirs": {"type": "list", "elements": "path", "default": []},
             "rollback_to": {"type": "str", "default": ""},
             "phase": {"type": "str", "default": ""},
             "reason": {"type": "str", "default": ""},
@@ -359,7 +377,8 @@ def main() -> None:
         if p["state"] == "live":
             result = go_live(store, p["release"], p["files"], module.check_mode)
         elif p["state"] == "committed":
-            result = commit(store, p["keep"], Path(p["models_dir"]) if p["models_dir"] else None, module.check_mode)
+            models_dirs = [Path(d) for d in [p["models_dir"], *p["retired_models_dirs"]] if d]
+            result = commit(store, p["keep"], models_dirs, module.check_mode)
         else:
             result = roll_back(store, p["rollback_to"], p["phase"], p["reason"], module.check_mode)
     except (ValueError, OSError) as exc:

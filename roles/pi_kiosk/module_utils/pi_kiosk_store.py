@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -156,8 +157,81 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class UnsafePath(ValueError):
+    """A path root must not act on: a symlink someone other than root could have placed, where a directory is
+    expected."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+
+def _trusted_link(link: os.stat_result, parent: os.stat_result) -> bool:
+    """sshd's StrictModes rule: root follows a link only if root made it in a directory only root can change."""
+    return link.st_uid == 0 and parent.st_uid == 0 and not parent.st_mode & 0o022
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of the directory `path`, reached one component at a time from / without following a link that
+    anyone but root could have placed (a service user renaming its `models` and linking another directory in its
+    place must not make root list or delete there). Raises UnsafePath, or FileNotFoundError when it is absent."""
+    parts = list(Path(os.path.abspath(path)).parts[1:])
+    done = Path("/")
+    fd = os.open("/", _DIR_FLAGS)
+    links = 0
+    try:
+        while parts:
+            part = parts.pop(0)
+            st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if not _trusted_link(st, os.fstat(fd)):
+                    raise UnsafePath(f"{path}: {done / part} is a symlink that a user other than root could have "
+                                     "placed; refusing to follow it as root (replace it with a directory)")
+                links += 1
+                if links > _MAX_LINKS:
+                    raise UnsafePath(f"{path}: too many levels of symlinks")
+                target = Path(os.path.normpath(done / os.readlink(part, dir_fd=fd)))
+                os.close(fd)
+                fd = os.open("/", _DIR_FLAGS)
+                done, parts = Path("/"), list(target.parts[1:]) + parts
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"{path}: {done / part} is not a directory")
+            child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd, done = child, done / part
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def list_dir(path: Path) -> list[str]:
+    """The names in directory `path` (none when it is absent), read through open_dir."""
+    try:
+        fd = open_dir(path)
+    except FileNotFoundError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+    """Remove `path` (a file, a link or a whole tree) without following any link on the way: its parent is opened
+    through open_dir, the tree removed relative to it (shutil.rmtree with dir_fd never follows links)."""
+    try:
+        fd = open_dir(path.parent)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path.name, dir_fd=fd)
+        else:
+            os.unlink(path.name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
