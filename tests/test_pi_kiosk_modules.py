@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -501,22 +502,89 @@ def test_the_verified_manifest_is_kept_beside_the_release_once(tmp_path: Path) -
     assert (release / "manifest.json.sig").read_text() == "SIG3"
 
 
-def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+def run_module(name: str, tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+    """Run one of the role's modules as Ansible does: a Python of its own, the role's module_utils importable."""
     args = tmp / "args.json"
     params = {**params, "_ansible_check_mode": check, "_ansible_diff": diff}
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    # As Ansible runs it: with the role's module_utils importable under ansible.module_utils.
-    module = ROLE / "library/pi_kiosk_files.py"
     code = ("import importlib.util, runpy, sys\n"
             "spec = importlib.util.spec_from_file_location('ansible.module_utils.pi_kiosk_store', sys.argv[1])\n"
             "sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
             "spec.loader.exec_module(sys.modules[spec.name])\n"
             "sys.argv = sys.argv[2:]\n"
             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "module_utils/pi_kiosk_store.py"), str(module),
-                           str(args)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "module_utils/pi_kiosk_store.py"),
+                           str(ROLE / f"library/{name}.py"), str(args)], capture_output=True, text=True)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+    return run_module("pi_kiosk_files", tmp, check, diff, **params)
+
+
+def tiny_wheel(store: Any, version: str = "1.0") -> dict[str, str]:
+    """A wheel of one module, in the Pi's wheel cache as the controller would have sent it."""
+    import base64
+    import zipfile
+    name = f"tiny-{version}-py3-none-any.whl"
+    info = f"tiny-{version}.dist-info"
+    files = {"tiny/__init__.py": b"VALUE = 1\n" + b"#" * 100 + b"\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: tiny\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for path, data in files.items()) + f"{info}/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
+            zf.writestr(path, data)
+    digest = sha(buffer.getvalue())
+    store.wheel_path(digest, name).parent.mkdir(parents=True)
+    store.wheel_path(digest, name).write_bytes(buffer.getvalue())
+    return {"file": name, "sha256": digest}
+
+
+def test_a_damaged_release_is_built_again_from_the_pis_wheel_cache(area: Area, tmp_path: Path) -> None:
+    """Issue 27: a package deleted from a built release (a corrupt SD card) killed the kiosk, and every later deploy
+    kept the release as it was. The release is checked against its wheels' RECORD and built again when damaged."""
+    wheel = tiny_wheel(area.store)
+    params = {"root": str(area.store.root), "release": "0.2.0-r", "python": sys.executable, "wheels": [wheel],
+              "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
+    first = run_module("pi_kiosk_release", tmp_path, **params)
+    assert first["built"] and first["damaged"] == [], first
+    assert run_module("pi_kiosk_release", tmp_path, **params)["built"] is False
+    module = next(area.store.release_dir("0.2.0-r").glob("lib/python3*/site-packages/tiny/__init__.py"))
+
+    module.unlink()
+    preview = run_module("pi_kiosk_release", tmp_path, check=True, **params)
+    assert preview["changed"] and preview["built"] and not module.exists()
+    repaired = run_module("pi_kiosk_release", tmp_path, **params)
+    assert repaired["damaged"] == ["tiny/__init__.py: missing"] and repaired["built"] and module.is_file()
+
+    # The same size, other bytes (a flipped bit): only the hashes see it.
+    module.write_bytes(module.read_bytes().replace(b"VALUE = 1", b"VALUE = 2"))
+    assert run_module("pi_kiosk_release", tmp_path, **params)["damaged"] == []
+    assert run_module("pi_kiosk_release", tmp_path, verify="hashes", **params)["damaged"] == [
+        "tiny/__init__.py: content differs from what was installed"]
+    assert b"VALUE = 1" in module.read_bytes()
+
+    shutil.rmtree(module.parent.parent / "tiny-1.0.dist-info")
+    assert run_module("pi_kiosk_release", tmp_path, **params)["damaged"] == ["tiny 1.0: not installed"]
+
+
+def test_a_damaged_cached_wheel_is_dropped_so_the_next_run_sends_it(area: Area, tmp_path: Path) -> None:
+    wheel = tiny_wheel(area.store)
+    params = {"root": str(area.store.root), "release": "0.2.0-r", "python": sys.executable, "wheels": [wheel],
+              "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
+    assert run_module("pi_kiosk_release", tmp_path, **params)["built"]
+    next(area.store.release_dir("0.2.0-r").glob("lib/python3*/site-packages/tiny/__init__.py")).unlink()
+    cached = area.store.wheel_path(wheel["sha256"], wheel["file"])
+    cached.write_bytes(cached.read_bytes()[:-10])
+    failed = run_module("pi_kiosk_release", tmp_path, **params)
+    assert failed["failed"] and f"Damaged in the Pi's wheel cache, removed (the next run sends them again): " \
+        f"{wheel['file']}" in failed["msg"]
+    assert not cached.parent.exists() and area.store.wheel_hashes() == []
+    assert "It was the live release" not in failed["msg"]
 
 
 def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(tmp_path: Path) -> None:

@@ -103,12 +103,15 @@ def pi_kiosk_deploy_report(results: dict[str, Result | None], *, host: str, rele
     did = "deployed now" if _changed(switch) else "restarted" if _changed(health) else "unchanged"
     sent = _sent_text(results.get("plan"), results.get("models_sent"))
     health_text = _health_text(health, results.get("probe"), window)
+    damaged = built.get("damaged") or []
+    repaired = f"found damaged ({damaged[0]}{', ...' if len(damaged) > 1 else ''}), " if damaged else ""
     if not built.get("built"):
         built_text = ""
     elif "build_seconds" in built:
-        built_text = f"release built in {built['build_seconds']} s; "
+        built_text = f"release {repaired}built again in {built['build_seconds']} s; " if damaged else \
+            f"release built in {built['build_seconds']} s; "
     else:
-        built_text = "release to be built; "
+        built_text = f"release {repaired}to be built; "
     pruned = [name for name, removed in (commit.get("pruned") or {}).items() if removed]
     coral = f", Edge TPU model {coral_model_sha256[:12]}" if _bool(coral_backend) else ""
     files = ", ".join(switch.get("changed_files") or []) or "unchanged"
