@@ -17,7 +17,7 @@ description:
     or reachable for pip. A release is complete once its marker file is written, last; an incomplete
     one is removed and built again.
   - A complete release is checked against what pip installed (every package of O(wheels) present, every file its
-    wheel's C(RECORD) lists there with its size, or with O(verify=hashes) its sha256 too): a damaged one (a corrupt
+    wheel's C(RECORD) lists there with its size, or with O(verify=hashes) its sha256 too); a damaged one (a corrupt
     SD card, a deleted package) is removed and built again from the Pi's wheel cache. A cached wheel found damaged
     when that build fails is removed from the cache, so the next run sends it again.
   - A failure leaves the live release untouched (the module never switches releases; see M(pi_kiosk_switch)).
