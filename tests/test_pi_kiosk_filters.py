@@ -157,6 +157,16 @@ LIVE = {"state": {"live": {"release": "0.1.0-old"}}}
       "rollback": {"changed": True, "deployment": {"release": "0.1.0-old"}},
       "rollback_health": {"failed": True, "msg": "not ready in 400 s"}},
      "rolled back", "0.1.0-old", "ROLLED BACK to 0.1.0-old, which is NOT healthy either (not ready in 400 s)."),
+    # Issue 27: the live deployment went live in a run that never gated it (SSH lost after the switch): rolled back.
+    ({"compare": {"changed": False, "uncommitted": True}, "facts": LIVE,
+      "rollback": {"changed": True, "deployment": {"release": "0.1.0-good"}}, "rollback_health": HEALTHY},
+     "rolled back", "0.1.0-good", "It went live in an earlier run that never finished its gate (power or SSH lost). "
+     "ROLLED BACK to 0.1.0-good, which is healthy again."),
+    # A switch that failed part way touched the live files: said, and rolled back.
+    ({"compare": {"changed": True}, "switch": {"failed": True, "msg": "No space left"}, "facts": LIVE,
+      "rollback": {"changed": True, "deployment": {"release": "0.1.0-old"}}, "rollback_health": HEALTHY},
+     "rolled back", "0.1.0-old", "The switch to it failed part way (some of its files or its release may have been "
+     "live). ROLLED BACK to 0.1.0-old, which is healthy again."),
     # The first release of a Pi failed after its switch: nothing committed to go back to.
     ({"compare": {"changed": True}, "switch": {"changed": True}, "facts": {},
       "rollback": {"changed": False, "msg": "no committed deployment"}}, "failed", None,

@@ -76,6 +76,7 @@ def run(tmp_path: Path, *extra: str, **variables: Any) -> subprocess.CompletedPr
     cache = tmp_path / "cache"
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "pi_kiosk_source_dir": str(ROOT / "files/kiosk"), "pi_kiosk_server_url": "https://attendance.example.com",
+            "pi_kiosk_server_token": "kiosk-a-token",
             "pi_kiosk_controller_cache": str(cache), "pi_kiosk_pip_download": False, "pi_facts_cpu_count": 4,
             "shown_file": str(tmp_path / "shown.json"), **variables}
     (tmp_path / "hosts.json").write_text(json.dumps({"kiosks": {"hosts": {"kiosk-a": host}}}))

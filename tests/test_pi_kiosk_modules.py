@@ -114,6 +114,53 @@ def test_rollback_follows_commit_order_not_file_times(area: Area) -> None:
     assert state["live"]["release"] == "0.2.0-mid"
 
 
+def test_a_live_deployment_never_gated_is_gated_on_the_next_run(area: Area) -> None:
+    """Issue 27: SSH lost after the switch left the new release live and uncommitted; the next run saw nothing to
+    change and skipped the gate. The switch says the live deployment is uncommitted, until it is committed."""
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a")
+    area.release("0.2.0-b")
+    files = area.files("# b")
+    assert switch.go_live(area.store, "0.2.0-b", files, check=False)["uncommitted"] is False
+    again = switch.go_live(area.store, "0.2.0-b", files, check=True)  # the next run's compare
+    assert again["changed"] is False and again["uncommitted"] is True
+    switch.commit(area.store, 2, [area.models], check=False)
+    assert switch.go_live(area.store, "0.2.0-b", files, check=True)["uncommitted"] is False
+
+
+def test_a_switch_cut_short_is_known_to_the_next_run_and_undone_by_a_rollback(
+        area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switch that stopped part way (power lost between two files) leaves its intent in state.json: the next run
+    completes it (and gates it), or a rollback restores every file and the link of the last known good."""
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a")
+    area.release("0.2.0-b")
+    files = area.files("# b")
+    real = switch.install_copy
+
+    def cut(src: Path, dest: Path) -> None:  # the file goes live, then the power goes (before the release link)
+        real(src, dest)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(switch, "install_copy", cut)
+    with pytest.raises(OSError):
+        switch.go_live(area.store, "0.2.0-b", files, check=False)
+    monkeypatch.setattr(switch, "install_copy", real)
+    state = area.store.read_state()
+    assert state["switching"]["release"] == "0.2.0-b" and state["live"]["release"] == "0.2.0-a"
+    assert (area.etc / "config.toml").read_text().startswith("# b")  # the file went live, the release did not
+    assert os.readlink(area.store.current) == "releases/0.2.0-a"
+    preview = switch.go_live(area.store, "0.2.0-b", files, check=True)
+    assert preview["changed"] and preview["interrupted"]
+    back = switch.roll_back(area.store, "", "switch", "No space left on device", check=False)
+    assert back["changed"] and back["deployment"]["release"] == "0.2.0-a"
+    assert (area.etc / "config.toml").read_text().startswith("# a")
+    assert os.readlink(area.store.current) == "releases/0.2.0-a"
+    assert area.store.read_state()["switching"] is None
+    done = switch.go_live(area.store, "0.2.0-b", files, check=False)
+    assert done["changed"] and not done["interrupted"] and area.store.read_state()["switching"] is None
+
+
 def test_rollback_of_a_committed_live_deployment_goes_to_the_one_before(area: Area) -> None:
     for name in ("0.2.0-a", "0.2.0-b"):
         area.release(name)

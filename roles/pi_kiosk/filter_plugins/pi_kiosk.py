@@ -132,14 +132,20 @@ def pi_kiosk_fallback_report(results: dict[str, Result | None], *, host: str, re
                                                   for k in ("compare", "switch", "rollback", "rollback_health"))
     rolled_back = _changed(rollback)
     before = _live_release(results.get("facts"))
+    switched, part_way, ungated = _changed(switch), bool(switch.get("failed")), bool(compare.get("uncommitted"))
+    touched = switched or part_way or ungated
     if rolled_back:
         live: str | None = rollback["deployment"]["release"]
     else:
-        live = None if _changed(switch) else before
+        live = None if touched else before
     message = f"{host}: release {release} FAILED its {failure['phase']}: {failure['reason']}."
-    if not _changed(compare):
+    if part_way:
+        message += " The switch to it failed part way (some of its files or its release may have been live)."
+    elif ungated and not switched:
+        message += " It went live in an earlier run that never finished its gate (power or SSH lost)."
+    if not touched and not _changed(compare):
         message += " It is the live deployment, and it does not run healthy."
-    elif not _changed(switch):
+    elif not touched:
         message += f" It never went live: the live deployment ({before or 'none'}) was not touched."
     elif rolled_back:
         verdict = ("healthy again" if "ready_seconds" in rollback_health

@@ -135,7 +135,7 @@ EXAMPLES = r"""
         state: absent
     secret_files:
       - path: /etc/pi-kiosk/token
-        content: "{{ vault_pi_kiosk_server_token }}"
+        content: "{{ vault_pi_kiosk_server_tokens[inventory_hostname] }}"
         group: kiosk
         mode: "0640"
   register: layout

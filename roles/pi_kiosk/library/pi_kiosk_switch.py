@@ -155,6 +155,18 @@ previous:
     at:
       description: When it went live (UTC).
       type: str
+interrupted:
+  description: Whether a switch of an earlier run was cut short (power, SSH lost); O(state=live) completes it.
+  type: bool
+  returned: with O(state=live), when the release is complete
+  sample: false
+uncommitted:
+  description:
+    - Whether the live deployment (before this task) never passed its gate (went live in a run that did not finish);
+      the role gates it, or rolls it back, even when nothing changes.
+  type: bool
+  returned: with O(state=live), when the release is complete
+  sample: false
 changed_files:
   description: The deployed paths whose content changed (in check mode, would change).
   type: list
@@ -187,7 +199,8 @@ pruned:
       elements: str
       sample: []
     models:
-      description: Paths of model and card files in O(models_dir) and O(retired_models_dirs), and of retired directories.
+      description: >-
+        Paths of model and card files in O(models_dir) and O(retired_models_dirs), and of retired directories.
       type: list
       elements: str
       sample: []
@@ -251,13 +264,20 @@ def go_live(store: Store, release: str, candidates: dict[str, str], check: bool)
         for candidate in candidates.values():
             store.keep_file(Path(candidate))
     switching = store.current_release() != release
-    changed_files = activate(store, desired, check)
-    changed = bool(changed_files) or switching or not same(state["live"], desired)
+    changed_files = files_to_install(store, desired["files"])
+    interrupted = state["switching"] is not None
+    changed = bool(changed_files) or switching or not same(previous, desired) or interrupted
     if changed and not check:
-        state["live"] = {**desired, "at": now()}
+        # The intent first: a switch cut short (power, SSH) is known as such to the next run, which completes it and
+        # gates it (or rolls back).
+        state["switching"] = {**desired, "at": now()}
+        store.write_state(state)
+        activate(store, desired, check)
+        state.update(live={**desired, "at": now()}, switching=None)
         store.write_state(state)
     return {"changed": changed, "changed_files": changed_files, "previous": previous, "deployment": desired,
-            "release_switched": switching}
+            "release_switched": switching, "interrupted": interrupted,
+            "uncommitted": previous is not None and not any(same(previous, d) for d in state["committed"])}
 
 
 def kept_deployments(state: dict[str, Any], keep: int) -> list[dict[str, Any]]:
@@ -287,13 +307,14 @@ def prune(store: Store, state: dict[str, Any], keep: int, models_dirs: list[Path
     releases = {d["release"] for d in kept}
     file_shas = {sha for d in kept for sha in d["files"].values()}
     wheels = set().union(*(release_wheels(store, r) for r in releases)) if releases else set()
-    texts = [store.stored_file(sha).read_text(errors="replace") for sha in file_shas if store.stored_file(sha).is_file()]
+    texts = [store.stored_file(sha).read_text(errors="replace") for sha in file_shas
+             if store.stored_file(sha).is_file()]
     pruned: dict[str, list[str]] = {
         "releases": [n for n in list_dir(store.releases) if n not in releases],
         "files": [n for n in list_dir(store.files) if n not in file_shas],
         "wheels": [n for n in list_dir(store.wheels) if n not in wheels],
-        "models": [str(d / n) for d in models_dirs if not d.is_symlink() or d == models_dirs[0] for n in list_dir(d)
-                   if not any(str(d / n) in text for text in texts)],
+        "models": [str(d / n) for d in models_dirs if not d.is_symlink() or d == models_dirs[0]
+                   for n in list_dir(d) if not any(str(d / n) in text for text in texts)],
     }
     # A retired directory goes once nothing in it is used; a link in its place (the service user's doing) is
     # removed, never followed.
@@ -335,7 +356,8 @@ def roll_back(store: Store, rollback_to: str, phase: str, reason: str, check: bo
             raise ValueError(f"pi_kiosk_rollback_to={rollback_to} is not a committed release here; committed: {known}")
         target = matches[-1]
     else:
-        target = last_known_good(state, live)
+        # What is undone: a switch cut short (its files may be live, its state not yet), or else the live deployment.
+        target = last_known_good(state, state["switching"] or live)
         if target is None:
             raise ValueError("there is no committed deployment to roll back to (none passed the health gate yet, "
                              "or the live one is the only one)")
@@ -343,13 +365,13 @@ def roll_back(store: Store, rollback_to: str, phase: str, reason: str, check: bo
         raise ValueError(f"release {target['release']} is gone from {store.releases}: cannot roll back to it")
     switching = store.current_release() != target["release"]
     changed_files = activate(store, target, check)
-    changed = bool(changed_files) or switching or not same(live, target)
+    changed = bool(changed_files) or switching or not same(live, target) or state["switching"] is not None
     if not check and changed:
         committed = any(same(live, d) for d in state["committed"])
         if live and not committed:
             state["failed"] = (state["failed"] + [{**live, "phase": phase, "reason": reason[:2000], "at": now()}]
                                )[-FAILED_KEPT:]
-        state["live"] = {"release": target["release"], "files": target["files"], "at": now()}
+        state.update(live={"release": target["release"], "files": target["files"], "at": now()}, switching=None)
         store.write_state(state)
     return {"changed": changed, "deployment": target, "previous": live, "changed_files": changed_files}
 

@@ -4,7 +4,8 @@
     ROOT/current -> releases/<id>   switched by an atomic rename
     ROOT/wheels/<sha256>/<file> the content-addressed wheel cache (a release ships only what is missing)
     ROOT/files/<sha256>         content-addressed copies of deployed files (config, token, unit)
-    ROOT/state.json             the live deployment, the committed ones (oldest first), failed attempts
+    ROOT/state.json             the live deployment, the committed ones (oldest first), failed attempts, and a
+                                switch under way (written before it starts, cleared when it is done)
 
 A deployment is a release id plus the sha256 of each deployed file. It is committed only after
 the health gate passed; rollback and pruning follow the order of commits, never file times.
@@ -134,6 +135,7 @@ class Store:
         state.setdefault("live", None)
         state.setdefault("committed", [])
         state.setdefault("failed", [])
+        state.setdefault("switching", None)
         return state
 
     def write_state(self, state: dict[str, Any]) -> None:
