@@ -114,6 +114,69 @@ def test_rollback_follows_commit_order_not_file_times(area: Area) -> None:
     assert state["live"]["release"] == "0.2.0-mid"
 
 
+def test_rollbacks_go_down_the_history_and_a_release_rolled_back_from_is_not_good_again(area: Area) -> None:
+    """Issue 27: with A, B, C committed two rollbacks went C -> B -> C, and a failed deploy after a rollback to B fell
+    back to C, the release the operator had left. A rollback moves down the history, taking its target's place on top."""
+    for name in ("0.2.0-a", "0.2.0-b", "0.2.0-c"):
+        area.release(name)
+        area.deploy(name, f"# {name}", keep=3)
+    back = [switch.roll_back(area.store, "", "rollback requested", "", check=False) for _ in range(2)]
+    assert [(r["previous"]["release"], r["deployment"]["release"]) for r in back] == [
+        ("0.2.0-c", "0.2.0-b"), ("0.2.0-b", "0.2.0-a")]
+    assert back[0]["left_history"] == ["0.2.0-c"]
+    with pytest.raises(ValueError, match="no committed deployment to roll back to"):
+        switch.roll_back(area.store, "", "rollback requested", "", check=False)
+    # B again, then a failed D: the fallback is B, never C.
+    area.deploy("0.2.0-b", "# 0.2.0-b", keep=3)
+    area.release("0.2.0-d")
+    area.deploy("0.2.0-d", "# d", commit=False)
+    assert switch.roll_back(area.store, "", "health", "no frames", check=False)["deployment"]["release"] == "0.2.0-b"
+    assert [d["release"] for d in area.store.read_state()["committed"]] == ["0.2.0-a", "0.2.0-b"]
+
+
+def test_keep_counts_code_releases_not_configuration_changes(area: Area) -> None:
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a", keep=2)
+    area.release("0.2.0-b")
+    for n in range(3):
+        area.deploy("0.2.0-b", f"# b, threshold {n}", keep=2)
+    assert area.store.release_complete("0.2.0-a"), "three configuration changes pruned the previous code release"
+    assert [d["release"] for d in area.store.read_state()["committed"]] == ["0.2.0-a"] + ["0.2.0-b"] * 3
+
+
+def test_with_keep_1_a_rollback_still_goes_back_once(area: Area) -> None:
+    for name in ("0.2.0-a", "0.2.0-b"):
+        area.release(name)
+        area.deploy(name, f"# {name}", keep=1)
+    assert switch.roll_back(area.store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-a"
+    switch.commit(area.store, 1, [area.models], check=False)
+    assert sorted(p.name for p in area.store.releases.iterdir()) == ["0.2.0-a"]  # b was rolled back from: pruned
+
+
+def test_no_rollback_restores_a_rotated_away_token_and_no_token_is_kept(area: Area, tmp_path: Path) -> None:
+    """Issue 27: the token was part of the history, so a rollback brought back a revoked one (and state.json, readable
+    by all, held its unsalted sha256)."""
+    token = tmp_path / "etc" / "token"
+    secret_store = store_mod.Store(area.store.root, secrets=[str(token)])
+
+    def deploy(name: str, secret: str) -> None:
+        area.release(name)
+        (area.candidates / "token").write_text(secret)
+        files = {**area.files(f"# {name}"), str(token): str(area.candidates / "token")}
+        switch.go_live(secret_store, name, files, check=False)
+        switch.commit(secret_store, 3, [area.models], check=False)
+
+    deploy("0.2.0-a", "old-token")
+    deploy("0.2.0-b", "new-token")
+    assert switch.roll_back(secret_store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-a"
+    assert token.read_text() == "new-token"
+    state_text = area.store.state_path.read_text()
+    assert str(token) not in state_text and sha(b"old-token") not in state_text and sha(b"new-token") not in state_text
+    assert not list(area.store.files.glob(sha(b"old-token"))) and not list(area.store.files.glob(sha(b"new-token")))
+    assert oct(area.store.state_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(area.store.files.stat().st_mode & 0o777) == "0o700"
+
+
 def test_a_live_deployment_never_gated_is_gated_on_the_next_run(area: Area) -> None:
     """Issue 27: SSH lost after the switch left the new release live and uncommitted; the next run saw nothing to
     change and skipped the gate. The switch says the live deployment is uncommitted, until it is committed."""

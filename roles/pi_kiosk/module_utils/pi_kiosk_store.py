@@ -19,6 +19,7 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,10 @@ def symlink_atomic(target: str, link: Path) -> None:
 
 
 class Store:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, secrets: Iterable[str] = ()) -> None:
         self.root = Path(root)
+        # Deployed paths that hold secrets: installed, never kept in files/ nor recorded in the state.
+        self.secrets = frozenset(secrets)
         self.releases = self.root / "releases"
         self.current = self.root / "current"
         self.wheels = self.root / "wheels"
@@ -121,6 +124,8 @@ class Store:
         """Copy a candidate into the file store (mode and owner kept); its sha256."""
         sha = sha256_file(src)
         dest = self.stored_file(sha)
+        self.files.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.files.chmod(0o700)  # as made by versions that left it open to all
         if not dest.exists():
             install_copy(src, dest)
         return sha
@@ -136,10 +141,13 @@ class Store:
         state.setdefault("committed", [])
         state.setdefault("failed", [])
         state.setdefault("switching", None)
+        for dep in [state["live"], state["switching"], *state["committed"], *state["failed"]]:
+            if dep:
+                dep["files"] = {path: sha for path, sha in dep["files"].items() if path not in self.secrets}
         return state
 
     def write_state(self, state: dict[str, Any]) -> None:
-        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
 def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
