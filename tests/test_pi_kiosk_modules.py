@@ -116,7 +116,7 @@ def test_rollback_follows_commit_order_not_file_times(area: Area) -> None:
 
 def test_rollbacks_go_down_the_history_and_a_release_rolled_back_from_is_not_good_again(area: Area) -> None:
     """Issue 27: with A, B, C committed two rollbacks went C -> B -> C, and a failed deploy after a rollback to B fell
-    back to C, the release the operator had left. A rollback moves down the history, taking its target's place on top."""
+    back to C, the release the operator had left. A rollback moves down the history, its target taking the top."""
     for name in ("0.2.0-a", "0.2.0-b", "0.2.0-c"):
         area.release(name)
         area.deploy(name, f"# {name}", keep=3)
@@ -168,7 +168,8 @@ def test_no_rollback_restores_a_rotated_away_token_and_no_token_is_kept(area: Ar
 
     deploy("0.2.0-a", "old-token")
     deploy("0.2.0-b", "new-token")
-    assert switch.roll_back(secret_store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-a"
+    back = switch.roll_back(secret_store, "", "rollback requested", "", check=False)
+    assert back["deployment"]["release"] == "0.2.0-a"
     assert token.read_text() == "new-token"
     state_text = area.store.state_path.read_text()
     assert str(token) not in state_text and sha(b"old-token") not in state_text and sha(b"new-token") not in state_text
