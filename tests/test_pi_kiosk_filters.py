@@ -11,8 +11,8 @@ from conftest import ROOT, load_module
 kiosk = load_module(ROOT / "roles/pi_kiosk/filter_plugins/pi_kiosk.py")
 
 CONFIG_INPUTS: dict[str, Any] = {
-    "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": "4",
-    "cache_dir": "/var/cache/pi-kiosk", "coral_backend": False, "coral_model_path": "/var/lib/pi-kiosk/models/",
+    "model_path": "/opt/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": "4",
+    "cache_dir": "/var/cache/pi-kiosk", "coral_backend": False, "coral_model_path": "/opt/pi-kiosk/models/",
     "server_url": "https://attendance.example.com", "token_file": "/etc/pi-kiosk/token",
     "camera": {"source": 0, "width": "640", "height": 480, "max_fps": "10", "loop": "yes"},
     "metrics_port": "9108", "state_dir": "/var/lib/pi-kiosk",
@@ -27,7 +27,7 @@ MODEL = {"model_src": "http://127.0.0.1:8799/mobilefacenet-pi4.onnx", "model_sha
 def test_the_configuration_has_every_section_with_typed_values() -> None:
     config = kiosk.pi_kiosk_config({}, **CONFIG_INPUTS)
     assert config == {
-        "embedder": {"model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface",
+        "embedder": {"model_path": "/opt/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface",
                      "threads": 4, "cache_dir": "/var/cache/pi-kiosk"},
         "server": {"url": "https://attendance.example.com", "token_file": "/etc/pi-kiosk/token"},
         # A camera index from the inventory is a string to the kiosk; "yes" is a boolean, as `| bool` reads it.
@@ -39,16 +39,16 @@ def test_the_configuration_has_every_section_with_typed_values() -> None:
 
 
 def test_the_edge_tpu_model_runs_only_with_the_coral_backend() -> None:
-    coral = {**CONFIG_INPUTS, "coral_backend": "True", "coral_model_path": "/var/lib/pi-kiosk/models/cd.tflite"}
+    coral = {**CONFIG_INPUTS, "coral_backend": "True", "coral_model_path": "/opt/pi-kiosk/models/cd.tflite"}
     assert kiosk.pi_kiosk_config({}, **coral)["embedder"] == {
-        "model_path": "/var/lib/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": 4,
+        "model_path": "/opt/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": 4,
         "cache_dir": "/var/cache/pi-kiosk", "backend": "coral",
-        "coral_model_path": "/var/lib/pi-kiosk/models/cd.tflite"}
+        "coral_model_path": "/opt/pi-kiosk/models/cd.tflite"}
     assert "backend" not in kiosk.pi_kiosk_config({}, **CONFIG_INPUTS)["embedder"]
 
 
 def test_a_card_file_is_named_by_its_path_on_the_pi() -> None:
-    card = "/var/lib/pi-kiosk/models/" + "cd" * 32 + ".toml"
+    card = "/opt/pi-kiosk/models/" + "cd" * 32 + ".toml"
     assert kiosk.pi_kiosk_config({}, **{**CONFIG_INPUTS, "card": card})["embedder"]["card"] == card
 
 
@@ -157,6 +157,16 @@ LIVE = {"state": {"live": {"release": "0.1.0-old"}}}
       "rollback": {"changed": True, "deployment": {"release": "0.1.0-old"}},
       "rollback_health": {"failed": True, "msg": "not ready in 400 s"}},
      "rolled back", "0.1.0-old", "ROLLED BACK to 0.1.0-old, which is NOT healthy either (not ready in 400 s)."),
+    # Issue 27: the live deployment went live in a run that never gated it (SSH lost after the switch): rolled back.
+    ({"compare": {"changed": False, "uncommitted": True}, "facts": LIVE,
+      "rollback": {"changed": True, "deployment": {"release": "0.1.0-good"}}, "rollback_health": HEALTHY},
+     "rolled back", "0.1.0-good", "It went live in an earlier run that never finished its gate (power or SSH lost). "
+     "ROLLED BACK to 0.1.0-good, which is healthy again."),
+    # A switch that failed part way touched the live files: said, and rolled back.
+    ({"compare": {"changed": True}, "switch": {"failed": True, "msg": "No space left"}, "facts": LIVE,
+      "rollback": {"changed": True, "deployment": {"release": "0.1.0-old"}}, "rollback_health": HEALTHY},
+     "rolled back", "0.1.0-old", "The switch to it failed part way (some of its files or its release may have been "
+     "live). ROLLED BACK to 0.1.0-old, which is healthy again."),
     # The first release of a Pi failed after its switch: nothing committed to go back to.
     ({"compare": {"changed": True}, "switch": {"changed": True}, "facts": {},
       "rollback": {"changed": False, "msg": "no committed deployment"}}, "failed", None,

@@ -76,6 +76,7 @@ def run(tmp_path: Path, *extra: str, **variables: Any) -> subprocess.CompletedPr
     cache = tmp_path / "cache"
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "pi_kiosk_source_dir": str(ROOT / "files/kiosk"), "pi_kiosk_server_url": "https://attendance.example.com",
+            "pi_kiosk_server_token": "kiosk-a-token",
             "pi_kiosk_controller_cache": str(cache), "pi_kiosk_pip_download": False, "pi_facts_cpu_count": 4,
             "shown_file": str(tmp_path / "shown.json"), **variables}
     (tmp_path / "hosts.json").write_text(json.dumps({"kiosks": {"hosts": {"kiosk-a": host}}}))
@@ -141,7 +142,7 @@ def test_a_card_file_goes_to_the_pi_by_its_sha256_and_its_threshold_fits_its_met
     proc = run(tmp_path, **a_model(tmp_path), pi_kiosk_model_card=str(card))
     assert proc.returncode == 0, proc.stdout
     sha = hashlib.sha256(card.read_bytes()).hexdigest()
-    assert shown(tmp_path, "embedder")["card"] == f"/var/lib/pi-kiosk/models/{sha}.toml"
+    assert shown(tmp_path, "embedder")["card"] == f"/opt/pi-kiosk/models/{sha}.toml"
     proc = run(tmp_path, **a_model(tmp_path), pi_kiosk_model_card=str(card),
                pi_kiosk_settings={"matching": {"threshold": 1.5}})
     assert proc.returncode != 0
@@ -209,7 +210,7 @@ def test_the_default_model_comes_from_the_conversion_in_the_cache_checked_agains
     model = tmp_path / "cache/models" / f"{DLIB_CARD_SHA256}.onnx"
     assert hashlib.sha256(model.read_bytes()).hexdigest() == DLIB_CARD_SHA256
     assert shown(tmp_path, "embedder") == {
-        "model_path": f"/var/lib/pi-kiosk/models/{DLIB_CARD_SHA256}.onnx", "model_sha256": DLIB_CARD_SHA256,
+        "model_path": f"/opt/pi-kiosk/models/{DLIB_CARD_SHA256}.onnx", "model_sha256": DLIB_CARD_SHA256,
         "card": "dlib-resnet-v1", "threads": 4, "cache_dir": "/var/cache/pi-kiosk"}
     # A damaged conversion is refused, removed, and never sent.
     model.unlink()

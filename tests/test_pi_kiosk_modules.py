@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,7 +54,7 @@ class Area:
         return name
 
     def files(self, config: str, model: str = "m" * 64) -> dict[str, str]:
-        (self.candidates / "config.toml").write_text(f'{config}\nmodel_sha256 = "{model}"\n')
+        (self.candidates / "config.toml").write_text(f'{config}\nmodel_path = "{self.models}/{model}.onnx"\n')
         (self.candidates / "unit").write_text("[Service]\n")
         return {str(self.etc / "config.toml"): str(self.candidates / "config.toml"),
                 str(self.etc / "unit"): str(self.candidates / "unit")}
@@ -61,7 +62,7 @@ class Area:
     def deploy(self, name: str, config: str, keep: int = 2, commit: bool = True) -> dict[str, Any]:
         result = switch.go_live(self.store, name, self.files(config), check=False)
         if commit:
-            switch.commit(self.store, keep, self.models, check=False)
+            switch.commit(self.store, keep, [self.models], check=False)
         return result  # type: ignore[no-any-return]
 
 
@@ -113,6 +114,117 @@ def test_rollback_follows_commit_order_not_file_times(area: Area) -> None:
     assert state["live"]["release"] == "0.2.0-mid"
 
 
+def test_rollbacks_go_down_the_history_and_a_release_rolled_back_from_is_not_good_again(area: Area) -> None:
+    """Issue 27: with A, B, C committed two rollbacks went C -> B -> C, and a failed deploy after a rollback to B fell
+    back to C, the release the operator had left. A rollback moves down the history, its target taking the top."""
+    for name in ("0.2.0-a", "0.2.0-b", "0.2.0-c"):
+        area.release(name)
+        area.deploy(name, f"# {name}", keep=3)
+    back = [switch.roll_back(area.store, "", "rollback requested", "", check=False) for _ in range(2)]
+    assert [(r["previous"]["release"], r["deployment"]["release"]) for r in back] == [
+        ("0.2.0-c", "0.2.0-b"), ("0.2.0-b", "0.2.0-a")]
+    assert back[0]["left_history"] == ["0.2.0-c"]
+    with pytest.raises(ValueError, match="no committed deployment to roll back to"):
+        switch.roll_back(area.store, "", "rollback requested", "", check=False)
+    # B again, then a failed D: the fallback is B, never C.
+    area.deploy("0.2.0-b", "# 0.2.0-b", keep=3)
+    area.release("0.2.0-d")
+    area.deploy("0.2.0-d", "# d", commit=False)
+    assert switch.roll_back(area.store, "", "health", "no frames", check=False)["deployment"]["release"] == "0.2.0-b"
+    assert [d["release"] for d in area.store.read_state()["committed"]] == ["0.2.0-a", "0.2.0-b"]
+
+
+def test_keep_counts_code_releases_not_configuration_changes(area: Area) -> None:
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a", keep=2)
+    area.release("0.2.0-b")
+    for n in range(3):
+        area.deploy("0.2.0-b", f"# b, threshold {n}", keep=2)
+    assert area.store.release_complete("0.2.0-a"), "three configuration changes pruned the previous code release"
+    assert [d["release"] for d in area.store.read_state()["committed"]] == ["0.2.0-a"] + ["0.2.0-b"] * 3
+
+
+def test_with_keep_1_a_rollback_still_goes_back_once(area: Area) -> None:
+    for name in ("0.2.0-a", "0.2.0-b"):
+        area.release(name)
+        area.deploy(name, f"# {name}", keep=1)
+    assert switch.roll_back(area.store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-a"
+    switch.commit(area.store, 1, [area.models], check=False)
+    assert sorted(p.name for p in area.store.releases.iterdir()) == ["0.2.0-a"]  # b was rolled back from: pruned
+
+
+def test_no_rollback_restores_a_rotated_away_token_and_no_token_is_kept(area: Area, tmp_path: Path) -> None:
+    """Issue 27: the token was part of the history, so a rollback brought back a revoked one (and state.json, readable
+    by all, held its unsalted sha256)."""
+    token = tmp_path / "etc" / "token"
+    secret_store = store_mod.Store(area.store.root, secrets=[str(token)])
+
+    def deploy(name: str, secret: str) -> None:
+        area.release(name)
+        (area.candidates / "token").write_text(secret)
+        files = {**area.files(f"# {name}"), str(token): str(area.candidates / "token")}
+        switch.go_live(secret_store, name, files, check=False)
+        switch.commit(secret_store, 3, [area.models], check=False)
+
+    deploy("0.2.0-a", "old-token")
+    deploy("0.2.0-b", "new-token")
+    back = switch.roll_back(secret_store, "", "rollback requested", "", check=False)
+    assert back["deployment"]["release"] == "0.2.0-a"
+    assert token.read_text() == "new-token"
+    state_text = area.store.state_path.read_text()
+    assert str(token) not in state_text and sha(b"old-token") not in state_text and sha(b"new-token") not in state_text
+    assert not list(area.store.files.glob(sha(b"old-token"))) and not list(area.store.files.glob(sha(b"new-token")))
+    assert oct(area.store.state_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(area.store.files.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_live_deployment_never_gated_is_gated_on_the_next_run(area: Area) -> None:
+    """Issue 27: SSH lost after the switch left the new release live and uncommitted; the next run saw nothing to
+    change and skipped the gate. The switch says the live deployment is uncommitted, until it is committed."""
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a")
+    area.release("0.2.0-b")
+    files = area.files("# b")
+    assert switch.go_live(area.store, "0.2.0-b", files, check=False)["uncommitted"] is False
+    again = switch.go_live(area.store, "0.2.0-b", files, check=True)  # the next run's compare
+    assert again["changed"] is False and again["uncommitted"] is True
+    switch.commit(area.store, 2, [area.models], check=False)
+    assert switch.go_live(area.store, "0.2.0-b", files, check=True)["uncommitted"] is False
+
+
+def test_a_switch_cut_short_is_known_to_the_next_run_and_undone_by_a_rollback(
+        area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switch that stopped part way (power lost between two files) leaves its intent in state.json: the next run
+    completes it (and gates it), or a rollback restores every file and the link of the last known good."""
+    area.release("0.2.0-a")
+    area.deploy("0.2.0-a", "# a")
+    area.release("0.2.0-b")
+    files = area.files("# b")
+    real = switch.install_copy
+
+    def cut(src: Path, dest: Path) -> None:  # the file goes live, then the power goes (before the release link)
+        real(src, dest)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(switch, "install_copy", cut)
+    with pytest.raises(OSError):
+        switch.go_live(area.store, "0.2.0-b", files, check=False)
+    monkeypatch.setattr(switch, "install_copy", real)
+    state = area.store.read_state()
+    assert state["switching"]["release"] == "0.2.0-b" and state["live"]["release"] == "0.2.0-a"
+    assert (area.etc / "config.toml").read_text().startswith("# b")  # the file went live, the release did not
+    assert os.readlink(area.store.current) == "releases/0.2.0-a"
+    preview = switch.go_live(area.store, "0.2.0-b", files, check=True)
+    assert preview["changed"] and preview["interrupted"]
+    back = switch.roll_back(area.store, "", "switch", "No space left on device", check=False)
+    assert back["changed"] and back["deployment"]["release"] == "0.2.0-a"
+    assert (area.etc / "config.toml").read_text().startswith("# a")
+    assert os.readlink(area.store.current) == "releases/0.2.0-a"
+    assert area.store.read_state()["switching"] is None
+    done = switch.go_live(area.store, "0.2.0-b", files, check=False)
+    assert done["changed"] and not done["interrupted"] and area.store.read_state()["switching"] is None
+
+
 def test_rollback_of_a_committed_live_deployment_goes_to_the_one_before(area: Area) -> None:
     for name in ("0.2.0-a", "0.2.0-b"):
         area.release(name)
@@ -142,18 +254,18 @@ def test_pruning_keeps_the_live_and_the_last_known_good_and_ignores_failures(are
     (area.models / f"{'a' * 64}.onnx").write_text("old model")
     area.release("0.2.0-1", ["w-old"])
     switch.go_live(area.store, "0.2.0-1", area.files("# 1", model="a" * 64), check=False)
-    switch.commit(area.store, 2, area.models, check=False)
+    switch.commit(area.store, 2, [area.models], check=False)
     (area.store.wheels / "w-keep").mkdir()  # arrive with release 2
     (area.models / f"{'b' * 64}.onnx").write_text("kept model")
     for n in (2, 3):
         area.release(f"0.2.0-{n}", ["w-keep"])
         switch.go_live(area.store, f"0.2.0-{n}", area.files(f"# {n}", model="b" * 64), check=False)
-        switch.commit(area.store, 2, area.models, check=False)
+        switch.commit(area.store, 2, [area.models], check=False)
     # A failed release neither takes a keep slot nor survives the next prune.
     area.release("0.2.0-failed", ["w-keep"])
     area.deploy("0.2.0-failed", "# failed", commit=False)
     switch.roll_back(area.store, "", "smoke test", "boom", check=False)
-    result = switch.commit(area.store, 2, area.models, check=False)
+    result = switch.commit(area.store, 2, [area.models], check=False)
     assert sorted(p.name for p in area.store.releases.iterdir()) == ["0.2.0-2", "0.2.0-3"]
     assert result["pruned"]["releases"] == ["0.2.0-failed"]
     assert sorted(p.name for p in area.store.wheels.iterdir()) == ["w-keep"]
@@ -170,7 +282,7 @@ def test_pruning_with_keep_1_keeps_the_last_known_good_older_than_the_kept_one(a
         (area.models / f"{model}.onnx").write_text(name)
         area.release(name, [f"w-{name}"])
         switch.go_live(area.store, name, area.files(f"# {name}", model=model), check=False)
-        result: dict[str, Any] = switch.commit(area.store, 1, area.models, check=False)
+        result: dict[str, Any] = switch.commit(area.store, 1, [area.models], check=False)
         assert os.readlink(area.store.current) == f"releases/{name}" and area.store.release_complete(name)
         return result
 
@@ -190,7 +302,72 @@ def test_pruning_with_keep_1_keeps_the_last_known_good_older_than_the_kept_one(a
     assert kept() == (["0.2.0-b", "0.2.0-c"], ["w-0.2.0-b", "w-0.2.0-c"], [f"{'b' * 64}.onnx", f"{'c' * 64}.onnx"])
     # What was kept is what a rollback needs: b comes back, byte for byte.
     assert switch.roll_back(area.store, "", "rollback requested", "", check=False)["deployment"]["release"] == "0.2.0-b"
-    assert (area.etc / "config.toml").read_text() == f"# 0.2.0-b\nmodel_sha256 = \"{'b' * 64}\"\n"
+    assert (area.etc / "config.toml").read_text() == f"# 0.2.0-b\nmodel_path = \"{area.models}/{'b' * 64}.onnx\"\n"
+
+
+def test_pruning_never_follows_a_link_the_service_user_placed(area: Area, tmp_path: Path) -> None:
+    """Issue 27: the service user owns its state directory; it renames the models directory kept there and links a
+    directory of root's in its place. Root's prune must neither list nor delete through that link."""
+    state = tmp_path / "var-lib-pi-kiosk"
+    state.mkdir()
+    state.chmod(0o777)  # writable by others than root (as the service user's own directory is for root)
+    victim = tmp_path / "root-only"
+    victim.mkdir()
+    (victim / "precious").write_text("root's")
+    retired = state / "models"
+    retired.symlink_to(victim)
+    area.release("0.2.0-1")
+    area.deploy("0.2.0-1", "# 1")
+    result = switch.commit(area.store, 2, [area.models, retired], check=False)
+    assert (victim / "precious").read_text() == "root's"
+    assert result["pruned"]["models"] == [str(retired)] and not retired.is_symlink()  # the link itself went
+    # The models directory itself a link where anyone could have placed it: refused, nothing removed.
+    current = state / "current-models"
+    current.symlink_to(victim)
+    with pytest.raises(store_mod.UnsafePath, match=f"{current} is a symlink that a user other than root"):
+        switch.commit(area.store, 2, [current], check=False)
+    with pytest.raises(store_mod.UnsafePath, match="refusing to follow it as root"):
+        store_mod.remove_tree(current / "precious")
+    assert (victim / "precious").read_text() == "root's"
+
+
+def test_a_link_root_made_in_roots_directory_is_followed(area: Area, tmp_path: Path) -> None:
+    """An operator's own link (root's, in a directory only root can change: /opt/pi-kiosk on a bigger disk) works."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (the suite runs as root): a link root made is what it checks")
+    roots = tmp_path / "roots"
+    roots.mkdir(mode=0o755)
+    target = tmp_path / "disk" / "models"
+    target.mkdir(parents=True)
+    (target / "unused.onnx").write_text("x")
+    (roots / "models").symlink_to(target)
+    area.release("0.2.0-1")
+    area.deploy("0.2.0-1", "# 1")
+    assert switch.commit(area.store, 2, [roots / "models"], check=False)["pruned"]["models"] == [
+        str(roots / "models" / "unused.onnx")]
+    assert list(target.iterdir()) == []
+
+
+def test_models_move_out_of_the_retired_directory_as_their_deployments_go(area: Area, tmp_path: Path) -> None:
+    """Deployments of earlier versions name models in the retired directory: they stay while those deployments are
+    kept (a rollback needs them), then go, and the retired directory with them."""
+    retired = tmp_path / "retired"
+    retired.mkdir()
+    (retired / f"{'a' * 64}.onnx").write_text("old")
+    old = area.files("# old")
+    Path(old[str(area.etc / "config.toml")]).write_text(f'# old\nmodel_path = "{retired}/{"a" * 64}.onnx"\n')
+    area.release("0.1.0")
+    switch.go_live(area.store, "0.1.0", old, check=False)
+    switch.commit(area.store, 1, [area.models, retired], check=False)
+    (area.models / f"{'b' * 64}.onnx").write_text("new")
+    for name in ("0.2.0-1", "0.2.0-2"):
+        area.release(name)
+        switch.go_live(area.store, name, area.files(f"# {name}", model="b" * 64), check=False)
+        pruned = switch.commit(area.store, 1, [area.models, retired], check=False)["pruned"]["models"]
+        # After the first: 0.1.0 is the last known good, its model stays; after the second it goes.
+        assert retired.exists() == (name == "0.2.0-1")
+    assert pruned == [f"{retired}/{'a' * 64}.onnx", str(retired)]
+    assert [p.name for p in area.models.iterdir()] == [f"{'b' * 64}.onnx"]
 
 
 def test_the_switch_renames_the_files_and_current_into_place(
@@ -436,14 +613,89 @@ def test_the_verified_manifest_is_kept_beside_the_release_once(tmp_path: Path) -
     assert (release / "manifest.json.sig").read_text() == "SIG3"
 
 
-def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+def run_module(name: str, tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+    """Run one of the role's modules as Ansible does: a Python of its own, the role's module_utils importable."""
     args = tmp / "args.json"
     params = {**params, "_ansible_check_mode": check, "_ansible_diff": diff}
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    proc = subprocess.run([sys.executable, str(ROLE / "library/pi_kiosk_files.py"), str(args)],
-                          capture_output=True, text=True)
+    code = ("import importlib.util, runpy, sys\n"
+            "spec = importlib.util.spec_from_file_location('ansible.module_utils.pi_kiosk_store', sys.argv[1])\n"
+            "sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(sys.modules[spec.name])\n"
+            "sys.argv = sys.argv[2:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "module_utils/pi_kiosk_store.py"),
+                           str(ROLE / f"library/{name}.py"), str(args)], capture_output=True, text=True)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+def run_files_module(tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
+    return run_module("pi_kiosk_files", tmp, check, diff, **params)
+
+
+def tiny_wheel(store: Any, version: str = "1.0") -> dict[str, str]:
+    """A wheel of one module, in the Pi's wheel cache as the controller would have sent it."""
+    import base64
+    import zipfile
+    name = f"tiny-{version}-py3-none-any.whl"
+    info = f"tiny-{version}.dist-info"
+    files = {"tiny/__init__.py": b"VALUE = 1\n" + b"#" * 100 + b"\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: tiny\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for path, data in files.items()) + f"{info}/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
+            zf.writestr(path, data)
+    digest = sha(buffer.getvalue())
+    store.wheel_path(digest, name).parent.mkdir(parents=True)
+    store.wheel_path(digest, name).write_bytes(buffer.getvalue())
+    return {"file": name, "sha256": digest}
+
+
+def test_a_damaged_release_is_built_again_from_the_pis_wheel_cache(area: Area, tmp_path: Path) -> None:
+    """Issue 27: a package deleted from a built release (a corrupt SD card) killed the kiosk, and every later deploy
+    kept the release as it was. The release is checked against its wheels' RECORD and built again when damaged."""
+    wheel = tiny_wheel(area.store)
+    params = {"root": str(area.store.root), "release": "0.2.0-r", "python": sys.executable, "wheels": [wheel],
+              "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
+    first = run_module("pi_kiosk_release", tmp_path, **params)
+    assert first["built"] and first["damaged"] == [], first
+    assert run_module("pi_kiosk_release", tmp_path, **params)["built"] is False
+    module = next(area.store.release_dir("0.2.0-r").glob("lib/python3*/site-packages/tiny/__init__.py"))
+
+    module.unlink()
+    preview = run_module("pi_kiosk_release", tmp_path, check=True, **params)
+    assert preview["changed"] and preview["built"] and not module.exists()
+    repaired = run_module("pi_kiosk_release", tmp_path, **params)
+    assert repaired["damaged"] == ["tiny/__init__.py: missing"] and repaired["built"] and module.is_file()
+
+    # The same size, other bytes (a flipped bit): only the hashes see it.
+    module.write_bytes(module.read_bytes().replace(b"VALUE = 1", b"VALUE = 2"))
+    assert run_module("pi_kiosk_release", tmp_path, **params)["damaged"] == []
+    assert run_module("pi_kiosk_release", tmp_path, verify="hashes", **params)["damaged"] == [
+        "tiny/__init__.py: content differs from what was installed"]
+    assert b"VALUE = 1" in module.read_bytes()
+
+    shutil.rmtree(module.parent.parent / "tiny-1.0.dist-info")
+    assert run_module("pi_kiosk_release", tmp_path, **params)["damaged"] == ["tiny 1.0: not installed"]
+
+
+def test_a_damaged_cached_wheel_is_dropped_so_the_next_run_sends_it(area: Area, tmp_path: Path) -> None:
+    wheel = tiny_wheel(area.store)
+    params = {"root": str(area.store.root), "release": "0.2.0-r", "python": sys.executable, "wheels": [wheel],
+              "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
+    assert run_module("pi_kiosk_release", tmp_path, **params)["built"]
+    next(area.store.release_dir("0.2.0-r").glob("lib/python3*/site-packages/tiny/__init__.py")).unlink()
+    cached = area.store.wheel_path(wheel["sha256"], wheel["file"])
+    cached.write_bytes(cached.read_bytes()[:-10])
+    failed = run_module("pi_kiosk_release", tmp_path, **params)
+    assert failed["failed"] and f"Damaged in the Pi's wheel cache, removed (the next run sends them again): " \
+        f"{wheel['file']}" in failed["msg"]
+    assert not cached.parent.exists() and area.store.wheel_hashes() == []
+    assert "It was the live release" not in failed["msg"]
 
 
 def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(tmp_path: Path) -> None:
@@ -479,6 +731,20 @@ def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(t
     assert again["diff"] == [{"before_header": str(config), "after_header": str(config),
                               "before": "threshold = 0.4\n", "after": "threshold = 0.45\n"}]
     assert oct(token.stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_link_where_a_directory_is_expected_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """Issue 27: a directory the layout sets the owner and mode of, replaced by a link anyone could have placed:
+    refused with its name, the link's target keeps its mode."""
+    open_to_all = tmp_path / "state"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    target = tmp_path / "root-only"
+    target.mkdir(mode=0o700)
+    (open_to_all / "models").symlink_to(target)
+    result = run_files_module(tmp_path, directories=[{"path": str(open_to_all / "models"), "mode": "0755"}])
+    assert result["failed"] and "is a symlink that a user other than root could have placed" in result["msg"]
+    assert oct(target.stat().st_mode & 0o777) == "0o700"
 
 
 gate: ModuleType = load_module(ROLE / "library/pi_kiosk_gate.py")

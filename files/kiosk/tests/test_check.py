@@ -44,6 +44,28 @@ def test_a_working_server_and_offline(write_config: Callable[..., Path], server:
     assert offline.stdout.splitlines()[-1].startswith("ok: outbox")  # the last line: no server line
 
 
+def test_the_deploys_candidate_token_and_a_required_server(write_config: Callable[..., Path], server: FakeServer,
+                                                           refused_url: str, tmp_path: Path) -> None:
+    """Issue 27: a deploy with a wrong token passed the gate (the smoke test ran offline). The smoke test asks the
+    server with the candidate token (--token-file, not the live config's) and, required, fails unless it is accepted."""
+    candidate = tmp_path / "candidate-token"
+    candidate.write_text("new-token\n")
+    server.get_status = 401
+    refused = cli("check", "--require-server", "--token-file", str(candidate),
+                  "--config", str(write_config(server.url, server={"token": "live-token"})))
+    assert refused.returncode == 1 and "answered HTTP 401" in refused.stderr
+    assert server.gets[-1]["Authorization"] == "Bearer new-token"
+    server.get_status = 200
+    accepted = cli("check", "--require-server", "--token-file", str(candidate),
+                   "--config", str(write_config(server.url)))
+    assert accepted.returncode == 0, accepted.stderr
+    down = cli("check", "--require-server", "--config", str(write_config(refused_url)))
+    assert down.returncode == 1
+    assert (f"server.url = '{refused_url}': ConnectionError to GET {refused_url}/api/employees/embeddings: server "
+            "unreachable") in down.stderr
+    assert "(--require-server: the server must accept this kiosk's token)" in down.stderr
+
+
 def test_config_only_validates_the_file_and_nothing_else(write_config: Callable[..., Path], tmp_path: Path) -> None:
     cfg = write_config(embedder={"model_path": str(tmp_path / "not-there.onnx")})
     before = sorted(tmp_path.iterdir())

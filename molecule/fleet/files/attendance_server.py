@@ -2,8 +2,9 @@
 """A minimal attendance server for the fleet scenario (stdlib only, runs on the emulated Pi).
 
 POST /toon/attendance records each Idempotency-Key once (events.jsonl beside this file) and answers
-200; GET /api/employees/embeddings answers an empty gallery. Enough to prove delivery end to end;
-the project's reference server is the real specification.
+200; GET /api/employees/embeddings answers an empty gallery. Both answer 401 to a token that is not a
+test bed kiosk's ("test-token-..."). Enough to prove delivery end to end; the project's reference
+server is the real specification.
 """
 import json
 import sys
@@ -14,7 +15,15 @@ EVENTS = Path(__file__).with_name("events.jsonl")
 
 
 class Handler(BaseHTTPRequestHandler):
+    def refused(self) -> bool:
+        if self.headers.get("Authorization", "").startswith("Bearer test-token-"):
+            return False
+        self.answer(401, b'{"detail": "invalid token"}')
+        return True
+
     def do_POST(self) -> None:
+        if self.refused():
+            return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         key = self.headers.get("Idempotency-Key", "")
         seen = {json.loads(line)["key"] for line in EVENTS.read_text().splitlines()} if EVENTS.exists() else set()
@@ -24,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, b"{}")
 
     def do_GET(self) -> None:
+        if self.refused():
+            return
         self.answer(200, b'{"employees": []}')
 
     def answer(self, status: int, body: bytes) -> None:

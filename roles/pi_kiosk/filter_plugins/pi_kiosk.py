@@ -103,12 +103,15 @@ def pi_kiosk_deploy_report(results: dict[str, Result | None], *, host: str, rele
     did = "deployed now" if _changed(switch) else "restarted" if _changed(health) else "unchanged"
     sent = _sent_text(results.get("plan"), results.get("models_sent"))
     health_text = _health_text(health, results.get("probe"), window)
+    damaged = built.get("damaged") or []
+    repaired = f"found damaged ({damaged[0]}{', ...' if len(damaged) > 1 else ''}), " if damaged else ""
     if not built.get("built"):
         built_text = ""
     elif "build_seconds" in built:
-        built_text = f"release built in {built['build_seconds']} s; "
+        built_text = f"release {repaired}built again in {built['build_seconds']} s; " if damaged else \
+            f"release built in {built['build_seconds']} s; "
     else:
-        built_text = "release to be built; "
+        built_text = f"release {repaired}to be built; "
     pruned = [name for name, removed in (commit.get("pruned") or {}).items() if removed]
     coral = f", Edge TPU model {coral_model_sha256[:12]}" if _bool(coral_backend) else ""
     files = ", ".join(switch.get("changed_files") or []) or "unchanged"
@@ -129,14 +132,20 @@ def pi_kiosk_fallback_report(results: dict[str, Result | None], *, host: str, re
                                                   for k in ("compare", "switch", "rollback", "rollback_health"))
     rolled_back = _changed(rollback)
     before = _live_release(results.get("facts"))
+    switched, part_way, ungated = _changed(switch), bool(switch.get("failed")), bool(compare.get("uncommitted"))
+    touched = switched or part_way or ungated
     if rolled_back:
         live: str | None = rollback["deployment"]["release"]
     else:
-        live = None if _changed(switch) else before
+        live = None if touched else before
     message = f"{host}: release {release} FAILED its {failure['phase']}: {failure['reason']}."
-    if not _changed(compare):
+    if part_way:
+        message += " The switch to it failed part way (some of its files or its release may have been live)."
+    elif ungated and not switched:
+        message += " It went live in an earlier run that never finished its gate (power or SSH lost)."
+    if not touched and not _changed(compare):
         message += " It is the live deployment, and it does not run healthy."
-    elif not _changed(switch):
+    elif not touched:
         message += f" It never went live: the live deployment ({before or 'none'}) was not touched."
     elif rolled_back:
         verdict = ("healthy again" if "ready_seconds" in rollback_health

@@ -47,7 +47,7 @@ EXAMPLES = r"""
 - name: Read the Pi's kiosk deployment
   pi_kiosk_facts:
     root: /opt/pi-kiosk
-    models_dir: /var/lib/pi-kiosk/models
+    models_dir: /opt/pi-kiosk/models
   register: kiosk
 
 - name: Refuse a Pi whose Python cannot build a release

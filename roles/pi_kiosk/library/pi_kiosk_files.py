@@ -135,7 +135,7 @@ EXAMPLES = r"""
         state: absent
     secret_files:
       - path: /etc/pi-kiosk/token
-        content: "{{ vault_pi_kiosk_server_token }}"
+        content: "{{ vault_pi_kiosk_server_tokens[inventory_hostname] }}"
         group: kiosk
         mode: "0640"
   register: layout
@@ -158,9 +158,11 @@ changed_paths:
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pi_kiosk_store import UnsafePath, open_dir
 
 ATTRIBUTES = {"owner": {"type": "str", "default": "root"}, "group": {"type": "str", "default": "root"}}
 
@@ -178,13 +180,18 @@ def file_args(module: AnsibleModule, spec: dict[str, Any]) -> dict[str, Any]:
 
 def ensure_directory(module: AnsibleModule, spec: dict[str, Any]) -> bool:
     changed = False
-    if not os.path.isdir(spec["path"]):
+    try:
+        # Its owner and mode are set through the path: never through a link someone other than root placed.
+        os.close(open_dir(Path(spec["path"])))
+    except FileNotFoundError:
         if os.path.lexists(spec["path"]):
-            module.fail_json(msg=f"{spec['path']} exists and is not a directory")
+            module.fail_json(msg=f"{spec['path']} is a link to nothing where a directory is expected")
         changed = True
         if module.check_mode:
             return True
         os.makedirs(spec["path"])
+    except UnsafePath as exc:
+        module.fail_json(msg=f"{exc}. Nothing was changed there.")
     return bool(module.set_fs_attributes_if_different(file_args(module, spec), changed))
 
 

@@ -15,7 +15,11 @@ description:
   - Builds C(ROOT/releases/<release>) at its final path with C(python -m venv) and
     C(pip install --no-index --require-hashes) from links to the cache, so no package index is configured
     or reachable for pip. A release is complete once its marker file is written, last; an incomplete
-    one is removed and built again, a complete one is never rebuilt.
+    one is removed and built again.
+  - A complete release is checked against what pip installed (every package of O(wheels) present, every file its
+    wheel's C(RECORD) lists there with its size, or with O(verify=hashes) its sha256 too); a damaged one (a corrupt
+    SD card, a deleted package) is removed and built again from the Pi's wheel cache. A cached wheel found damaged
+    when that build fails is removed from the cache, so the next run sends it again.
   - A failure leaves the live release untouched (the module never switches releases; see M(pi_kiosk_switch)).
 extends_documentation_fragment:
   - action_common_attributes
@@ -73,6 +77,13 @@ options:
     description: The models the release runs with, file name to sha256, as the signed manifest must name them.
     type: dict
     default: {}
+  verify:
+    description:
+      - How a complete release is checked. V(sizes) (every file there with its size) finds deleted and truncated
+        files at the cost of a C(stat) per file; V(hashes) also reads every file (a flipped bit), seconds more on a Pi.
+    type: str
+    choices: [sizes, hashes]
+    default: sizes
 seealso:
   - module: pi_kiosk_wheelhouse
   - module: pi_kiosk_switch
@@ -136,6 +147,12 @@ built:
   type: bool
   returned: always
   sample: true
+damaged:
+  description: What was wrong with the release found complete (up to 20 files), when it was built again because of it.
+  type: list
+  elements: str
+  returned: always
+  sample: ["numpy/__init__.py: missing"]
 build_seconds:
   description: Seconds the build took.
   type: float
@@ -143,9 +160,12 @@ build_seconds:
   sample: 95.2
 """
 
+import base64
+import csv
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -154,10 +174,11 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import MARKER, Store, now, remove_tree, write_atomic
+from ansible.module_utils.pi_kiosk_store import MARKER, Store, now, remove_tree, sha256_file, write_atomic
 
 TAIL = 1500
 SIGNATURE_NAMESPACE = "pi-kiosk-release"
+DAMAGE_SHOWN = 20
 
 
 class Refused(Exception):
@@ -235,6 +256,59 @@ def ingest(store: Store, incoming: Path, expected: dict[str, str], signed: bool)
     return count, size
 
 
+def _dist(name: str) -> str:
+    """A distribution's name as a wheel file and its .dist-info directory both spell it (PEP 427, PEP 503)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def damage(release_dir: Path, wheels: list[dict[str, str]], hashes: bool) -> list[str]:
+    """What differs in a built release from what pip installed: packages without their .dist-info, files of their
+    RECORD missing or of another size (or sha256, with `hashes`). Empty for an intact release."""
+    if not (release_dir / "bin/python").exists():
+        return ["bin/python: missing"]
+    found = {}
+    for record in release_dir.glob("lib/python3*/site-packages/*.dist-info/RECORD"):
+        name, _, version = record.parent.name.removesuffix(".dist-info").partition("-")
+        found[(_dist(name), version)] = record
+    problems: list[str] = []
+    for wheel in wheels:
+        name, version = wheel["file"].split("-")[:2]
+        record = found.get((_dist(name), version))
+        if record is None:
+            problems.append(f"{name} {version}: not installed")
+            continue
+        site = record.parent.parent
+        for row in csv.reader(record.read_text().splitlines()):
+            if len(row) != 3 or not row[1]:
+                continue  # RECORD itself and files pip wrote after it (no hash to check)
+            path, (algorithm, _, digest), size = site / row[0], row[1].partition("="), row[2]
+            try:
+                st = path.stat()
+            except OSError:
+                problems.append(f"{row[0]}: missing")
+                continue
+            if size and st.st_size != int(size):
+                problems.append(f"{row[0]}: {st.st_size} bytes, {size} installed")
+            elif hashes and algorithm == "sha256" and _record_digest(path) != digest:
+                problems.append(f"{row[0]}: content differs from what was installed")
+    return problems
+
+
+def _record_digest(path: Path) -> str:
+    """A file's sha256 as RECORD writes it (urlsafe base64, no padding)."""
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_file(path))).rstrip(b"=").decode()
+
+
+def drop_damaged_wheels(store: Store, wheels: list[dict[str, str]]) -> list[str]:
+    """Remove the cached wheels whose content is not their sha256 (the next run sends them again); their names."""
+    damaged = [w["file"] for w in wheels if store.wheel_path(w["sha256"], w["file"]).is_file()
+               and sha256_file(store.wheel_path(w["sha256"], w["file"])) != w["sha256"]]
+    for wheel in wheels:
+        if wheel["file"] in damaged:
+            remove_tree(store.wheel_path(wheel["sha256"], wheel["file"]).parent)
+    return damaged
+
+
 def build(store: Store, release: str, python: str, wheels: list[dict[str, str]], requirements: str) -> float:
     """Build the release's virtualenv at its final path; the seconds it took."""
     start = time.monotonic()
@@ -278,6 +352,7 @@ def main() -> None:
             "manifest": {"type": "str", "default": ""},
             "signature": {"type": "str", "default": "", "no_log": False},
             "models": {"type": "dict", "default": {}},
+            "verify": {"type": "str", "choices": ["sizes", "hashes"], "default": "sizes"},
         },
         supports_check_mode=True,
     )
@@ -286,9 +361,13 @@ def main() -> None:
     wheels: list[dict[str, str]] = [{"file": w["file"], "sha256": w["sha256"]} for w in p["wheels"]]
     incoming = Path(p["incoming"]) if p["incoming"] else None
     result: dict[str, Any] = {"changed": False, "release": p["release"], "path": str(store.release_dir(p["release"])),
-                              "received_wheels": 0, "received_bytes": 0, "built": False}
+                              "received_wheels": 0, "received_bytes": 0, "built": False, "damaged": []}
     pending = incoming is not None and incoming.is_file()
+    live = store.current_release() == p["release"]
     complete = store.release_complete(p["release"])
+    if complete:
+        result["damaged"] = damage(store.release_dir(p["release"]), wheels, p["verify"] == "hashes")[:DAMAGE_SHOWN]
+        complete = not result["damaged"]
     signed = bool(p["allowed_signers"])
     if signed:
         try:
@@ -322,7 +401,13 @@ def main() -> None:
     except (ValueError, RuntimeError, OSError, tarfile.TarError) as exc:
         if not complete:
             remove_tree(store.release_dir(p["release"]))
-        module.fail_json(msg=f"release {p['release']}: {exc}. The live release is untouched.", **result)
+        dropped = drop_damaged_wheels(store, wheels) if isinstance(exc, RuntimeError) else []
+        module.fail_json(msg=f"release {p['release']}: {exc}. "
+                             + (f"Damaged in the Pi's wheel cache, removed (the next run sends them again): "
+                                f"{', '.join(dropped)}. " if dropped else "")
+                             + ("It was the live release, damaged: the kiosk stays down until a deploy succeeds or "
+                                "playbooks/rollback.yml goes back." if result["damaged"] and live
+                                else "The live release is untouched."), **result)
     module.exit_json(**result)
 
 

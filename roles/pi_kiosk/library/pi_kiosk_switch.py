@@ -13,11 +13,12 @@ description:
   - V(live) makes a deployment live. Each file is installed by an atomic rename, C(current) is switched by an
     atomic rename, and the deployment is recorded as live but not yet committed.
   - V(committed) records the live deployment as committed (it passed the health gate) and prunes the releases,
-    files, wheels and models no kept deployment uses. The last O(keep) committed deployments are kept, and the
-    live and the last known good one whatever O(keep); failed ones take no keep slot.
-  - V(rolled_back) restores the newest committed deployment other than the live one (commit order,
-    never file times), or the committed release O(rollback_to), and records the failed attempt with O(phase) and
-    O(reason).
+    files, wheels and models no kept deployment uses. The deployments of the O(keep) newest code releases are kept,
+    and the live and the last known good one whatever O(keep); failed ones take no keep slot.
+  - V(rolled_back) restores the newest committed deployment other than the one undone (the live one, or a switch
+    cut short; commit order, never file times), or the committed release O(rollback_to), and records the failed
+    attempt with O(phase) and O(reason). The history is a stack the operator moves down; what was above the target
+    leaves it (a release rolled back from is not good again until it is deployed again).
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -46,12 +47,34 @@ options:
     type: dict
     default: {}
   keep:
-    description: Committed deployments to keep (O(state=committed)); the live and the last known good one stay besides.
+    description:
+      - Code releases whose committed deployments are kept (O(state=committed)); configuration changes of one release
+        count once; the live and the last known good deployment stay besides. The history keeps only what is kept.
     type: int
     default: 3
   models_dir:
-    description: The content-addressed model files, pruned with the deployments (a model no kept configuration names).
+    description:
+      - The content-addressed model files, pruned with the deployments (a model whose path no kept deployment's files
+        name).
+      - Opened as every directory this module acts on, without following a link anyone but root could have placed
+        (such a link fails the task, nothing is removed).
     type: path
+  retired_models_dirs:
+    description:
+      - Models directories older deployments used, pruned the same way and removed once nothing in them is used.
+      - A link in place of one (the service user's doing, when it is in the service's own directory) is removed,
+        never followed.
+    type: list
+    elements: path
+    default: []
+  secrets:
+    description:
+      - Deployed paths among O(files) that hold secrets (the server token). They are installed from their candidate as
+        they are, never copied into the store nor recorded by their sha256 in the history, so no rollback ever brings
+        back a rotated-away secret; entries an older version of this module recorded for them are forgotten.
+    type: list
+    elements: path
+    default: []
   rollback_to:
     description: Release id to roll back to (O(state=rolled_back)); empty picks the last known good one.
     type: str
@@ -77,7 +100,9 @@ EXAMPLES = r"""
     release: 0.2.0-c12577f42026
     files:
       /etc/pi-kiosk/config.toml: /opt/pi-kiosk/candidate/config.toml
+      /etc/pi-kiosk/token: /opt/pi-kiosk/candidate/token
       /etc/systemd/system/pi-kiosk.service: /opt/pi-kiosk/candidate/pi-kiosk.service
+    secrets: [/etc/pi-kiosk/token]
   register: switched
 
 - name: Commit it once it passed the health gate, and prune
@@ -85,7 +110,8 @@ EXAMPLES = r"""
     root: /opt/pi-kiosk
     state: committed
     keep: 3
-    models_dir: /var/lib/pi-kiosk/models
+    models_dir: /opt/pi-kiosk/models
+    retired_models_dirs: [/var/lib/pi-kiosk/models]
   register: committed
 
 - name: Go back to the last known good deployment
@@ -142,6 +168,24 @@ previous:
     at:
       description: When it went live (UTC).
       type: str
+interrupted:
+  description: Whether a switch of an earlier run was cut short (power, SSH lost); O(state=live) completes it.
+  type: bool
+  returned: with O(state=live), when the release is complete
+  sample: false
+uncommitted:
+  description:
+    - Whether the live deployment (before this task) never passed its gate (went live in a run that did not finish);
+      the role gates it, or rolls it back, even when nothing changes.
+  type: bool
+  returned: with O(state=live), when the release is complete
+  sample: false
+left_history:
+  description: With O(state=rolled_back), the releases above the target that left the history.
+  type: list
+  elements: str
+  returned: with O(state=rolled_back)
+  sample: [0.2.0-0c2f5e7a1b3d]
 changed_files:
   description: The deployed paths whose content changed (in check mode, would change).
   type: list
@@ -174,7 +218,8 @@ pruned:
       elements: str
       sample: []
     models:
-      description: Model file names in O(models_dir).
+      description: >-
+        Paths of model and card files in O(models_dir) and O(retired_models_dirs), and of retired directories.
       type: list
       elements: str
       sample: []
@@ -191,6 +236,7 @@ from ansible.module_utils.pi_kiosk_store import (
     Store,
     install_copy,
     last_known_good,
+    list_dir,
     now,
     remove_tree,
     same,
@@ -231,25 +277,41 @@ def go_live(store: Store, release: str, candidates: dict[str, str], check: bool)
         if missing:
             raise ValueError(f"candidate files missing: {', '.join(missing)}")
         raise ValueError(f"release {release} is not complete in {store.releases}: build it first")
-    desired = {"release": release,
-               "files": {dest: sha256_file(Path(c)) for dest, c in sorted(candidates.items())}}
+    desired = {"release": release, "files": {dest: sha256_file(Path(c)) for dest, c in sorted(candidates.items())
+                                             if dest not in store.secrets}}
+    # Secrets are installed as they are, never kept in the store or the history (a rollback never brings one back).
+    new_secrets = sorted(dest for dest, c in candidates.items()
+                         if dest in store.secrets
+                         and (not Path(dest).is_file() or Path(dest).read_bytes() != Path(c).read_bytes()))
     if not check:
-        for candidate in candidates.values():
-            store.keep_file(Path(candidate))
+        for dest, candidate in candidates.items():
+            if dest not in store.secrets:
+                store.keep_file(Path(candidate))
     switching = store.current_release() != release
-    changed_files = activate(store, desired, check)
-    changed = bool(changed_files) or switching or not same(state["live"], desired)
+    changed_files = sorted(files_to_install(store, desired["files"]) + new_secrets)
+    interrupted = state["switching"] is not None
+    changed = bool(changed_files) or switching or not same(previous, desired) or interrupted
     if changed and not check:
-        state["live"] = {**desired, "at": now()}
+        # The intent first: a switch cut short (power, SSH) is known as such to the next run, which completes it and
+        # gates it (or rolls back).
+        state["switching"] = {**desired, "at": now()}
+        store.write_state(state)
+        for dest in new_secrets:
+            install_copy(Path(candidates[dest]), Path(dest))
+        activate(store, desired, check)
+        state.update(live={**desired, "at": now()}, switching=None)
         store.write_state(state)
     return {"changed": changed, "changed_files": changed_files, "previous": previous, "deployment": desired,
-            "release_switched": switching}
+            "release_switched": switching, "interrupted": interrupted,
+            "uncommitted": previous is not None and not any(same(previous, d) for d in state["committed"])}
 
 
 def kept_deployments(state: dict[str, Any], keep: int) -> list[dict[str, Any]]:
-    """The last `keep` committed deployments, plus the live one and the last known good one whatever `keep` is (with
-    keep=1 the kept one is the live one, and the last known good, older, must stay for a rollback)."""
-    kept = state["committed"][-keep:] if keep > 0 else []
+    """The committed deployments of the `keep` newest code releases (a configuration change is no new release), plus
+    the live one and the last known good one whatever `keep` is (with keep=1 the kept release is the live one, and the
+    last known good, older, must stay for a rollback)."""
+    newest = list(dict.fromkeys(d["release"] for d in reversed(state["committed"])))[:max(keep, 0)]
+    kept = [d for d in state["committed"] if d["release"] in newest]
     live = state["live"]
     for dep in (live, last_known_good(state, live)):
         if dep and not any(same(dep, d) for d in kept):
@@ -265,34 +327,40 @@ def release_wheels(store: Store, release: str) -> set[str]:
     return set(info.get("wheels", []))
 
 
-def prune(store: Store, state: dict[str, Any], keep: int, models_dir: Path | None, check: bool) -> dict[str, list[str]]:
+def prune(store: Store, state: dict[str, Any], keep: int, models_dirs: list[Path], check: bool
+          ) -> dict[str, list[str]]:
+    """Remove what no kept deployment uses. A model (or card file) is used while a kept deployment's files name its
+    path; a models directory that older releases used (models_dirs after the first) goes once it is empty."""
     kept = kept_deployments(state, keep)
+    # The history holds only what can still be gone back to.
+    state["committed"] = [d for d in state["committed"] if any(same(d, k) for k in kept)]
     releases = {d["release"] for d in kept}
     file_shas = {sha for d in kept for sha in d["files"].values()}
     wheels = set().union(*(release_wheels(store, r) for r in releases)) if releases else set()
-    referenced = set()
-    for sha in file_shas:
-        path = store.stored_file(sha)
-        if path.is_file():
-            referenced |= set(SHA256.findall(path.read_text(errors="replace")))
-    pruned: dict[str, list[str]] = {"releases": [], "files": [], "wheels": [], "models": []}
-    if store.releases.is_dir():
-        pruned["releases"] = sorted(p.name for p in store.releases.iterdir() if p.name not in releases)
-    if store.files.is_dir():
-        pruned["files"] = sorted(p.name for p in store.files.iterdir() if p.name not in file_shas)
-    if store.wheels.is_dir():
-        pruned["wheels"] = sorted(p.name for p in store.wheels.iterdir() if p.name not in wheels)
-    if models_dir and models_dir.is_dir():
-        pruned["models"] = sorted(p.name for p in models_dir.iterdir() if p.name.split(".")[0] not in referenced)
+    texts = [store.stored_file(sha).read_text(errors="replace") for sha in file_shas
+             if store.stored_file(sha).is_file()]
+    pruned: dict[str, list[str]] = {
+        "releases": [n for n in list_dir(store.releases) if n not in releases],
+        "files": [n for n in list_dir(store.files) if n not in file_shas],
+        "wheels": [n for n in list_dir(store.wheels) if n not in wheels],
+        "models": [str(d / n) for d in models_dirs if not d.is_symlink() or d == models_dirs[0]
+                   for n in list_dir(d) if not any(str(d / n) in text for text in texts)],
+    }
+    # A retired directory goes once nothing in it is used; a link in its place (the service user's doing) is
+    # removed, never followed.
+    unused = set(pruned["models"])
+    pruned["models"] += [str(d) for d in models_dirs[1:]
+                         if d.is_symlink() or (d.exists() and all(str(d / n) in unused for n in list_dir(d)))]
     if not check:
-        for kind, base in (("releases", store.releases), ("files", store.files), ("wheels", store.wheels),
-                           ("models", models_dir)):
+        for kind, base in (("releases", store.releases), ("files", store.files), ("wheels", store.wheels)):
             for name in pruned[kind]:
-                remove_tree(base / name)  # type: ignore[operator]
+                remove_tree(base / name)
+        for path in pruned["models"]:
+            remove_tree(Path(path))
     return pruned
 
 
-def commit(store: Store, keep: int, models_dir: Path | None, check: bool) -> dict[str, Any]:
+def commit(store: Store, keep: int, models_dirs: list[Path], check: bool) -> dict[str, Any]:
     state = store.read_state()
     live = state["live"]
     if not live:
@@ -301,7 +369,7 @@ def commit(store: Store, keep: int, models_dir: Path | None, check: bool) -> dic
     if not already:
         state["committed"] = [d for d in state["committed"] if not same(d, live)]
         state["committed"].append({"release": live["release"], "files": live["files"], "at": now()})
-    pruned = prune(store, state, keep, models_dir, check)
+    pruned = prune(store, state, keep, models_dirs, check)
     changed = not already or any(pruned.values())
     if changed and not check:
         store.write_state(state)
@@ -309,32 +377,40 @@ def commit(store: Store, keep: int, models_dir: Path | None, check: bool) -> dic
 
 
 def roll_back(store: Store, rollback_to: str, phase: str, reason: str, check: bool) -> dict[str, Any]:
+    """Go down the history: to the newest committed deployment other than the one undone (or to `rollback_to`). What
+    was above the target leaves the history: a release rolled back from is not good again until it is deployed again."""
     state = store.read_state()
-    live = state["live"]
+    live, committed = state["live"], state["committed"]
+    # What is undone: a switch cut short (its files may be live, its state not yet), or else the live deployment.
+    undone = state["switching"] or live
     if rollback_to:
-        matches = [d for d in state["committed"] if d["release"] == rollback_to]
+        matches = [i for i, d in enumerate(committed) if d["release"] == rollback_to]
         if not matches:
-            known = ", ".join(d["release"] for d in state["committed"]) or "none"
+            known = ", ".join(d["release"] for d in committed) or "none"
             raise ValueError(f"pi_kiosk_rollback_to={rollback_to} is not a committed release here; committed: {known}")
-        target = matches[-1]
+        index = matches[-1]
     else:
-        target = last_known_good(state, live)
-        if target is None:
+        index = next((i for i in reversed(range(len(committed))) if not same(committed[i], undone)), -1)
+        if index < 0:
             raise ValueError("there is no committed deployment to roll back to (none passed the health gate yet, "
-                             "or the live one is the only one)")
+                             "the live one is the only one, or the ones before it were rolled back from)")
+    target = committed[index]
     if not store.release_complete(target["release"]):
         raise ValueError(f"release {target['release']} is gone from {store.releases}: cannot roll back to it")
     switching = store.current_release() != target["release"]
     changed_files = activate(store, target, check)
-    changed = bool(changed_files) or switching or not same(live, target)
+    left = committed[index + 1:]
+    changed = (bool(changed_files) or switching or not same(live, target) or state["switching"] is not None
+               or bool(left))
     if not check and changed:
-        committed = any(same(live, d) for d in state["committed"])
-        if live and not committed:
-            state["failed"] = (state["failed"] + [{**live, "phase": phase, "reason": reason[:2000], "at": now()}]
+        if undone and not any(same(undone, d) for d in committed):
+            state["failed"] = (state["failed"] + [{**undone, "phase": phase, "reason": reason[:2000], "at": now()}]
                                )[-FAILED_KEPT:]
-        state["live"] = {"release": target["release"], "files": target["files"], "at": now()}
+        state.update(live={"release": target["release"], "files": target["files"], "at": now()}, switching=None,
+                     committed=committed[:index + 1])
         store.write_state(state)
-    return {"changed": changed, "deployment": target, "previous": live, "changed_files": changed_files}
+    return {"changed": changed, "deployment": target, "previous": live, "changed_files": changed_files,
+            "left_history": [d["release"] for d in left]}
 
 
 def main() -> None:
@@ -346,20 +422,23 @@ def main() -> None:
             "files": {"type": "dict", "default": {}},
             "keep": {"type": "int", "default": 3},
             "models_dir": {"type": "path"},
+            "retired_models_dirs": {"type": "list", "elements": "path", "default": []},
             "rollback_to": {"type": "str", "default": ""},
             "phase": {"type": "str", "default": ""},
             "reason": {"type": "str", "default": ""},
+            "secrets": {"type": "list", "elements": "path", "default": [], "no_log": False},
         },
         required_if=[("state", "live", ["release"])],
         supports_check_mode=True,
     )
     p = module.params
-    store = Store(p["root"])
+    store = Store(p["root"], secrets=p["secrets"])
     try:
         if p["state"] == "live":
             result = go_live(store, p["release"], p["files"], module.check_mode)
         elif p["state"] == "committed":
-            result = commit(store, p["keep"], Path(p["models_dir"]) if p["models_dir"] else None, module.check_mode)
+            models_dirs = [Path(d) for d in [p["models_dir"], *p["retired_models_dirs"]] if d]
+            result = commit(store, p["keep"], models_dirs, module.check_mode)
         else:
             result = roll_back(store, p["rollback_to"], p["phase"], p["reason"], module.check_mode)
     except (ValueError, OSError) as exc:

@@ -4,7 +4,8 @@
     ROOT/current -> releases/<id>   switched by an atomic rename
     ROOT/wheels/<sha256>/<file> the content-addressed wheel cache (a release ships only what is missing)
     ROOT/files/<sha256>         content-addressed copies of deployed files (config, token, unit)
-    ROOT/state.json             the live deployment, the committed ones (oldest first), failed attempts
+    ROOT/state.json             the live deployment, the committed ones (oldest first), failed attempts, and a
+                                switch under way (written before it starts, cleared when it is done)
 
 A deployment is a release id plus the sha256 of each deployed file. It is committed only after
 the health gate passed; rollback and pruning follow the order of commits, never file times.
@@ -15,8 +16,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +75,10 @@ def symlink_atomic(target: str, link: Path) -> None:
 
 
 class Store:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, secrets: Iterable[str] = ()) -> None:
         self.root = Path(root)
+        # Deployed paths that hold secrets: installed, never kept in files/ nor recorded in the state.
+        self.secrets = frozenset(secrets)
         self.releases = self.root / "releases"
         self.current = self.root / "current"
         self.wheels = self.root / "wheels"
@@ -119,6 +124,8 @@ class Store:
         """Copy a candidate into the file store (mode and owner kept); its sha256."""
         sha = sha256_file(src)
         dest = self.stored_file(sha)
+        self.files.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.files.chmod(0o700)  # as made by versions that left it open to all
         if not dest.exists():
             install_copy(src, dest)
         return sha
@@ -133,10 +140,14 @@ class Store:
         state.setdefault("live", None)
         state.setdefault("committed", [])
         state.setdefault("failed", [])
+        state.setdefault("switching", None)
+        for dep in [state["live"], state["switching"], *state["committed"], *state["failed"]]:
+            if dep:
+                dep["files"] = {path: sha for path, sha in dep["files"].items() if path not in self.secrets}
         return state
 
     def write_state(self, state: dict[str, Any]) -> None:
-        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
 def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -156,8 +167,81 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class UnsafePath(ValueError):
+    """A path root must not act on: a symlink someone other than root could have placed, where a directory is
+    expected."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+
+def _trusted_link(link: os.stat_result, parent: os.stat_result) -> bool:
+    """sshd's StrictModes rule: root follows a link only if root made it in a directory only root can change."""
+    return link.st_uid == 0 and parent.st_uid == 0 and not parent.st_mode & 0o022
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor of the directory `path`, reached one component at a time from / without following a link that
+    anyone but root could have placed (a service user renaming its `models` and linking another directory in its
+    place must not make root list or delete there). Raises UnsafePath, or FileNotFoundError when it is absent."""
+    parts = list(Path(os.path.abspath(path)).parts[1:])
+    done = Path("/")
+    fd = os.open("/", _DIR_FLAGS)
+    links = 0
+    try:
+        while parts:
+            part = parts.pop(0)
+            st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if not _trusted_link(st, os.fstat(fd)):
+                    raise UnsafePath(f"{path}: {done / part} is a symlink that a user other than root could have "
+                                     "placed; refusing to follow it as root (replace it with a directory)")
+                links += 1
+                if links > _MAX_LINKS:
+                    raise UnsafePath(f"{path}: too many levels of symlinks")
+                target = Path(os.path.normpath(done / os.readlink(part, dir_fd=fd)))
+                os.close(fd)
+                fd = os.open("/", _DIR_FLAGS)
+                done, parts = Path("/"), list(target.parts[1:]) + parts
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(f"{path}: {done / part} is not a directory")
+            child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd, done = child, done / part
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def list_dir(path: Path) -> list[str]:
+    """The names in directory `path` (none when it is absent), read through open_dir."""
+    try:
+        fd = open_dir(path)
+    except FileNotFoundError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+    """Remove `path` (a file, a link or a whole tree) without following any link on the way: its parent is opened
+    through open_dir, the tree removed relative to it (shutil.rmtree with dir_fd never follows links)."""
+    try:
+        fd = open_dir(path.parent)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path.name, dir_fd=fd)
+        else:
+            os.unlink(path.name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -58,6 +59,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .recognizer import assemble
 
     cfg = _load(args)
+    if args.token_file is not None:  # the deploy's candidate token, proven before it goes live
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, token="", token_file=args.token_file))
     recognizer = assemble(cfg, offline=args.offline)
     pipeline = recognizer.pipeline
     embedder, gallery = pipeline.embedder, pipeline.gallery
@@ -79,7 +82,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: gallery {gallery.people} people, {len(gallery)} embeddings")
     print(f"ok: {_outbox_line(cfg.outbox.path)}")
     if not args.offline:
-        print(_server_line(recognizer.sync, cfg.server.url))
+        print(_server_line(recognizer.sync, cfg.server.url, args.require_server))
     return 0
 
 
@@ -92,10 +95,10 @@ def _outbox_line(path: Path) -> str:
         return f"outbox {outbox.depth()} pending, {outbox.rejected_count()} rejected"
 
 
-def _server_line(sync: GallerySync, server_url: str) -> str:
-    """The server's answer to the gallery request. Only a refused token fails the check: a kiosk
-    rides out a network or server failure with its outbox, but with a refused token nothing it
-    records ever reaches the server."""
+def _server_line(sync: GallerySync, server_url: str, require: bool) -> str:
+    """The server's answer to the gallery request. A refused token fails the check: with it nothing
+    the kiosk records ever reaches the server. A network or server failure fails it only when the
+    server is required (the deploy's gate): otherwise the kiosk rides it out with its outbox."""
     import requests
 
     from .delivery import judge, unreachable
@@ -110,6 +113,9 @@ def _server_line(sync: GallerySync, server_url: str) -> str:
         verdict = judge(status)
     if verdict.state == "auth":
         raise KioskError(f"server.url = {server_url!r} answered {verdict.detail} to GET {sync.url}: {verdict.hint}")
+    if require:
+        raise KioskError(f"server.url = {server_url!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
+                         "(--require-server: the server must accept this kiosk's token)")
     return (f"warning: server.url = {server_url!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
             "(the kiosk keeps events in its outbox meanwhile)")
 
@@ -217,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
     sp = with_config("check", "validate config and models, run one inference, ask the server (deploy smoke test)")
     sp.add_argument("--image", type=Path, help="photo to run the pipeline on (default: a blank frame)")
     sp.add_argument("--offline", action="store_true", help="do not ask the attendance server")
+    sp.add_argument("--token-file", type=Path, help="ask the server with this token file instead of the config's")
+    sp.add_argument("--require-server", action="store_true",
+                    help="fail unless the server accepts the token (default: only a refused token fails)")
     sp.add_argument("--config-only", action="store_true",
                     help="only parse and validate the configuration file (nothing else is read or loaded)")
     sp.set_defaults(func=cmd_check)
