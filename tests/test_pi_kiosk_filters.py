@@ -62,23 +62,34 @@ def test_settings_override_key_by_key_and_add_sections() -> None:
 @pytest.mark.parametrize(("size_mb", "ram", "swap", "reserve", "max_mb", "expected"), [
     # 175 + 4.5 x 4.7 = 196 MB on a Pi Zero 2 W (512 RAM + 2048 swap - 128): fits.
     (4.7, 512, 2048, 128, 1024, {"model_mb": 4.7, "need": 196, "have": 2432, "fits": True, "short": -828,
-                                 "max_model_mb": 188.7}),
+                                 "max_model_mb": 188.7, "beside": 0}),
     # A ResNet-50-sized model (166.5 MB) needs 924 MB: short of a 512 MB board without swap, by 540 MB.
     (166.5, 512, 0, 128, 1024, {"model_mb": 166.5, "need": 924, "have": 384, "fits": False, "short": 540,
-                                "max_model_mb": 46.4}),
+                                "max_model_mb": 46.4, "beside": 0}),
     # The default model, dlib's ResNet converted (22,438,267 bytes: 21.4 MB): 271 MB, within every example board's
     # limit (inventory/example: Pi 4 1536 MB, Pi 3 640 MB, Pi Zero 2 W 384 MB) and memory (here a Pi Zero 2 W's).
     (22438267 / 1048576, 512, 2048, 128, 384, {"model_mb": 21.4, "need": 271, "have": 2432, "fits": True, "short": -113,
-                                               "max_model_mb": 46.4}),
+                                               "max_model_mb": 46.4, "beside": 0}),
     # Enough RAM, but the service's own limit is lower.
     (166.5, 4096, 0, 128, 512, {"model_mb": 166.5, "need": 924, "have": 3968, "fits": False, "short": 412,
-                                "max_model_mb": 74.9}),
+                                "max_model_mb": 74.9, "beside": 0}),
 ])
 def test_the_memory_fit_counts_ram_swap_the_reserve_and_the_service_limit(
         size_mb: float, ram: int, swap: int, reserve: int, max_mb: int, expected: dict[str, Any]) -> None:
     fit = kiosk.pi_kiosk_memory_fit(round(size_mb * 1048576), ram_mb=str(ram), swap_mb=swap, reserve_mb=reserve,
                                     max_mb=max_mb, baseline_mb=175, factor=4.5)
     assert fit == expected
+
+
+def test_the_smoke_test_counts_the_live_service_it_runs_beside() -> None:
+    """Issue 27: the smoke test's first start peaks while the live service still runs: a board that fits either alone
+    may not fit both (a Pi 3's 1 GB without swap: 924 MB for a ResNet-50-sized candidate, 300 MB live)."""
+    alone = kiosk.pi_kiosk_memory_fit(round(166.5 * 1048576), ram_mb=1024, swap_mb=0, reserve_mb=64, max_mb=1024,
+                                      baseline_mb=175, factor=4.5)
+    beside = kiosk.pi_kiosk_memory_fit(round(166.5 * 1048576), ram_mb=1024, swap_mb=0, reserve_mb=64, max_mb=1024,
+                                       baseline_mb=175, factor=4.5, beside_mb="300")
+    assert alone["fits"] and not beside["fits"]
+    assert (beside["have"], beside["short"], beside["beside"]) == (660, 264, 300)
 
 
 def test_a_deploy_says_what_it_sent_built_switched_and_pruned() -> None:

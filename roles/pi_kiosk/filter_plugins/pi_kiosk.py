@@ -56,14 +56,16 @@ def _bool(value: Any) -> bool:
 
 
 def pi_kiosk_memory_fit(model_bytes: int, *, ram_mb: int | str, swap_mb: int | str, reserve_mb: int | str,
-                        max_mb: int | str, baseline_mb: float, factor: float) -> dict[str, Any]:
-    """Whether a model fits the board: the service's peak (baseline + factor x the model) against the board's
-    RAM + swap - the reserve, and against the service's memory limit; the largest model that would fit."""
+                        max_mb: int | str, baseline_mb: float, factor: float, beside_mb: int | str = 0) -> dict[str, Any]:
+    """Whether a model fits the board: the service's peak (baseline + factor x the model) against the service's
+    memory limit, and with what runs beside it (beside_mb: the live service, while the smoke test starts the candidate)
+    against the board's RAM + swap - the reserve; the largest model that would fit."""
     model_mb = model_bytes / 1048576
     need = round(baseline_mb + model_mb * factor)
-    have = int(ram_mb) + int(swap_mb) - int(reserve_mb)
-    return {"model_mb": round(model_mb, 1), "need": need, "have": have, "fits": need <= have and need <= int(max_mb),
-            "short": max(need - have, need - int(max_mb)),
+    beside = int(beside_mb)
+    have = int(ram_mb) + int(swap_mb) - int(reserve_mb) - beside
+    return {"model_mb": round(model_mb, 1), "need": need, "have": have, "beside": beside,
+            "fits": need <= have and need <= int(max_mb), "short": max(need - have, need - int(max_mb)),
             "max_model_mb": round((min(have, int(max_mb)) - baseline_mb) / factor, 1)}
 
 

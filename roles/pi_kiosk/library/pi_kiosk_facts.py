@@ -213,7 +213,11 @@ service:
     MainPID:
       description: Its main process, C(0) when none.
       type: str
-      sample: "1234"
+      sample: "812"
+    MemoryCurrent:
+      description: The memory its control group uses, in bytes, or C([not set]) (not running, or not accounted).
+      type: str
+      sample: "187432960"
 """
 
 import json
@@ -235,7 +239,7 @@ except ImportError:
 print(json.dumps({"python": "%d.%d" % sys.version_info[:2], "implementation": sys.implementation.name,
                   "machine": platform.machine(), "glibc": platform.libc_ver()[1], "venv": venv_ok}))
 """
-UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "MainPID")
+UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "MainPID", "MemoryCurrent")
 
 
 def platform_of(python: str) -> dict[str, Any]:
