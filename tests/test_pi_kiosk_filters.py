@@ -92,6 +92,20 @@ def test_the_smoke_test_counts_the_live_service_it_runs_beside() -> None:
     assert (beside["have"], beside["short"], beside["beside"]) == (660, 264, 300)
 
 
+def test_every_install_counts_the_disk_it_takes() -> None:
+    """Issue 27: the free-space check ran only before a Pi's first release; every install is counted now."""
+    model = {"name": "ab.onnx", "sha256": "ab"}
+    files = [{"item": model, "stat": {"size": 22 * 1048576}}, {"item": {"name": "cd.onnx"}, "stat": {"size": 10 ** 9}}]
+    facts = {"releases": ["0.2.0-old"], "models": []}
+    plan = {"transfer": {"bytes": 30 * 1048576}}
+    need = kiosk.pi_kiosk_install_mb(plan, model_files=files, models=[model], facts=facts, release="0.2.0-new",
+                                     release_mb=350)
+    assert need == 30 * 2 + 22 + 350
+    # A configuration run: the release and the model are there, nothing is sent.
+    assert kiosk.pi_kiosk_install_mb({}, model_files=files, models=[model], release="0.2.0-old", release_mb=350,
+                                     facts={"releases": ["0.2.0-old"], "models": ["ab.onnx"]}) == 0
+
+
 def test_a_deploy_says_what_it_sent_built_switched_and_pruned() -> None:
     results = {"switch": {"changed": True, "changed_files": ["/etc/pi-kiosk/config.toml", "/etc/pi-kiosk/token"]},
                "health": HEALTHY, "probe": {"skipped": True}, "plan": PLAN, "models_sent": {"changed": True},

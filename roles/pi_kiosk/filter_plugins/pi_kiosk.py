@@ -5,6 +5,7 @@ sentences built from the modules' results. A result that was skipped, or never r
 skipped result; "changed" is read as Ansible's `is changed` test reads it."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -67,6 +68,17 @@ def pi_kiosk_memory_fit(model_bytes: int, *, ram_mb: int | str, swap_mb: int | s
     return {"model_mb": round(model_mb, 1), "need": need, "have": have, "beside": beside,
             "fits": need <= have and need <= int(max_mb), "short": max(need - have, need - int(max_mb)),
             "max_model_mb": round((min(have, int(max_mb)) - baseline_mb) / factor, 1)}
+
+
+def pi_kiosk_install_mb(plan: Result, *, model_files: list[Result], models: list[Result], facts: Result, release: str,
+                        release_mb: int | str) -> int:
+    """The disk a deploy takes on the Pi, in MB: the wheels it sends (twice: the tar, and the cache they are taken
+    into before the tar goes), the release unless the Pi has it complete, and the models the Pi lacks."""
+    wheels = int((plan.get("transfer") or {}).get("bytes", 0)) * 2
+    wanted = {m["name"] for m in models} - set(facts.get("models") or [])
+    model_bytes = sum(int(f["stat"]["size"]) for f in model_files if f["item"]["name"] in wanted)
+    build = 0 if release in (facts.get("releases") or []) else int(release_mb)
+    return math.ceil((wheels + model_bytes) / 1048576) + build
 
 
 def _health_text(health: Result | None, probe: Result | None, window: int | str) -> str:
@@ -190,5 +202,5 @@ def pi_kiosk_health_report(health: Result | None, failure: dict[str, str] | None
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {f.__name__: f for f in (pi_kiosk_config, pi_kiosk_memory_fit, pi_kiosk_deploy_report,
+        return {f.__name__: f for f in (pi_kiosk_config, pi_kiosk_memory_fit, pi_kiosk_install_mb, pi_kiosk_deploy_report,
                                         pi_kiosk_fallback_report, pi_kiosk_rollback_report, pi_kiosk_health_report)}

@@ -38,6 +38,10 @@ options:
     description: The kiosk's systemd unit.
     type: str
     default: pi-kiosk.service
+  allowed_signers:
+    description: The allowed_signers file whose keys a release needs a signature of (RV(signed) says whether it is there).
+    type: path
+    default: /etc/pi-kiosk/allowed_signers
 seealso:
   - module: pi_kiosk_switch
   - module: pi_kiosk_release
@@ -183,6 +187,11 @@ models:
   elements: str
   returned: always
   sample: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.onnx]
+signed:
+  description: Whether the Pi accepts only signed releases (O(allowed_signers) exists).
+  type: bool
+  returned: always
+  sample: false
 free_mb:
   description:
     - Megabytes free (for an unprivileged user) on the file system of O(root), or of its nearest existing parent.
@@ -265,6 +274,7 @@ def main() -> None:
             "models_dir": {"type": "path", "required": True},
             "python": {"type": "path", "default": "/usr/bin/python3"},
             "unit": {"type": "str", "default": "pi-kiosk.service"},
+            "allowed_signers": {"type": "path", "default": "/etc/pi-kiosk/allowed_signers"},
         },
         supports_check_mode=True,
     )
@@ -284,6 +294,7 @@ def main() -> None:
         state=store.read_state(),
         models=sorted(f.name for f in models.iterdir()) if models.is_dir() else [],
         free_mb=fs.f_bavail * fs.f_frsize // (1 << 20),
+        signed=os.path.isfile(p["allowed_signers"]),
         service=unit_state(p["unit"]),
     )
 
