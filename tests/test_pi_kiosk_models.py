@@ -221,3 +221,13 @@ def test_the_default_model_comes_from_the_conversion_in_the_cache_checked_agains
     assert f"{converted}: sha256 {hashlib.sha256(b'damaged').hexdigest()}, but the default model's card says " \
         f"{DLIB_CARD_SHA256}" in proc.stdout, proc.stdout
     assert not converted.exists() and not model.exists()
+
+
+def test_a_plain_http_server_beyond_the_pi_is_warned_about(tmp_path: Path) -> None:
+    """Issue 27: the token crosses the network in clear text with http:// to another host; on the Pi's own loopback it
+    does not."""
+    model = {**a_model(tmp_path), "pi_kiosk_model_card": "arcface"}
+    lan = run(tmp_path, **model, pi_kiosk_server_url="http://attendance.lan:8080")
+    assert "WARNING kiosk-a: pi_kiosk_server_url=http://attendance.lan:8080 is plain http to another host" in lan.stdout
+    loopback = run(tmp_path, **model, pi_kiosk_server_url="http://127.0.0.1:8080")
+    assert "is plain http" not in loopback.stdout and loopback.returncode == 0, loopback.stdout

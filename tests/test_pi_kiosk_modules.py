@@ -733,6 +733,17 @@ def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(t
     assert oct(token.stat().st_mode & 0o777) == "0o644"
 
 
+def test_the_diff_never_shows_a_cameras_password(tmp_path: Path) -> None:
+    """Issue 27: an rtsp camera's credentials appeared in --diff."""
+    config = tmp_path / "config.toml"
+    config.write_text('source = "rtsp://admin:old-secret@10.0.0.5/stream"\n')
+    preview = run_files_module(tmp_path, check=True, files=[
+        {"path": str(config), "content": 'source = "rtsp://admin:new-secret@10.0.0.5/stream"\n', "mode": "0640"}])
+    assert [(d["before"], d["after"]) for d in preview["diff"]] == [
+        ('source = "rtsp://admin:********@10.0.0.5/stream"\n', 'source = "rtsp://admin:********@10.0.0.5/stream"\n')]
+    assert "old-secret" not in json.dumps(preview) and "new-secret" not in json.dumps(preview)
+
+
 def test_a_link_where_a_directory_is_expected_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
     """Issue 27: a directory the layout sets the owner and mode of, replaced by a link anyone could have placed:
     refused with its name, the link's target keeps its mode."""

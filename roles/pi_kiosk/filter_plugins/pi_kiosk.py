@@ -57,7 +57,8 @@ def _bool(value: Any) -> bool:
 
 
 def pi_kiosk_memory_fit(model_bytes: int, *, ram_mb: int | str, swap_mb: int | str, reserve_mb: int | str,
-                        max_mb: int | str, baseline_mb: float, factor: float, beside_mb: int | str = 0) -> dict[str, Any]:
+                        max_mb: int | str, baseline_mb: float, factor: float, beside_mb: int | str = 0
+                        ) -> dict[str, Any]:
     """Whether a model fits the board: the service's peak (baseline + factor x the model) against the service's
     memory limit, and with what runs beside it (beside_mb: the live service, while the smoke test starts the candidate)
     against the board's RAM + swap - the reserve; the largest model that would fit."""
@@ -202,5 +203,6 @@ def pi_kiosk_health_report(health: Result | None, failure: dict[str, str] | None
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {f.__name__: f for f in (pi_kiosk_config, pi_kiosk_memory_fit, pi_kiosk_install_mb, pi_kiosk_deploy_report,
-                                        pi_kiosk_fallback_report, pi_kiosk_rollback_report, pi_kiosk_health_report)}
+        return {f.__name__: f for f in (pi_kiosk_config, pi_kiosk_memory_fit, pi_kiosk_install_mb,
+                                        pi_kiosk_deploy_report, pi_kiosk_fallback_report, pi_kiosk_rollback_report,
+                                        pi_kiosk_health_report)}

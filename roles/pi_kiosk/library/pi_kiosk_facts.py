@@ -39,7 +39,7 @@ options:
     type: str
     default: pi-kiosk.service
   allowed_signers:
-    description: The allowed_signers file whose keys a release needs a signature of (RV(signed) says whether it is there).
+    description: The allowed_signers file whose keys a release must be signed by (RV(signed) says whether it is there).
     type: path
     default: /etc/pi-kiosk/allowed_signers
 seealso:

@@ -157,6 +157,7 @@ changed_paths:
 """
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,17 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.pi_kiosk_store import UnsafePath, open_dir
 
 ATTRIBUTES = {"owner": {"type": "str", "default": "root"}, "group": {"type": "str", "default": "root"}}
+
+
+# user:password@ in a URL (an rtsp camera's).
+URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@\"']*:(?P<password>[^@\s\"'/]+)@")
+
+
+def hide_passwords(module: AnsibleModule, text: str) -> str:
+    """`text`, whose URL passwords Ansible now masks wherever they would appear in the output (its arguments as
+    echoed with -v, the diff)."""
+    module.no_log_values.update(m.group("password") for m in URL_PASSWORD.finditer(text))
+    return text
 
 
 def file_options(secret: bool) -> dict[str, Any]:
@@ -210,7 +222,8 @@ def ensure_file(module: AnsibleModule, spec: dict[str, Any], diffs: list[dict[st
     if have != want:
         if diffs is not None:
             diffs.append({"before_header": path, "after_header": path,
-                          "before": (have or b"").decode(errors="replace"), "after": spec["content"]})
+                          "before": hide_passwords(module, (have or b"").decode(errors="replace")),
+                          "after": spec["content"]})
         if module.check_mode:
             return True
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".pi-kiosk-")
@@ -237,6 +250,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    for spec in module.params["files"]:
+        hide_passwords(module, spec["content"])
     changed: list[str] = []
     diffs: list[dict[str, str]] = []
     for spec in module.params["directories"]:
