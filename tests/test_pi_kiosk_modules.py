@@ -737,11 +737,12 @@ def test_the_diff_never_shows_a_cameras_password(tmp_path: Path) -> None:
     """Issue 27: an rtsp camera's credentials appeared in --diff."""
     config = tmp_path / "config.toml"
     config.write_text('source = "rtsp://admin:old-secret@10.0.0.5/stream"\n')
-    preview = run_files_module(tmp_path, check=True, files=[
-        {"path": str(config), "content": 'source = "rtsp://admin:new-secret@10.0.0.5/stream"\n', "mode": "0640"}])
+    new = 'source = "rtsp://admin:new-secret@10.0.0.5/stream"\nsnapshot = "http://cam/snap.cgi?user=u&pwd=q-secret"\n'
+    preview = run_files_module(tmp_path, check=True, files=[{"path": str(config), "content": new, "mode": "0640"}])
     assert [(d["before"], d["after"]) for d in preview["diff"]] == [
-        ('source = "rtsp://admin:********@10.0.0.5/stream"\n', 'source = "rtsp://admin:********@10.0.0.5/stream"\n')]
-    assert "old-secret" not in json.dumps(preview) and "new-secret" not in json.dumps(preview)
+        ('source = "rtsp://admin:********@10.0.0.5/stream"\n',
+         'source = "rtsp://admin:********@10.0.0.5/stream"\nsnapshot = "http://cam/snap.cgi?user=u&pwd=********"\n')]
+    assert not {"old-secret", "new-secret", "q-secret"} & set(re.findall(r"[a-z]+-secret", json.dumps(preview)))
 
 
 def test_a_link_where_a_directory_is_expected_is_refused_and_its_target_untouched(tmp_path: Path) -> None:

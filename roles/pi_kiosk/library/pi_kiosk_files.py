@@ -168,14 +168,17 @@ from ansible.module_utils.pi_kiosk_store import UnsafePath, open_dir
 ATTRIBUTES = {"owner": {"type": "str", "default": "root"}, "group": {"type": "str", "default": "root"}}
 
 
-# user:password@ in a URL (an rtsp camera's).
-URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@\"']*:(?P<password>[^@\s\"'/]+)@")
+# A URL's secrets (an IP camera's): user:password@, and secret-looking query values (pwd=, token=, ...), as the
+# kiosk's own redact_url masks them in its logs.
+URL_SECRETS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@\"']*:(?P<password>[^@\s\"'/]+)@"
+                         r"|[?&][^=&\s\"']*(?:pass|pwd|secret|token|key|auth|sig)[^=&\s\"']*=(?P<value>[^&#\s\"']+)",
+                         re.IGNORECASE)
 
 
 def hide_passwords(module: AnsibleModule, text: str) -> str:
-    """`text`, whose URL passwords Ansible now masks wherever they would appear in the output (its arguments as
+    """`text`, whose URL secrets Ansible now masks wherever they would appear in the output (its arguments as
     echoed with -v, the diff)."""
-    module.no_log_values.update(m.group("password") for m in URL_PASSWORD.finditer(text))
+    module.no_log_values.update(m.group("password") or m.group("value") for m in URL_SECRETS.finditer(text))
     return text
 
 
