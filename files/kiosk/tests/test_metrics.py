@@ -42,8 +42,8 @@ def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock
     clock.advance(30)  # stale_seconds: not yet stale
     ok = healthz(health)
     assert ok.status_code == 200
-    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok",
-                         "version": __version__, "threads": 3}
+    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok", "outbox": "ok",
+                         "sync": "ok", "version": __version__, "threads": 3}
     clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"

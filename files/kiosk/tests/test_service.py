@@ -10,7 +10,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 from fakeserver import FakeServer
-from kioskcli import cli
+from kioskcli import cli, command
 
 from pi_kiosk import __version__, config
 from pi_kiosk import recognizer as recognizer_module
@@ -179,8 +178,8 @@ def test_pi_kiosk_run_serves_health_notifies_systemd_and_stops_on_sigterm(
     messages: list[str] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind("\0" + notify_name)
-        with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
-                              stderr=subprocess.PIPE, text=True, env=env) as proc:
+        with subprocess.Popen(command("run", "--config", str(cfg)), stderr=subprocess.PIPE, text=True,
+                              env=env) as proc:
             assert proc.stderr is not None
 
             def receive_until(done: Callable[[], bool]) -> None:
