@@ -21,6 +21,8 @@ def test_classify_every_kind_of_source(tmp_path: Path) -> None:
     assert classify(str(tmp_path / "b.mp4")).kind == "video"
     with pytest.raises(CaptureError, match=r"camera.source = '/nope.avi': no such file; expected a camera index"):
         classify("/nope.avi")
+    with pytest.raises(CaptureError, match=r"^camera.source = 'rtmp://cam:\*\*\*@10.0.0.5/live': no such file"):
+        classify("rtmp://cam:s3cr3t@10.0.0.5/live")  # a scheme OpenCV is not given: the password stays hidden
 
 
 def test_image_file_once_or_looped(astronaut_path: Path) -> None:

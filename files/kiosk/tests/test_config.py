@@ -127,3 +127,8 @@ def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
     cfg = parse_with(server={"token_file": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match=r"server.token_file = '.*missing': cannot read it"):
         config.server_token(cfg.server)
+
+
+def test_a_bad_server_url_is_shown_without_its_password() -> None:
+    msg = error_of(server={"url": "ftp://kiosk:s3cr3t@srv/"})
+    assert "server.url = 'ftp://kiosk:***@srv/': expected an http:// or https:// URL" in msg and "s3cr3t" not in msg
