@@ -3,17 +3,19 @@
 The commands that write the service's files refuse root (privileges.py), and the tests run as
 root (the CI machine's user). As root, the command runs with the uid and gid of `nobody` instead,
 keeping one capability, CAP_DAC_OVERRIDE, so that it can still read and write the test's
-root-owned temporary files: its euid is really not 0, so the refusal is not in play.
+root-owned temporary files: its euid is really not 0, so the refusal is not in play. Its HOME is
+nobody's (`/nonexistent`), like the deploy role's service user's.
 """
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 
 NOBODY = 65534
 AS_SERVICE_USER = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=+dac_override",
-                   "--ambient-caps=+dac_override", "--"]
+                   "--ambient-caps=+dac_override", "--", "env", f"HOME={pwd.getpwuid(NOBODY).pw_dir}"]
 
 
 def command(*args: str) -> list[str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import cv2
@@ -55,3 +56,9 @@ def test_unreadable_files_fail_clearly(tmp_path: Path) -> None:
     (tmp_path / "bad.avi").write_bytes(b"not a video")
     with pytest.raises(CaptureError, match=r"cannot open this video|no readable frames"):
         next(frames(str(tmp_path / "bad.avi")))
+
+
+def test_a_live_source_that_is_away_stops_reconnecting_when_told(refused_url: str) -> None:
+    stop = threading.Event()
+    stop.set()  # a service told to stop while its camera is away stops at once, not after the next retry
+    assert list(frames(refused_url.replace("http://", "rtsp://") + "/stream", stop=stop)) == []

@@ -77,6 +77,8 @@ def test_unknown_section_is_rejected() -> None:
     ("logging", {"level": "debug"}, "logging.level = 'debug': expected one of"),
     ("outbox", {"retry_initial_seconds": 10.0, "retry_max_seconds": 5.0},
      "outbox.retry_max_seconds = 5.0: must be at least outbox.retry_initial_seconds"),
+    ("outbox", {"memory_events": 0}, "outbox.memory_events = 0: expected an integer from 1 to 1000000"),
+    ("sync", {"max_response_mb": 0.5}, "sync.max_response_mb = 0.5: expected an integer from 1 to 4096"),
 ])
 def test_bad_values_name_key_value_and_allowed(section: str, values: dict[str, object], expected: str) -> None:
     assert expected in error_of(**{section: values})

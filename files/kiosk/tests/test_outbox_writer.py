@@ -26,15 +26,17 @@ def test_a_full_disk_holds_events_and_writes_them_in_order_once_it_frees(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     box = FullDisk(tmp_path / "o.sqlite3")
     clock = FakeClock()
-    writer = OutboxWriter(box, limit=100, clock=clock)
+    wakes: list[str] = []  # the sender is woken whenever events reach the outbox, and only then
+    writer = OutboxWriter(box, limit=100, on_written=lambda: wakes.append("wake"), clock=clock)
     first = writer.record("E001", "IN", WHEN)
+    assert wakes == ["wake"]
     box.failures = 1_000  # the disk fills up
     with caplog.at_level(logging.WARNING):
         held = [writer.record(f"E00{i}", "IN", WHEN) for i in (2, 3)]  # no exception escapes
     assert writer.status == WriteStatus("disk_full", "OperationalError: database or disk is full", 2, 0, 100)
     assert "held in memory until it takes them again (at most 100, 0 dropped)" in writer.status.describe()
     assert writer.status.describe().startswith("disk full (OperationalError: database or disk is full): 2 ")
-    assert [e.key for e in box.pending()] == [first.key]
+    assert [e.key for e in box.pending()] == [first.key] and wakes == ["wake"]
     (line,) = caplog.records  # one line for the state, not one per event
     assert line.levelno == logging.ERROR and "holding attendance events in memory" in line.getMessage()
     tries = box.tries
@@ -47,7 +49,7 @@ def test_a_full_disk_holds_events_and_writes_them_in_order_once_it_frees(
         writer.retry()
     assert [e.key for e in box.pending()] == [first.key, *(e.key for e in held)]  # in order, each once, same keys
     assert [e.payload["E1"] for e in box.pending()] == ["E001", "E002", "E003"]
-    assert writer.status == WriteStatus(limit=100)
+    assert writer.status == WriteStatus(limit=100) and wakes == ["wake", "wake"]
     assert caplog.messages == ["outbox writable again: 2 attendance event(s) held in memory written"]
 
 

@@ -314,7 +314,8 @@ def test_a_full_disk_keeps_the_kiosk_running_and_the_event_is_delivered_once_it_
         wait_for(lambda: service.metrics.frames._value.get() >= frames + 5)  # no exception left the frame loop
         assert server.attempts == []  # nothing to send: the event is in memory
         full.clear()  # space is freed
-        wait_for(lambda: len(server.posts) == 1)
+        # Written on a next frame and sent at once: the sender is woken, not left to its next minute.
+        wait_for(lambda: len(server.posts) == 1, seconds=30)
         wait_for(lambda: health(url).get("status") == "ok")
         assert health(url)["outbox"] == "ok"
     finally:

@@ -41,8 +41,9 @@ class Metrics:
         self.faces = Counter("kiosk_faces", "Faces detected", registry=r)
         self.matches = Counter("kiosk_matches", "Faces matched to an enrolled person", registry=r)
         self.unknowns = Counter("kiosk_unknowns", "Faces below the match threshold", registry=r)
-        self.events = Counter("kiosk_attendance_events", "Attendance events recorded (written to the outbox, or "
-                              "held in memory while it cannot be written)", registry=r)
+        self.events = Counter("kiosk_attendance_events", "Attendance events recorded (written to the outbox, held "
+                              "in memory while it cannot be written, or dropped: kiosk_outbox_dropped_events)",
+                              registry=r)
         self.latency = Histogram("kiosk_stage_seconds", "Time per pipeline stage (detect, align, embed, match)",
                                  ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.last_sync = Gauge("kiosk_last_successful_sync_timestamp_seconds",

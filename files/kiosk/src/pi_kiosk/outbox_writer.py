@@ -54,9 +54,11 @@ def is_disk_full(exc: BaseException) -> bool:
 class OutboxWriter:
     """Used by the frame loop alone; `status` may be read from any thread."""
 
-    def __init__(self, outbox: Outbox, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, outbox: Outbox, limit: int, on_written: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.outbox = outbox
         self.limit = limit
+        self._on_written = on_written  # the sender's wake(): events are in the outbox to be sent
         self._clock = clock  # time.monotonic; a test passes one it moves itself
         self._held: deque[tuple[Event, float]] = deque()  # (event, Unix time it was recorded)
         self._retry_at = 0.0
@@ -95,18 +97,21 @@ class OutboxWriter:
         self._held.clear()
 
     def _write_held(self) -> None:
-        count = len(self._held)
-        while self._held:
-            event, created_at = self._held[0]
-            try:
+        written = 0
+        try:
+            while self._held:
+                event, created_at = self._held[0]
                 self.outbox.store(event, created_at)
-            except WRITE_ERRORS as exc:
-                self._failed(exc)
-                return
-            self._held.popleft()
-        if self._state != "ok":
-            log.warning("outbox writable again: %d attendance event(s) held in memory written", count)
-            self._state, self._error = "ok", ""
+                self._held.popleft()
+                written += 1
+        except WRITE_ERRORS as exc:
+            self._failed(exc)
+        else:
+            if self._state != "ok":
+                log.warning("outbox writable again: %d attendance event(s) held in memory written", written)
+                self._state, self._error = "ok", ""
+        if written:
+            self._on_written()
 
     def _failed(self, exc: BaseException) -> None:
         self._retry_at = self._clock() + RETRY_SECONDS

@@ -43,7 +43,7 @@ class Service:
                              retry_max=cfg.outbox.retry_max_seconds,
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
-        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events)
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake)
         self.metrics.track_writes(lambda: self.writer.status)
         self.metrics.track_sync(self.sync_status)
         self._sync_failures, self._sync_error = 0, ""
@@ -68,7 +68,6 @@ class Service:
             if self.cooldown.should_report(employee):
                 self.writer.record(employee, self.cfg.report.status, datetime.now().astimezone())
                 self.metrics.events.inc()
-                self.sender.wake()
                 log.info("attendance: %s (score %.2f)", employee, r.match.score)
 
     def sync_once(self) -> None:
