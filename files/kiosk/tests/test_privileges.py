@@ -49,7 +49,7 @@ def test_commands_that_write_the_services_files_refuse_root(
     assert cli.main(argv) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == (f"pi-kiosk: pi-kiosk {command}: refusing to run as root: it writes {writes}, which must stay "
+    assert err == (f"pi-kiosk: {command}: refusing to run as root: it writes {writes}, which must stay "
                    f"the service user's; run it as that user: runuser -u nobody -- pi-kiosk {' '.join(argv)}\n")
     assert snapshot(tmp_path) == before  # nothing written: no model cache, no -wal, no enrollment
 
@@ -76,6 +76,6 @@ def test_the_deploy_smoke_test_refuses_a_real_root(write_config: Callable[..., P
     assert os.geteuid() == 0, "this test runs as root, as CI does"
     done = cli_as_root("check", "--offline", "--config", str(write_config()))
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith("pi-kiosk: pi-kiosk check: refusing to run as root: it writes the model cache")
+    assert done.stderr.startswith("pi-kiosk: check: refusing to run as root: it writes the model cache")
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "cache").exists()

@@ -25,7 +25,7 @@ def refuse_root(command: str, argv: Sequence[str], writes: str, config_path: Pat
     if os.geteuid() != 0:
         return
     user = service_user(config_path) or "SERVICE-USER"
-    raise RootError(f"pi-kiosk {command}: refusing to run as root: it writes {writes}, which must stay the "
+    raise RootError(f"{command}: refusing to run as root: it writes {writes}, which must stay the "
                     f"service user's; run it as that user: runuser -u {user} -- pi-kiosk {shlex.join(argv)}")
 
 
