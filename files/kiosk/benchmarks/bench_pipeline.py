@@ -87,6 +87,10 @@ from pi_kiosk.runtime import SPIN_MICROSECONDS, available_cores, session_options
 from pi_kiosk.store import load_gallery, save_gallery
 from pi_kiosk.track import Tracker
 
+# `pi-kiosk enroll` and `run` as the service's user, as the tests run them (the commands refuse root).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import kioskcli
+
 # The models here are ArcFace-contract architectures (random weights): the arcface card describes them.
 ARCFACE = builtin("arcface")
 
@@ -396,8 +400,8 @@ level = "WARNING"
 
 def enroll_astronaut(config: Path, photo: Path, gallery_size: int) -> None:
     """Enroll the photo as E001 with the kiosk's own command, then fill the gallery up with random people."""
-    done = subprocess.run([sys.executable, "-m", "pi_kiosk", "enroll", "--config", str(config), "--id", "E001",
-                           str(photo)], capture_output=True, text=True)
+    done = subprocess.run(kioskcli.command("enroll", "--config", str(config), "--id", "E001", str(photo)),
+                          capture_output=True, text=True)
     if done.returncode:
         sys.exit(done.stderr)
     path = config.parent / "enrolled.npz"
@@ -409,8 +413,7 @@ def enroll_astronaut(config: Path, photo: Path, gallery_size: int) -> None:
 
 def start_service(config: Path, port: int) -> subprocess.Popen[bytes]:
     """`pi-kiosk run`, once its /metrics answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(config)],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(kioskcli.command("run", "--config", str(config)), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while True:
         try:

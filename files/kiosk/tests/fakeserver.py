@@ -31,6 +31,7 @@ class FakeServer:
     gets: list[dict[str, str]] = field(default_factory=list)
     get_queries: list[dict[str, list[str]]] = field(default_factory=list)
     get_status: int = 200  # answer embeddings GETs with this status instead (e.g. 401, 503)
+    get_body: bytes | None = None  # answer embeddings GETs with these bytes instead of `embeddings` (a bad server)
     # Called after a post is recorded, before answering (used to kill the client mid-request).
     on_post: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,7 +80,7 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(304)
                 self.end_headers()
                 return
-            data = json.dumps(state.embeddings).encode()
+            data = json.dumps(state.embeddings).encode() if state.get_body is None else state.get_body
             self.send_response(200)
             self.send_header("ETag", state.etag)
             self.send_header("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,8 @@ def test_classify_every_kind_of_source(tmp_path: Path) -> None:
     assert classify(str(tmp_path / "b.mp4")).kind == "video"
     with pytest.raises(CaptureError, match=r"camera.source = '/nope.avi': no such file; expected a camera index"):
         classify("/nope.avi")
+    with pytest.raises(CaptureError, match=r"^camera.source = 'rtmp://cam:\*\*\*@10.0.0.5/live': no such file"):
+        classify("rtmp://cam:s3cr3t@10.0.0.5/live")  # a scheme OpenCV is not given: the password stays hidden
 
 
 def test_image_file_once_or_looped(astronaut_path: Path) -> None:
@@ -53,3 +56,9 @@ def test_unreadable_files_fail_clearly(tmp_path: Path) -> None:
     (tmp_path / "bad.avi").write_bytes(b"not a video")
     with pytest.raises(CaptureError, match=r"cannot open this video|no readable frames"):
         next(frames(str(tmp_path / "bad.avi")))
+
+
+def test_a_live_source_that_is_away_stops_reconnecting_when_told(refused_url: str) -> None:
+    stop = threading.Event()
+    stop.set()  # a service told to stop while its camera is away stops at once, not after the next retry
+    assert list(frames(refused_url.replace("http://", "rtsp://") + "/stream", stop=stop)) == []

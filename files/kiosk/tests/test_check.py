@@ -18,6 +18,15 @@ def test_a_refused_token_fails_the_check(write_config: Callable[..., Path], serv
     assert "ok: embedder OnnxEmbedder, 512-d, model " in done.stdout  # everything else was checked first
 
 
+def test_a_password_in_server_url_is_never_printed(write_config: Callable[..., Path], server: FakeServer) -> None:
+    server.get_status = 401
+    url = server.url.replace("http://", "http://kiosk:s3cr3t@")
+    done = cli("check", "--config", str(write_config(url)))
+    assert done.returncode == 1
+    assert f"server.url = '{server.url.replace('http://', 'http://kiosk:***@')}' answered HTTP 401" in done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr
+
+
 def test_an_unreachable_or_failing_server_is_only_a_warning(write_config: Callable[..., Path],
                                                             server: FakeServer, refused_url: str) -> None:
     down = cli("check", "--config", str(write_config(refused_url)))

@@ -77,6 +77,8 @@ def test_unknown_section_is_rejected() -> None:
     ("logging", {"level": "debug"}, "logging.level = 'debug': expected one of"),
     ("outbox", {"retry_initial_seconds": 10.0, "retry_max_seconds": 5.0},
      "outbox.retry_max_seconds = 5.0: must be at least outbox.retry_initial_seconds"),
+    ("outbox", {"memory_events": 0}, "outbox.memory_events = 0: expected an integer from 1 to 1000000"),
+    ("sync", {"max_response_mb": 0.5}, "sync.max_response_mb = 0.5: expected an integer from 1 to 4096"),
 ])
 def test_bad_values_name_key_value_and_allowed(section: str, values: dict[str, object], expected: str) -> None:
     assert expected in error_of(**{section: values})
@@ -127,3 +129,8 @@ def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
     cfg = parse_with(server={"token_file": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match=r"server.token_file = '.*missing': cannot read it"):
         config.server_token(cfg.server)
+
+
+def test_a_bad_server_url_is_shown_without_its_password() -> None:
+    msg = error_of(server={"url": "ftp://kiosk:s3cr3t@srv/"})
+    assert "server.url = 'ftp://kiosk:***@srv/': expected an http:// or https:// URL" in msg and "s3cr3t" not in msg

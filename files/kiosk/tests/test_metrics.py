@@ -10,6 +10,8 @@ from fakeclock import FakeClock
 from pi_kiosk import __version__
 from pi_kiosk.delivery import DeliveryStatus
 from pi_kiosk.metrics import HealthServer, Metrics
+from pi_kiosk.outbox_writer import WriteStatus
+from pi_kiosk.sync import SyncStatus
 
 
 @pytest.fixture
@@ -42,8 +44,8 @@ def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock
     clock.advance(30)  # stale_seconds: not yet stale
     ok = healthz(health)
     assert ok.status_code == 200
-    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok",
-                         "version": __version__, "threads": 3}
+    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok", "outbox": "ok",
+                         "sync": "ok", "version": __version__, "threads": 3}
     clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
@@ -97,3 +99,40 @@ def test_metrics_are_prometheus_text(health: HealthServer, clock: FakeClock) -> 
 
 def test_other_paths_are_404(health: HealthServer) -> None:
     assert requests.get(f"http://127.0.0.1:{health.port}/", timeout=5).status_code == 404
+
+
+DISK_FULL = WriteStatus("disk_full", "OperationalError: database or disk is full", held=2, dropped=0, limit=10000)
+
+
+def test_healthz_is_degraded_while_events_are_held_and_while_the_sync_fails(health: HealthServer,
+                                                                            clock: FakeClock) -> None:
+    writes, sync = DISK_FULL, SyncStatus()
+    health.metrics.track_writes(lambda: writes)
+    health.metrics.track_sync(lambda: sync)
+    health.metrics.frame_done()
+    body = healthz(health)
+    assert body.status_code == 200  # frames are processed: degraded, not down
+    assert body.json()["status"] == "degraded" and body.json()["outbox"] == "disk_full"
+    assert body.json()["reason"] == ("disk full (OperationalError: database or disk is full): 2 attendance "
+                                     "event(s) held in memory until it takes them again (at most 10000, 0 dropped)")
+    sync = SyncStatus("failing", 3, "http://srv/api/employees/embeddings: bad answer: RecursionError: too deep")
+    assert healthz(health).json()["reason"].endswith(
+        "; gallery sync failed 3 times in a row (last: http://srv/api/employees/embeddings: bad answer: "
+        "RecursionError: too deep), recognising with the last good gallery")
+    writes = WriteStatus()  # the disk took the events
+    assert healthz(health).json()["sync"] == "failing"
+    sync = SyncStatus("stopped", 1, "boom")
+    assert healthz(health).json()["reason"] == "gallery sync stopped: its thread ended (last error: boom)"
+    sync = SyncStatus()
+    assert healthz(health).json()["status"] == "ok" and "reason" not in healthz(health).json()
+
+
+def test_metrics_tell_held_events_and_the_sync_state(health: HealthServer) -> None:
+    health.metrics.track_writes(lambda: DISK_FULL)
+    health.metrics.track_sync(lambda: SyncStatus("failing", 4, "x"))
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    for line in ['kiosk_outbox_write{kiosk_outbox_write="disk_full"} 1.0',
+                 'kiosk_outbox_write{kiosk_outbox_write="ok"} 0.0', "kiosk_outbox_held_events 2.0",
+                 "kiosk_outbox_dropped_events_total 0.0", 'kiosk_gallery_sync{kiosk_gallery_sync="failing"} 1.0',
+                 "kiosk_gallery_sync_failures 4.0"]:
+        assert line in text, line

@@ -418,3 +418,31 @@ def test_a_0_1_outbox_is_migrated_and_its_rejected_events_requeue_at_the_end(tmp
     assert "outbox_id" in {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
     db.close()
     assert Outbox(path).depth() == 3  # opening a migrated database again changes nothing
+
+
+def test_an_outbox_that_cannot_record_a_delivery_pauses_instead_of_resending(
+        tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk: the server took the event but the outbox cannot delete it. Without a pause the
+    sender's loop would post it again at once, for as long as the disk stays full."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    event = box.add("E001", "IN", WHEN)
+    clock = FakeClock()
+    s = sender(box, server.url, clock=clock)
+    delivered = box.delivered
+
+    def disk_full(key: str) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(box, "delivered", disk_full)
+    with caplog.at_level(logging.WARNING):
+        assert s.deliver_due() == 0  # no exception escapes to the sender's loop
+        assert s.deliver_due() == 0  # paused: nothing posted again
+    assert server.attempts == [event.key] and s.retry_in() > 0
+    assert "attendance delivery paused for 0 s: the outbox database failed: database or disk is full" in caplog.text
+    clock.advance(s.retry_in())
+    assert s.deliver_due() == 0 and len(server.attempts) == 2
+    assert s.retry_in() > 0 and s._failures == 2  # the backoff grows while the disk stays full
+    monkeypatch.setattr(box, "delivered", delivered)  # space is freed
+    assert next_pass(s, clock) == 1 and box.depth() == 0
+    assert server.unique_events == {event.key: event.payload}  # the same key every time: recorded once

@@ -1,7 +1,6 @@
-"""`pi-kiosk outbox list|requeue`: what an operator sees and does, as root beside the service."""
+"""`pi-kiosk outbox list|requeue`: what an operator sees and does, as the service's user beside the service."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,10 +10,8 @@ from kioskcli import cli
 
 from pi_kiosk.client import ServerClient
 from pi_kiosk.outbox import Outbox, Sender
-from pi_kiosk.outbox_admin import match_owner
 
 WHEN = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-SERVICE_UID = SERVICE_GID = 4242  # the service's system user: not root
 
 
 def rejected_and_blocked(path: Path, server: FakeServer) -> list[str]:
@@ -54,38 +51,6 @@ def test_requeue_puts_the_event_back_in_its_place(write_config: Callable[..., Pa
     assert done.stdout.startswith("requeued 1 event(s) at their old place in the queue")
     box = Outbox(path)
     assert [e.key for e in box.pending()] == keys and box.rejected_count() == 0
-
-
-def test_commands_leave_the_database_files_to_the_service_user(write_config: Callable[..., Path], tmp_path: Path,
-                                                               server: FakeServer) -> None:
-    assert os.geteuid() == 0, "the ownership tests run as root, as the operator does"
-    cfg = write_config(server.url)
-    path = tmp_path / "outbox.sqlite3"
-    rejected_and_blocked(path, server)
-    os.chown(path, SERVICE_UID, SERVICE_GID)
-    service = Outbox(path)  # the running service holds the database open, so -wal and -shm stay
-    try:
-        for args in (["list"], ["requeue"]):
-            assert cli("outbox", *args, "--config", str(cfg)).returncode == 0
-            for suffix in ("-wal", "-shm"):
-                side = Path(f"{path}{suffix}").stat()
-                assert (side.st_uid, side.st_gid) == (SERVICE_UID, SERVICE_GID), suffix
-        assert service.depth() == 3  # and the service still sees (and can write) the requeued event
-        service.add("E009", "IN", WHEN)
-    finally:
-        service.close()
-
-
-def test_match_owner_gives_side_files_the_database_owner(tmp_path: Path) -> None:
-    db = tmp_path / "o.sqlite3"
-    db.touch()
-    os.chown(db, SERVICE_UID, SERVICE_GID)
-    for suffix in ("-wal", "-shm"):
-        Path(f"{db}{suffix}").touch()  # created by root: the service could not write them
-    match_owner(db)
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{db}{suffix}").stat()
-        assert (side.st_uid, side.st_gid) == (SERVICE_UID, SERVICE_GID)
 
 
 def test_commands_never_create_the_database(write_config: Callable[..., Path], tmp_path: Path) -> None:

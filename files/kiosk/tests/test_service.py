@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -10,7 +11,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from diskfull import disk_full_error
 from fakeserver import FakeServer
-from kioskcli import cli
+from kioskcli import cli, command
 
 from pi_kiosk import __version__, config
 from pi_kiosk import recognizer as recognizer_module
@@ -33,7 +34,7 @@ from pi_kiosk.detect import Detector, Face, MtcnnDetector, load_detector
 from pi_kiosk.embed import OnnxEmbedder
 from pi_kiosk.enroll import enroll
 from pi_kiosk.notify import Notifier
-from pi_kiosk.outbox import Outbox
+from pi_kiosk.outbox import Event, Outbox
 from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
@@ -60,6 +61,22 @@ def health_url(ready_status: str) -> str:
 def health(url: str) -> dict[str, object]:
     body: dict[str, object] = requests.get(url + "/healthz", timeout=5).json()
     return body
+
+
+def serve_astronaut_as_e777(server: FakeServer, astronaut: np.ndarray, mobilefacenet: Path) -> None:
+    """The server's gallery: the astronaut as E777, embedded by the kiosk's model."""
+    face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
+    vector = OnnxEmbedder(mobilefacenet, ARCFACE).embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
+    server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
+
+
+def start(service: Service, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Thread, str]:
+    """The service running in a thread, once READY=1; and where its /healthz and /metrics are."""
+    ready: queue.Queue[str] = queue.Queue()
+    monkeypatch.setattr(Notifier, "ready", lambda self, status: ready.put(status))
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    return worker, health_url(ready.get(timeout=120))
 
 
 def test_enroll_then_check(write_config: Callable[..., Path], astronaut_path: Path, tmp_path: Path) -> None:
@@ -148,9 +165,7 @@ def test_an_empty_scene_skips_detection_and_a_face_that_appears_is_recognised_at
 def test_gallery_synced_from_the_server_is_used_live(write_config: Callable[..., Path], astronaut: np.ndarray,
                                                      astronaut_path: Path, server: FakeServer,
                                                      mobilefacenet: Path) -> None:
-    face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
-    vector = OnnxEmbedder(mobilefacenet, ARCFACE).embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
-    server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
     cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0}))
     service = Service(cfg)
     worker = threading.Thread(target=service.run)
@@ -179,8 +194,8 @@ def test_pi_kiosk_run_serves_health_notifies_systemd_and_stops_on_sigterm(
     messages: list[str] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind("\0" + notify_name)
-        with subprocess.Popen([sys.executable, "-m", "pi_kiosk", "run", "--config", str(cfg)],
-                              stderr=subprocess.PIPE, text=True, env=env) as proc:
+        with subprocess.Popen(command("run", "--config", str(cfg)), stderr=subprocess.PIPE, text=True,
+                              env=env) as proc:
             assert proc.stderr is not None
 
             def receive_until(done: Callable[[], bool]) -> None:
@@ -245,19 +260,13 @@ def test_ready_only_after_both_models_ran_once(write_config: Callable[..., Path]
 def test_healthz_turns_degraded_while_the_server_refuses_the_token(
         write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
         mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    face = MtcnnDetector(min_face_size=40).detect(astronaut)[0]
-    vector = OnnxEmbedder(mobilefacenet, ARCFACE).embed(Aligner(ARCFACE).align(astronaut, face.landmarks))
-    server.embeddings = {"employees": [{"id": "E777", "embeddings": [vector.tolist()]}]}
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
     server.post_status = 401
-    ready: queue.Queue[str] = queue.Queue()
-    monkeypatch.setattr(Notifier, "ready", lambda self, status: ready.put(status))
     cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
                                    outbox={"auth_degraded_seconds": 1}, metrics={"port": 0}))
     service = Service(cfg)
-    worker = threading.Thread(target=service.run)
-    worker.start()
+    worker, url = start(service, monkeypatch)
     try:
-        url = health_url(ready.get(timeout=120))
         wait_for(lambda: health(url).get("status") == "degraded")
         body = requests.get(url + "/healthz", timeout=5)
         assert body.status_code == 200
@@ -272,3 +281,119 @@ def test_healthz_turns_degraded_while_the_server_refuses_the_token(
         service.stop()
         worker.join(timeout=60)
     assert server.posts[0][1]["E1"] == "E777"
+
+
+def test_a_full_disk_keeps_the_kiosk_running_and_the_event_is_delivered_once_it_frees(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
+                                   metrics={"port": 0}))
+    service = Service(cfg)
+    full = threading.Event()
+    full.set()
+    store = service.outbox.store
+
+    def store_unless_full(event: Event, created_at: float) -> None:
+        if full.is_set():
+            raise disk_full_error()
+        store(event, created_at)
+
+    monkeypatch.setattr(service.outbox, "store", store_unless_full)
+    worker, url = start(service, monkeypatch)
+    try:
+        wait_for(lambda: health(url).get("outbox") == "disk_full")
+        body = health(url)
+        assert body["status"] == "degraded"
+        assert str(body["reason"]).startswith("disk full (OperationalError: database or disk is full): 1 attendance "
+                                              "event(s) held in memory")
+        metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
+        assert "kiosk_outbox_held_events 1.0" in metrics
+        assert 'kiosk_outbox_write{kiosk_outbox_write="disk_full"} 1.0' in metrics
+        frames = service.metrics.frames._value.get()
+        wait_for(lambda: service.metrics.frames._value.get() >= frames + 5)  # no exception left the frame loop
+        assert server.attempts == []  # nothing to send: the event is in memory
+        full.clear()  # space is freed
+        # Written on a next frame and sent at once: the sender is woken, not left to its next minute.
+        wait_for(lambda: len(server.posts) == 1, seconds=30)
+        wait_for(lambda: health(url).get("status") == "ok")
+        assert health(url)["outbox"] == "ok"
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert [body["E1"] for _, body in server.posts] == ["E777"]  # the event was delivered, once
+    assert len(set(server.attempts)) == 1 and Outbox(cfg.outbox.path).depth() == 0
+
+
+# A nested-JSON bomb (RecursionError in the parser), and a body past sync.max_response_mb = 1.
+HOSTILE_GALLERIES = {"nested JSON": (b"[" * 100_000 + b"]" * 100_000, "bad answer: RecursionError"),
+                     "too big": (b" " * 2_000_000, "bad answer: larger than sync.max_response_mb = 1 MB")}
+
+
+@pytest.mark.parametrize(("answer", "logged"), HOSTILE_GALLERIES.values(), ids=HOSTILE_GALLERIES.keys())
+def test_the_sync_outlives_bad_answers_keeps_the_gallery_and_healthz_says_so(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        answer: bytes, logged: str) -> None:
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
+                                   sync={"interval_seconds": 0.05, "max_response_mb": 1}, metrics={"port": 0}))
+    service = Service(cfg)
+    worker, url = start(service, monkeypatch)
+    try:
+        wait_for(lambda: len(server.posts) == 1)  # the server's gallery is in use: E777 recognised
+        with caplog.at_level(logging.WARNING):
+            server.get_body, server.etag = answer, '"v2"'
+            wait_for(lambda: health(url).get("sync") == "failing")
+        body = health(url)
+        assert body["status"] == "degraded" and str(body["reason"]).startswith("gallery sync failed ")
+        assert logged in str(body["reason"]) and "recognising with the last good gallery" in str(body["reason"])
+        assert f"keeping the current gallery: {server.url}/api/employees/embeddings: {logged}" in caplog.text
+        assert service._sync_thread.is_alive()
+        assert service.pipeline.gallery.ids == ("E777",)  # the last good gallery, still matching
+        matched = service.metrics.matches._value.get()
+        wait_for(lambda: service.metrics.matches._value.get() > matched)
+        server.get_body = None  # the server mended
+        wait_for(lambda: health(url).get("status") == "ok")
+        assert "kiosk_gallery_sync_failures 0.0" in requests.get(url + "/metrics", timeout=5).text.splitlines()
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+def test_healthz_says_when_the_sync_thread_ended_unasked(write_config: Callable[..., Path]) -> None:
+    service = Service(config.load(write_config(sync={"interval_seconds": 0})))
+    service._sync_thread.start()
+    service._sync_thread.join(timeout=60)
+    assert service.sync_status().state == "ok"  # it synced once (and failed: nobody listens), as configured
+    # The loop catches every Exception; only a BaseException (SystemExit, ...) could end it this way.
+    service._sync_thread = threading.Thread(target=lambda: None)
+    service._sync_done = False
+    service._sync_thread.start()
+    service._sync_thread.join(timeout=60)
+    assert service.sync_status().state == "stopped"
+
+
+def test_credentials_in_urls_never_reach_the_logs_or_the_endpoints(
+        write_config: Callable[..., Path], refused_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cr3t-Pa55"
+    port = refused_url.rsplit(":", 1)[1]  # nothing listens: the camera and the server are both away
+    cfg = config.load(write_config(f"http://api:{secret}@127.0.0.1:{port}",
+                                   camera={"source": f"rtsp://kiosk:{secret}@127.0.0.1:{port}/stream"},
+                                   sync={"interval_seconds": 0}, metrics={"port": 0}))
+    with caplog.at_level(logging.DEBUG):
+        service = Service(cfg)
+        worker, url = start(service, monkeypatch)
+        try:
+            wait_for(lambda: "not available" in caplog.text and "gallery sync failed" in caplog.text)
+            served = [requests.get(url + path, timeout=5).text for path in ("/healthz", "/metrics")]
+        finally:
+            service.stop()  # also while the camera is away
+            worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert f"camera rtsp://kiosk:***@127.0.0.1:{port}/stream not available" in caplog.text
+    for text in (caplog.text, *served):
+        assert secret not in text

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import itertools
 import logging
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +160,73 @@ def test_parse_rejects_malformed_documents(doc: object, message: str) -> None:
 
 def test_parse_accepts_an_empty_fleet() -> None:
     assert len(parse_embeddings({"employees": []}, DIM, ARCFACE)) == 0
+
+
+# What a broken or hostile server can send to break the parser, and what it raises there.
+BAD_ANSWERS = {
+    "nested JSON (RecursionError)": b"[" * 100_000 + b"]" * 100_000,
+    "huge integers (OverflowError)": b'{"employees": [{"id": "E1", "embeddings": [[' + b", ".join([b"9" * 400] * DIM)
+                                     + b"]]}]}",
+    "more than 4,300 digits (ValueError)": b'{"employees": [{"id": "E1", "embeddings": [[' + b"1" * 5000 + b"]]}]}",
+    "a huge model name": b'{"model": ' + b"7" * 5000 + b', "employees": []}',
+    "not JSON": b"<html>proxy error</html>",
+    "not UTF-8": b'{"employees": ["\xff"]}',
+}
+
+
+@pytest.mark.parametrize("answer", BAD_ANSWERS.values(), ids=BAD_ANSWERS.keys())
+def test_a_bad_answer_is_a_gallery_error_and_the_last_good_gallery_stays(tmp_path: Path, server: FakeServer,
+                                                                         answer: bytes) -> None:
+    cache = tmp_path / "g.npz"
+    sync = GallerySync(ServerClient(server.url), cache, DIM, MODEL, ARCFACE)
+    server.embeddings = body(("E001", 1))
+    assert sync.fetch() is not None
+    before = cache.read_bytes()
+    server.get_body, server.etag = answer, '"v2"'
+    with pytest.raises(GalleryError, match=f"^{server.url}/api/employees/embeddings: bad answer: [A-Za-z]+Error: "):
+        sync.fetch()
+    assert cache.read_bytes() == before and sync.etag == '"v1"'
+
+
+def test_an_answer_past_the_size_limit_is_refused(tmp_path: Path, server: FakeServer) -> None:
+    sync = GallerySync(ServerClient(server.url), tmp_path / "g.npz", DIM, MODEL, ARCFACE, max_bytes=1_000_000)
+    server.embeddings = body(*((f"E{i:04d}", 1) for i in range(3000)))  # ~0.5 MB: within the limit
+    assert sync.fetch() is not None
+    server.embeddings, server.etag = body(*((f"E{i:04d}", 2) for i in range(6000))), '"v2"'  # ~2 MB
+    with pytest.raises(GalleryError, match=r"bad answer: larger than sync.max_response_mb = 1 MB$"):
+        sync.fetch()
+    assert sync.etag == '"v1"'
+
+
+class EndlessAnswer:
+    """A 200 whose body never ends (a hostile server, or a proxy gone wrong), counting what is read."""
+
+    status_code = 200
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __enter__(self) -> EndlessAnswer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def raise_for_status(self) -> None:
+        pass
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        for _ in itertools.count():
+            self.read += chunk_size
+            yield b" " * chunk_size
+
+
+def test_the_body_is_read_in_chunks_and_abandoned_at_the_limit(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    client = ServerClient("http://srv")
+    answer = EndlessAnswer()
+    monkeypatch.setattr(client, "get_embeddings", lambda *args, **kwargs: answer)
+    sync = GallerySync(client, tmp_path / "g.npz", DIM, MODEL, ARCFACE, max_bytes=5_000_000)
+    with pytest.raises(GalleryError, match=r"larger than sync\.max_response_mb = 5 MB"):
+        sync.fetch()
+    assert 5_000_000 < answer.read <= 5_000_000 + (1 << 16)

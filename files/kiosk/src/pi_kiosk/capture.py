@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import CaptureError
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def classify(source: str) -> Source:
         return Source("device", source)
     path = Path(source)
     if not path.is_file():
-        raise CaptureError(f"camera.source = {source!r}: no such file; expected a camera index (0), "
+        raise CaptureError(f"camera.source = {redact_url(source)!r}: no such file; expected a camera index (0), "
                            "a device path (/dev/video0), an rtsp:// or http(s):// URL, or a video or image file")
     return Source("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video", source)
 
@@ -67,10 +68,14 @@ def _open(src: Source, width: int, height: int) -> cv2.VideoCapture:
     return cap
 
 
-def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = False) -> Iterator[U8]:
+def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = False,
+           stop: threading.Event | None = None) -> Iterator[U8]:
     """BGR frames until the source ends. Live sources reconnect after a failure instead of
-    ending; files end at their last frame, or start over when `loop` is set."""
+    ending (until `stop` is set: a service told to stop while its camera is away stops at once);
+    files end at their last frame, or start over when `loop` is set."""
     src = classify(source)
+    shown = redact_url(source)  # what logs and errors may show of it
+    stop = stop or threading.Event()
     if src.kind == "image":
         image = read_image(Path(src.target))
         yield image
@@ -82,9 +87,10 @@ def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = Fal
         if not cap.isOpened():
             cap.release()
             if not src.live:
-                raise CaptureError(f"camera.source = {source!r}: OpenCV cannot open this video")
-            log.warning("camera %s not available; retrying in %.0f s", source, RECONNECT_SECONDS)
-            time.sleep(RECONNECT_SECONDS)
+                raise CaptureError(f"camera.source = {shown!r}: OpenCV cannot open this video")
+            log.warning("camera %s not available; retrying in %.0f s", shown, RECONNECT_SECONDS)
+            if stop.wait(RECONNECT_SECONDS):
+                return
             continue
         delivered = 0
         try:
@@ -97,9 +103,10 @@ def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = Fal
         finally:
             cap.release()
         if not src.live and delivered == 0:
-            raise CaptureError(f"camera.source = {source!r}: the video has no readable frames")
+            raise CaptureError(f"camera.source = {shown!r}: the video has no readable frames")
         if src.live:
-            log.warning("camera %s stopped delivering frames; reconnecting", source)
-            time.sleep(RECONNECT_SECONDS)
+            log.warning("camera %s stopped delivering frames; reconnecting", shown)
+            if stop.wait(RECONNECT_SECONDS):
+                return
         elif not loop:
             return

@@ -33,9 +33,18 @@ def _load(args: argparse.Namespace) -> config.Config:
     return cfg
 
 
+def _refuse_root(args: argparse.Namespace, writes: str) -> None:
+    """For the commands that write the service's files (privileges.py); the others run as root too."""
+    from .privileges import refuse_root
+
+    command = " ".join(filter(None, (args.command, getattr(args, "outbox_command", None))))
+    refuse_root(command, args.argv, writes, args.config)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .service import Service
 
+    _refuse_root(args, "the outbox, the gallery cache and the model cache (embedder.cache_dir)")
     service = Service(_load(args))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -51,13 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """The deploy role's on-device smoke test: config, models, one detection and one embedding,
     the outbox and the server. `--config-only` only judges the file (an operator's hand edit)."""
-    if args.config_only:
+    if args.config_only:  # reads the file alone: root may (the deploy role validates the same way)
         config.load(args.config)
         print(f"ok: config {args.config}")
         return 0
     from .capture import read_image
     from .recognizer import assemble
 
+    # Loading the models writes ONNX Runtime's optimised graph to the service's cache.
+    _refuse_root(args, "the model cache (embedder.cache_dir) and the outbox's -wal and -shm files")
     cfg = _load(args)
     if args.token_file is not None:  # the deploy's candidate token, proven before it goes live
         cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, token="", token_file=args.token_file))
@@ -89,7 +100,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _outbox_line(path: Path) -> str:
     from .outbox_admin import existing_outbox
 
-    if not path.is_file():  # the service creates it; one created here would be root's
+    if not path.is_file():  # the service creates it, as its own user
         return f"outbox {path} not created yet (the service creates it)"
     with existing_outbox(path) as outbox:
         return f"outbox {outbox.depth()} pending, {outbox.rejected_count()} rejected"
@@ -102,6 +113,7 @@ def _server_line(sync: GallerySync, server_url: str, require: bool) -> str:
     import requests
 
     from .delivery import judge, unreachable
+    from .redact import redact_url
 
     try:
         status = sync.probe()
@@ -111,12 +123,13 @@ def _server_line(sync: GallerySync, server_url: str, require: bool) -> str:
         if status == 304 or 200 <= status < 300:
             return f"ok: server answered HTTP {status} to GET {sync.url}"
         verdict = judge(status)
+    shown = redact_url(server_url)
     if verdict.state == "auth":
-        raise KioskError(f"server.url = {server_url!r} answered {verdict.detail} to GET {sync.url}: {verdict.hint}")
+        raise KioskError(f"server.url = {shown!r} answered {verdict.detail} to GET {sync.url}: {verdict.hint}")
     if require:
-        raise KioskError(f"server.url = {server_url!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
+        raise KioskError(f"server.url = {shown!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
                          "(--require-server: the server must accept this kiosk's token)")
-    return (f"warning: server.url = {server_url!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
+    return (f"warning: server.url = {shown!r}: {verdict.detail} to GET {sync.url}: {verdict.hint} "
             "(the kiosk keeps events in its outbox meanwhile)")
 
 
@@ -124,6 +137,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .enroll import enroll
     from .recognizer import load_models
 
+    _refuse_root(args, "sync.enrolled_path and the model cache (embedder.cache_dir)")
     cfg = _load(args)
     detector, embedder = load_models(cfg)
     gallery = enroll(args.id, args.photos, detector, embedder, cfg.sync.enrolled_path, replace=args.replace,
@@ -135,6 +149,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from .outbox_admin import existing_outbox, listing
 
+    # Opening the database writes: its -wal and -shm files, and any migration of its tables.
+    _refuse_root(args, "the outbox database (outbox.path) and its -wal and -shm files")
     cfg = _load(args)
     with existing_outbox(cfg.outbox.path) as outbox:
         print(listing(outbox, time.time()))
@@ -144,6 +160,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 def cmd_outbox_requeue(args: argparse.Namespace) -> int:
     from .outbox_admin import existing_outbox
 
+    _refuse_root(args, "the outbox database (outbox.path) and its -wal and -shm files")
     cfg = _load(args)
     with existing_outbox(cfg.outbox.path) as outbox:
         count = outbox.requeue(args.keys)
@@ -158,6 +175,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .detect import load_detector
     from .embed import load_embedder
 
+    _refuse_root(args, "the model cache (embedder.cache_dir)")
     cfg = _load(args)
     image = args.image
     if image is None and classify(cfg.camera.source).kind == "image":
@@ -171,6 +189,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# quantize, synthetic-model and convert-dlib write only the output file they are given (the deploy
+# controller runs the converter and synthetic-model, as root on CI): they run as any user.
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .cards import resolve
     from .quantize import quantize
@@ -237,7 +257,8 @@ def parser() -> argparse.ArgumentParser:
                          "and start a new one")
     sp.add_argument("photos", nargs="+", type=Path, help="photos, each with exactly one face")
     sp.set_defaults(func=cmd_enroll)
-    outbox = sub.add_parser("outbox", help="the queue of attendance events (as root beside the running service)")
+    outbox = sub.add_parser("outbox", help="the queue of attendance events (as the service's user, beside the "
+                            "running service)")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
     with_config("list", "pending and rejected counts, the last error, the rejected events",
                 outbox_sub).set_defaults(func=cmd_outbox_list)
@@ -274,7 +295,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # for the command line a refusal to run as root gives back (privileges.py)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from . import cards
 from .errors import ConfigError
+from .redact import redact_url
 
 DEFAULT_PATH = Path("/etc/pi-kiosk/config.toml")
 
@@ -99,6 +100,9 @@ class OutboxConfig:
     retry_max_seconds: float = field(default=300.0, metadata=_range(0.01, 86400))
     # A token being rotated may be refused for a moment; /healthz says "degraded" only after this.
     auth_degraded_seconds: float = field(default=300.0, metadata=_range(1, 86400))
+    # Events kept in memory while the outbox cannot be written (a full disk), ~0.6 kB each: the
+    # default holds days of a busy kiosk's events in ~6 MB (outbox_writer.py).
+    memory_events: int = field(default=10000, metadata=_range(1, 1000000))
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class SyncConfig:
     interval_seconds: float = field(default=300.0, metadata=_range(0, 86400))
     cache_path: Path = Path("/var/lib/pi-kiosk/gallery.npz")
     enrolled_path: Path = Path("/var/lib/pi-kiosk/enrolled.npz")
+    # The largest gallery answer read (MB, decoded): ~21 bytes a number, so 32 MB is ~12,000 embeddings
+    # of 128 numbers (the default model) or ~3,000 of 512; parsing peaks near 3.6x the answer (sync.py).
+    max_response_mb: int = field(default=32, metadata=_range(1, 4096))
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,7 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         errors.append("server.token and server.token_file: set one of them, not both")
     url = urlparse(cfg.server.url)
     if url.scheme not in ("http", "https") or not url.netloc:
-        errors.append(f"server.url = {cfg.server.url!r}: expected an http:// or https:// URL")
+        errors.append(f"server.url = {redact_url(cfg.server.url)!r}: expected an http:// or https:// URL")
     if cfg.detector.backend == "yunet" and cfg.detector.model_path is None:
         errors.append("detector.model_path: required when detector.backend = 'yunet' (a YuNet .onnx file)")
     if cfg.embedder.backend == "coral" and cfg.embedder.coral_model_path is None:

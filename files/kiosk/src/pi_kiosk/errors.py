@@ -28,3 +28,7 @@ class GalleryError(KioskError):
 
 class OutboxError(KioskError):
     """The outbox database is missing, or an operator command on it names events it does not hold."""
+
+
+class RootError(KioskError):
+    """A command that writes the service's files was run as root (privileges.py)."""

@@ -1,10 +1,12 @@
 """Health and Prometheus metrics on a small localhost HTTP endpoint.
 
 /healthz answers 200 while frames are being processed and 503 once none has been for
-`stale_seconds` (a stuck camera or a hung model); while the server has refused the token for
-longer than `auth_degraded_seconds` it still answers 200, with status "degraded": the kiosk
-recognises people, but nothing reaches the server. /metrics is the Prometheus text format from
-prometheus_client. Both are served from one thread of the standard library's HTTP server.
+`stale_seconds` (a stuck camera or a hung model). It still answers 200, with status "degraded"
+and the reason in words, while the kiosk recognises people but something needs an operator: the
+server has refused the token for longer than `auth_degraded_seconds` (nothing reaches it), the
+outbox cannot be written (a full disk: events are held in memory), or the gallery sync has failed
+FAILURES_DEGRADED times in a row or its thread has ended. /metrics is the Prometheus text format
+from prometheus_client. Both are served from one thread of the standard library's HTTP server.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, StateSetMetricFamily
 from prometheus_client.registry import Collector
 
-from . import __version__
+from . import __version__, outbox_writer, sync
 from .delivery import STATES, DeliveryStatus
+from .outbox_writer import WriteStatus
+from .sync import SyncStatus
 
 # Latency buckets from 1 ms to 2.5 s: a Pi Zero 2 W running ResNet-50 still lands in one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -37,14 +41,19 @@ class Metrics:
         self.faces = Counter("kiosk_faces", "Faces detected", registry=r)
         self.matches = Counter("kiosk_matches", "Faces matched to an enrolled person", registry=r)
         self.unknowns = Counter("kiosk_unknowns", "Faces below the match threshold", registry=r)
-        self.events = Counter("kiosk_attendance_events", "Attendance events written to the outbox", registry=r)
+        self.events = Counter("kiosk_attendance_events", "Attendance events recorded (written to the outbox, held "
+                              "in memory while it cannot be written, or dropped: kiosk_outbox_dropped_events)",
+                              registry=r)
         self.latency = Histogram("kiosk_stage_seconds", "Time per pipeline stage (detect, align, embed, match)",
                                  ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.last_sync = Gauge("kiosk_last_successful_sync_timestamp_seconds",
                                "Unix time of the last successful gallery sync (0: never)", registry=r)
         self.gallery_size = Gauge("kiosk_gallery_embeddings", "Enrolled embeddings in the gallery", registry=r)
         self.last_frame = clock()
-        self.delivery: Callable[[], DeliveryStatus] = DeliveryStatus  # until track_outbox: "ok"
+        # Until the track_* calls: "ok".
+        self.delivery: Callable[[], DeliveryStatus] = DeliveryStatus
+        self.writes: Callable[[], WriteStatus] = WriteStatus
+        self.sync: Callable[[], SyncStatus] = SyncStatus
 
     def observe(self, stage: str, seconds: float) -> None:
         self.latency.labels(stage).observe(seconds)
@@ -57,6 +66,14 @@ class Metrics:
                      delivery: Callable[[], DeliveryStatus]) -> None:
         self.delivery = delivery
         self.registry.register(_OutboxCollector(depth, rejected, delivery, self.clock))
+
+    def track_writes(self, writes: Callable[[], WriteStatus]) -> None:
+        self.writes = writes
+        self.registry.register(_WritesCollector(writes))
+
+    def track_sync(self, status: Callable[[], SyncStatus]) -> None:
+        self.sync = status
+        self.registry.register(_SyncCollector(status))
 
 
 class _OutboxCollector(Collector):
@@ -75,6 +92,32 @@ class _OutboxCollector(Collector):
                                    {state: state == status.state for state in STATES})
         yield GaugeMetricFamily("kiosk_outbox_blocked_seconds", "Seconds attendance delivery has been blocked "
                                 "(0 while it works)", value=status.blocked_seconds(self._clock()))
+
+
+class _WritesCollector(Collector):
+    def __init__(self, writes: Callable[[], WriteStatus]) -> None:
+        self._writes = writes
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._writes()
+        yield StateSetMetricFamily("kiosk_outbox_write", "Writing events to the outbox: ok, disk_full, or error "
+                                   "(another write failure)", {s: s == status.state for s in outbox_writer.STATES})
+        yield GaugeMetricFamily("kiosk_outbox_held_events", "Attendance events held in memory because the outbox "
+                                "cannot be written", value=status.held)
+        yield CounterMetricFamily("kiosk_outbox_dropped_events", "Attendance events dropped because "
+                                  "outbox.memory_events were held in memory already", value=status.dropped)
+
+
+class _SyncCollector(Collector):
+    def __init__(self, status: Callable[[], SyncStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield StateSetMetricFamily("kiosk_gallery_sync", "Gallery sync: ok, failing (failed repeatedly) or "
+                                   "stopped (its thread ended)", {s: s == status.state for s in sync.STATES})
+        yield GaugeMetricFamily("kiosk_gallery_sync_failures", "Consecutive failed gallery syncs",
+                                value=status.failures)
 
 
 class HealthServer:
@@ -97,17 +140,25 @@ class HealthServer:
         now = self.metrics.clock()
         age = now - self.metrics.last_frame
         delivery = self.metrics.delivery()
+        writes, sync_status = self.metrics.writes(), self.metrics.sync()
         body: dict[str, float | str | int | None] = {
             "status": "ok", "seconds_since_last_frame": round(age, 3), "delivery": delivery.state,
-            "version": __version__, "threads": self.threads}
+            "outbox": writes.state, "sync": sync_status.state, "version": __version__, "threads": self.threads}
         if age > self.stale_seconds:
             body.update(status="stale", reason=f"no frame processed for {age:.0f} s "
                                                f"(metrics.stale_seconds = {self.stale_seconds:g})")
             return False, body
+        problems: list[str] = []
         auth_seconds = delivery.state_seconds(now) if delivery.state == "auth" else 0.0
         if auth_seconds > self.auth_degraded_seconds:
-            body.update(status="degraded", reason=f"attendance delivery blocked for {auth_seconds:.0f} s "
-                                                  f"by {delivery.detail}: {delivery.hint}")
+            problems.append(f"attendance delivery blocked for {auth_seconds:.0f} s by {delivery.detail}: "
+                            f"{delivery.hint}")
+        if writes.state != "ok":
+            problems.append(writes.describe())
+        if sync_status.state != "ok":
+            problems.append(sync_status.describe())
+        if problems:
+            body.update(status="degraded", reason="; ".join(problems))
         return True, body
 
     def start(self) -> None:

@@ -30,6 +30,7 @@ import requests
 from .client import ServerClient
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,13 @@ class Event:
     key: str
     payload: dict[str, str]
     attempts: int = 0
+
+
+def new_event(employee_id: str, status: str, when: datetime) -> Event:
+    """The guide's message with its Idempotency-Key, fixed here for every attempt to store and send it."""
+    if when.tzinfo is None:
+        raise ValueError("attendance timestamps must be timezone-aware")
+    return Event(str(uuid.uuid4()), {"E1": employee_id, "S1": status, "TS1": when.isoformat(timespec="seconds")})
 
 
 @dataclass(frozen=True)
@@ -128,18 +136,20 @@ class Outbox:
             self._db.close()
 
     def add(self, employee_id: str, status: str, when: datetime) -> Event:
-        """Store an event; it is durable when this returns."""
-        if when.tzinfo is None:
-            raise ValueError("attendance timestamps must be timezone-aware")
-        event = Event(str(uuid.uuid4()), {"E1": employee_id, "S1": status,
-                                          "TS1": when.isoformat(timespec="seconds")})
-        now = time.time()
+        """Store a new event; it is durable when this returns."""
+        event = new_event(employee_id, status, when)
+        self.store(event, time.time())
+        return event
+
+    def store(self, event: Event, created_at: float) -> None:
+        """Store an event made earlier (new_event), `created_at` its Unix time; durable when this returns.
+        Storing one again is a no-op: a retried write whose first try did land keeps one row."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO outbox (idempotency_key, payload, created_at) VALUES (?, ?, ?)",
-                (event.key, json.dumps(event.payload), now),
+                "INSERT INTO outbox (idempotency_key, payload, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (idempotency_key) DO NOTHING",
+                (event.key, json.dumps(event.payload), created_at),
             )
-        return event
 
     def pending(self, limit: int = 50) -> list[Event]:
         """The oldest undelivered events."""
@@ -226,7 +236,7 @@ class Sender:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.outbox = outbox
         self.server = server
-        self.url = server.attendance_url
+        self.url = redact_url(server.attendance_url)  # for messages
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         # Backoffs and blocked times are read on `clock`: time.monotonic, or a test's fake clock (for
@@ -254,10 +264,13 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
-    def _pause(self, event: Event, verdict: Verdict, error: str) -> None:
-        self.outbox.failed(event.key, error)
+    def _back_off(self) -> None:
         self._resume_at = self._clock() + self.backoff(self._failures)
         self._failures += 1
+
+    def _pause(self, event: Event, verdict: Verdict, error: str) -> None:
+        self.outbox.failed(event.key, error)
+        self._back_off()
         self.tracker.blocked(verdict, self.retry_in())
 
     def deliver_due(self) -> int:
@@ -267,26 +280,33 @@ class Sender:
         if self.retry_in() > 0:
             return 0
         delivered = 0
-        for event in self.outbox.pending():
-            try:
-                resp = self.server.post_attendance(event.payload, event.key)
-            except requests.RequestException as exc:
-                self._pause(event, unreachable(exc), f"{type(exc).__name__}: {exc}")
-                break
-            verdict = judge(resp.status_code)
-            if verdict.action is Action.BLOCKED:
-                self._pause(event, verdict, verdict.detail)
-                break
-            # The server judged the event: it is reachable, takes the token and knows the URL.
-            self.tracker.resumed()
-            self._failures = 0
-            if verdict.action is Action.DELIVERED:
-                self.outbox.delivered(event.key)
-                delivered += 1
-            else:
-                self.outbox.reject(event.key, resp.status_code, resp.text)
-                log.error("attendance server rejected event %s with HTTP %d; set aside in the rejected table "
-                          "(pi-kiosk outbox list, pi-kiosk outbox requeue)", event.key, resp.status_code)
+        try:
+            for event in self.outbox.pending():
+                try:
+                    resp = self.server.post_attendance(event.payload, event.key)
+                except requests.RequestException as exc:
+                    self._pause(event, unreachable(exc), f"{type(exc).__name__}: {exc}")
+                    break
+                verdict = judge(resp.status_code)
+                if verdict.action is Action.BLOCKED:
+                    self._pause(event, verdict, verdict.detail)
+                    break
+                # The server judged the event: it is reachable, takes the token and knows the URL.
+                self.tracker.resumed()
+                if verdict.action is Action.DELIVERED:
+                    self.outbox.delivered(event.key)
+                    delivered += 1
+                else:
+                    self.outbox.reject(event.key, resp.status_code, resp.text)
+                    log.error("attendance server rejected event %s with HTTP %d; set aside in the rejected table "
+                              "(pi-kiosk outbox list, pi-kiosk outbox requeue)", event.key, resp.status_code)
+                self._failures = 0  # once the outbox took the verdict: a failing disk keeps backing off
+        except sqlite3.Error as exc:
+            # A full or failing disk: the event the server took cannot be marked delivered. Pausing with
+            # backoff, as for any failure, keeps the pass from resending it in a tight loop (the server
+            # records it once: same Idempotency-Key).
+            self._back_off()
+            log.warning("attendance delivery paused for %.0f s: the outbox database failed: %s", self.retry_in(), exc)
         return delivered
 
     def run(self, stop: threading.Event) -> None:
@@ -295,10 +315,7 @@ class Sender:
             # Read before the pass: a stop that comes during a pass gets a pass of its own, which sends
             # what was added meanwhile (checked after the pass, such events stayed until the next start).
             stopping = stop.is_set()
-            try:
-                self.deliver_due()
-            except sqlite3.Error:
-                log.exception("outbox database error")
+            self.deliver_due()
             if stopping:
                 return
             self._wake.wait(timeout=min(self.retry_in() if self.outbox.depth() else 60.0, 60.0))

@@ -13,7 +13,7 @@ from .embed import Embedder, load_embedder
 from .enroll import load_enrolled
 from .match import Gallery
 from .pipeline import Pipeline, no_timing
-from .sync import GallerySync
+from .sync import MB, GallerySync
 from .track import Tracker
 
 
@@ -41,7 +41,8 @@ def assemble(cfg: Config, *, offline: bool = False, stream: bool = False,
         detector = Tracker(detector, cfg.detector.track_frames)
     server = ServerClient(cfg.server.url, token="" if offline else server_token(cfg.server),
                           timeout=cfg.server.timeout_seconds)
-    sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256, embedder.card)
+    sync = GallerySync(server, cfg.sync.cache_path, embedder.dim, embedder.model_sha256, embedder.card,
+                       max_bytes=cfg.sync.max_response_mb * MB)
     enrolled = load_enrolled(cfg.sync.enrolled_path, embedder)
     gallery = sync.load_cached().merged(enrolled)
     return Recognizer(server, sync, enrolled, Pipeline(detector, embedder, gallery, threshold(cfg, embedder), observe))

@@ -17,8 +17,10 @@ from .metrics import HealthServer, Metrics
 from .motion import MotionGate
 from .notify import Notifier
 from .outbox import Outbox, Sender
+from .outbox_writer import OutboxWriter
 from .pipeline import Recognition
 from .recognizer import assemble
+from .sync import FAILURES_DEGRADED, SyncStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ class Service:
                              retry_max=cfg.outbox.retry_max_seconds,
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake)
+        self.metrics.track_writes(lambda: self.writer.status)
+        self.metrics.track_sync(self.sync_status)
+        self._sync_failures, self._sync_error = 0, ""
+        self._sync_thread = threading.Thread(target=self._sync_loop, name="sync", daemon=True)
+        self._sync_done = False  # set when the loop ends as configured, not by an exception
         self.cooldown = Cooldown(cfg.report.cooldown_seconds)
         self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
@@ -58,28 +66,47 @@ class Service:
                 continue
             self.metrics.matches.inc()
             if self.cooldown.should_report(employee):
-                self.outbox.add(employee, self.cfg.report.status, datetime.now().astimezone())
+                self.writer.record(employee, self.cfg.report.status, datetime.now().astimezone())
                 self.metrics.events.inc()
-                self.sender.wake()
                 log.info("attendance: %s (score %.2f)", employee, r.match.score)
 
     def sync_once(self) -> None:
         try:
             fresh = self.sync.fetch()
         except (requests.RequestException, GalleryError, OSError) as exc:
-            log.warning("gallery sync failed, keeping the current gallery: %s", exc)
+            self._sync_failed(str(exc))
+            log.warning("gallery sync failed (%d in a row), keeping the current gallery: %s", self._sync_failures, exc)
             return
+        except Exception as exc:  # a bug, not the server: logged with its traceback, and the thread goes on
+            self._sync_failed(f"{type(exc).__name__}: {exc}")
+            log.exception("gallery sync failed unexpectedly (%d in a row), keeping the current gallery",
+                          self._sync_failures)
+            return
+        self._sync_failures, self._sync_error = 0, ""
         self.metrics.last_sync.set(time.time())
         if fresh is not None:
             self.pipeline.gallery = fresh.merged(self.enrolled)
             self.metrics.gallery_size.set(len(self.pipeline.gallery))
 
+    def _sync_failed(self, error: str) -> None:
+        self._sync_failures += 1
+        self._sync_error = error[:300]
+
+    def sync_status(self) -> SyncStatus:
+        """For /healthz and /metrics (read from their thread)."""
+        thread = self._sync_thread
+        if thread.ident is not None and not thread.is_alive() and not self._sync_done:
+            return SyncStatus("stopped", self._sync_failures, self._sync_error)
+        state = "failing" if self._sync_failures >= FAILURES_DEGRADED else "ok"
+        return SyncStatus(state, self._sync_failures, self._sync_error)
+
     def _sync_loop(self) -> None:
         while not self.stop_event.is_set():
             self.sync_once()
             if self.cfg.sync.interval_seconds == 0:
-                return
+                break
             self.stop_event.wait(self.cfg.sync.interval_seconds)
+        self._sync_done = True
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -92,17 +119,17 @@ class Service:
                               threads=self.pipeline.embedder.threads)
         health.start()
         log.info("health and metrics on http://%s:%d/", met.host, health.port)
-        workers = [threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender"),
-                   threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
-        for w in workers:
-            w.start()
+        sender = threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender")
+        for worker in (sender, self._sync_thread):
+            worker.start()
         self.notifier.ready(f"running; {self.summary}; health on http://{met.host}:{health.port}/healthz")
         min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
         try:
             next_frame = time.monotonic()
-            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop):
+            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, stop=self.stop_event):
                 if self.stop_event.is_set():
                     break
+                self.writer.retry()
                 now = time.monotonic()
                 if self.gate.should_process(frame, now):
                     results = self.pipeline.process(frame)
@@ -121,7 +148,8 @@ class Service:
                         next_frame = time.monotonic()
         finally:
             self.notifier.stopping()
+            self.writer.close()  # before the sender's last pass, which sends what it writes
             self.stop()
-            workers[0].join(timeout=self.cfg.server.timeout_seconds + 5)
+            sender.join(timeout=self.cfg.server.timeout_seconds + 5)
             health.stop()
             self.outbox.close()

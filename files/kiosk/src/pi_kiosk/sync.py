@@ -5,23 +5,54 @@
 ("model" optional) with an ETag; the next request sends If-None-Match and a 304 costs nothing.
 A new answer is validated (the model, when named, is ours; every vector finite, non-zero, of
 the model's dimension) before it replaces the cached copy, so a bad response never takes a
-working gallery away.
+working gallery away. "Bad" includes what a broken or hostile server can send to break the
+parser: a body past `sync.max_response_mb` (read in chunks and abandoned there, so it never
+fills memory: parsing peaks near 3.6x the body's size, Python's lists of floats), JSON nested
+too deep (RecursionError), numbers too large (OverflowError, or ValueError past Python's 4,300
+digits). Each is a GalleryError naming it, and the sync goes on at its next interval.
 """
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 
 from .cards import Card
 from .client import ServerClient
+from .config import SyncConfig
 from .errors import GalleryError
 from .match import Gallery
+from .redact import redact_url
 from .store import load_for_model, save_gallery
 
 log = logging.getLogger(__name__)
+
+MB = 1_000_000
+CHUNK_BYTES = 1 << 16
+# What parsing and validating an answer can raise besides GalleryError: all of it says the answer is bad.
+BAD_ANSWER = (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError)
+STATES = ("ok", "failing", "stopped")
+# Consecutive failed syncs after which /healthz says "degraded" (at the default interval, 15 minutes
+# without a gallery update): one failure is a blip the next sync mends.
+FAILURES_DEGRADED = 3
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    state: str = "ok"  # one of STATES
+    failures: int = 0  # consecutive failed syncs
+    error: str = ""  # the last failure's, while failing
+
+    def describe(self) -> str:
+        if self.state == "stopped":
+            return f"gallery sync stopped: its thread ended (last error: {self.error or 'none'})"
+        return (f"gallery sync failed {self.failures} times in a row (last: {self.error}), recognising with the "
+                "last good gallery")
 
 
 def parse_embeddings(body: Any, dim: int, card: Card) -> Gallery:
@@ -53,10 +84,12 @@ def parse_embeddings(body: Any, dim: int, card: Card) -> Gallery:
 
 
 class GallerySync:
-    def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str, card: Card) -> None:
+    def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str, card: Card, *,
+                 max_bytes: int = SyncConfig.max_response_mb * MB) -> None:
         self.server = server
         self.card = card  # the model's: how the synced embeddings are matched
-        self.url = server.embeddings_url
+        self.url = redact_url(server.embeddings_url)  # for messages
+        self.max_bytes = max_bytes
         self.cache_path = cache_path
         self.dim = dim
         self.model = model  # the embedding model's sha256
@@ -78,21 +111,32 @@ class GallerySync:
 
     def fetch(self) -> Gallery | None:
         """A new gallery, or None if unchanged (304). Raises requests/GalleryError on failure."""
-        resp = self.server.get_embeddings(self.model, self.etag)
-        if resp.status_code == 304:
-            return None
-        resp.raise_for_status()
+        with self.server.get_embeddings(self.model, self.etag, stream=True) as resp:
+            if resp.status_code == 304:
+                return None
+            resp.raise_for_status()
+            data = self._read(resp)
+            etag = resp.headers.get("ETag", "")
         try:
-            body = resp.json()
-        except ValueError:
-            raise GalleryError(f"{self.url}: response is not JSON") from None
-        if isinstance(body, dict) and "model" in body and body["model"] != self.model:
-            raise GalleryError(f"{self.url}: the answer holds embeddings of model {str(body['model'])[:12]!r}, "
-                               f"this kiosk's model is {self.model[:12]}; keeping the cached gallery")
-        gallery = parse_embeddings(body, self.dim, self.card)
-        etag = resp.headers.get("ETag", "")
+            body = json.loads(data)
+            if isinstance(body, dict) and "model" in body and body["model"] != self.model:
+                raise GalleryError(f"{self.url}: the answer holds embeddings of model {str(body['model'])[:12]!r}, "
+                                   f"this kiosk's model is {self.model[:12]}; keeping the cached gallery")
+            gallery = parse_embeddings(body, self.dim, self.card)
+        except BAD_ANSWER as exc:
+            raise GalleryError(f"{self.url}: bad answer: {type(exc).__name__}: {str(exc)[:200]}") from None
         save_gallery(self.cache_path, gallery, self.model, etag)
         self.etag = etag
         # Counts only: the embeddings themselves are never logged.
         log.info("gallery synced: %d people, %d embeddings", gallery.people, len(gallery))
         return gallery
+
+    def _read(self, resp: requests.Response) -> bytearray:
+        """The body, decoded, up to max_bytes; past it the download is abandoned."""
+        data = bytearray()
+        for chunk in resp.iter_content(CHUNK_BYTES):
+            data += chunk
+            if len(data) > self.max_bytes:
+                raise GalleryError(f"{self.url}: bad answer: larger than sync.max_response_mb = "
+                                   f"{self.max_bytes / MB:g} MB")
+        return data
