@@ -144,7 +144,10 @@ healthz:
   returned: O(mode=live) and O(mode=probe), and O(mode=watch) on an installed kiosk
   contains:
     status:
-      description: V(ok), V(degraded) (attendance delivery blocked) or V(stale) (no frame for too long, with a 503).
+      description: >-
+        V(ok), V(degraded) (the kiosk recognises people but something needs attention, said in C(reason): delivery
+        blocked, events held in memory on a full disk, the gallery sync failing) or V(stale) (no frame for too long,
+        with a 503).
       type: str
       sample: ok
     reason:
