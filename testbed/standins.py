@@ -12,6 +12,9 @@ container start bind-mounts:
                       chosen/bootloader/tryboot on boards whose bootloader has it)
     DEST/cpu       -> /sys/devices/system/cpu (topology + one shared cpufreq policy, writable)
     DEST/block     -> /sys/block (queue/scheduler per device, writable)
+    DEST/timesync  -> /run/systemd/timesync (read-only): its "synchronized" file, which systemd-timesyncd
+                      writes once the clock is synchronised; timesyncd does not run in a container, whose
+                      clock is the host's (synchronised), so the kiosk's clock check sees what a synced Pi shows
 """
 from __future__ import annotations
 
@@ -130,6 +133,8 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
         queue = dest / "block" / device / "queue"
         put(queue / "scheduler", schedulers + "\n")
         put(queue / "rotational", "0\n")
+
+    put(dest / "timesync" / "synchronized", "")
 
 
 def main(argv: list[str]) -> None:

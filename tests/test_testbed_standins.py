@@ -64,3 +64,11 @@ def test_only_the_pi4s_bootloader_reports_tryboot(board: str, tryboot: bool, tmp
     assert flag.exists() == tryboot
     if tryboot:
         assert flag.read_bytes() == b"\0\0\0\0"  # not a trial boot until a reboot "0 tryboot"
+
+
+def test_the_clock_is_shown_synchronised_as_systemd_timesyncd_shows_it(tmp_path: Path) -> None:
+    """The kiosk trusts the clock once /run/systemd/timesync/synchronized exists; a container's clock is the host's."""
+    standins.write_tree(standins.load_profile("pi4"), tmp_path)
+    assert (tmp_path / "timesync/synchronized").is_file()
+    mounts = (ROOT / "testbed/tasks/start_pis.yml").read_text()
+    assert "/timesync:/run/systemd/timesync:ro" in mounts
