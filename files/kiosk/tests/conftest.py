@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 import pytest
 from dlib_data import CACHE, MODELS, SDIST
+from fakecamera import FakeCamera
 from fakeserver import FakeServer, handler
 
-from pi_kiosk import dlib_resnet, synthetic
+from pi_kiosk import capture, dlib_resnet, synthetic
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +122,11 @@ def resnet_dat(model_file: Callable[[str], Path]) -> Path:
 def resnet_onnx(resnet_dat: Path) -> Path:
     """dlib's network converted, once per converter (shared with the deploy role and the benchmarks)."""
     return dlib_resnet.cached_conversion(resnet_dat, CACHE)
+
+
+@pytest.fixture
+def camera(monkeypatch: pytest.MonkeyPatch) -> FakeCamera:
+    """Every camera.source that is a camera (not a file) opens this one, unplugged until the test plugs it in."""
+    fake = FakeCamera()
+    monkeypatch.setattr(capture, "_open", fake.open)
+    return fake

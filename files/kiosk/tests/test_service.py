@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,8 @@ import numpy as np
 import pytest
 import requests
 from diskfull import disk_full_error
+from fakecamera import FakeCamera
+from fakeclock import FakeTime
 from fakeserver import FakeServer
 from kioskcli import cli, command
 
@@ -397,3 +401,59 @@ def test_credentials_in_urls_never_reach_the_logs_or_the_endpoints(
     assert f"camera rtsp://kiosk:***@127.0.0.1:{port}/stream not available" in caplog.text
     for text in (caplog.text, *served):
         assert secret not in text
+
+
+# The deploy role's unit: WatchdogSec=30 (pings every 15 s), StartLimitIntervalSec=600.
+WATCHDOG_SECONDS, START_LIMIT_INTERVAL = 30.0, 600.0
+
+
+def test_a_camera_that_comes_and_goes_is_waited_for_with_the_watchdog_fed(
+        write_config: Callable[..., Path], server: FakeServer, camera: FakeCamera,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent at start, plugged in, then away for longer than WatchdogSec and StartLimitIntervalSec
+    together (on the service's fake clock), then back: the service neither ends nor stops pinging
+    the watchdog, and /healthz says camera missing, then ok, each time."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "@pi-kiosk-test")
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_SECONDS * 1e6)))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    clock = FakeTime()
+    sent: list[tuple[float, str]] = []
+    monkeypatch.setattr(Notifier, "notify", lambda self, *lines: sent.append((clock.monotonic(), "\n".join(lines))))
+    cfg = config.load(write_config(server.url, camera={"source": "/dev/video7", "max_fps": 10.0}))
+    service = Service(cfg, clock)
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    try:
+        wait_for(lambda: any(m.startswith("READY=1") for _, m in sent))
+        url = health_url(next(m for _, m in sent if m.startswith("READY=1")))
+        wait_for(lambda: service.camera.status.attempts >= 3)
+        body = requests.get(url + "/healthz", timeout=5)
+        assert body.status_code == 503 and body.json()["status"] == "camera_missing"
+        assert body.json()["reason"].startswith("camera /dev/video7 missing since ")
+        assert "it cannot be opened; " in body.json()["reason"]
+        camera.plugged.set()
+        wait_for(lambda: service.metrics.frames._value.get() >= 3)
+        assert (health(url)["status"], health(url)["camera"]) == ("ok", "ok")
+
+        camera.plugged.clear()
+        unplugged = clock.monotonic(), clock.wall()
+        wait_for(lambda: clock.monotonic() - unplugged[0] > WATCHDOG_SECONDS + START_LIMIT_INTERVAL + 60)
+        body = requests.get(url + "/healthz", timeout=5)
+        assert body.status_code == 503 and body.json()["camera"] == "missing"
+        since = body.json()["reason"].removeprefix("camera /dev/video7 missing since ").split(" ")[0]
+        assert abs(datetime.fromisoformat(since).timestamp() - unplugged[1]) <= 1
+        metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
+        assert "kiosk_camera_missing 1.0" in metrics
+        frames = service.metrics.frames._value.get()
+        camera.plugged.set()
+        wait_for(lambda: service.metrics.frames._value.get() > frames)
+        assert (health(url)["status"], health(url)["camera"]) == ("ok", "ok")
+        assert "kiosk_camera_missing 0.0" in requests.get(url + "/metrics", timeout=5).text.splitlines()
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    # From READY=1 to the stop, the watchdog never went unpinged for longer than its interval (and a slice).
+    ready = next(t for t, m in sent if m.startswith("READY=1"))
+    times = [ready, *(t for t, m in sent if m == "WATCHDOG=1"), clock.monotonic()]
+    assert max(b - a for a, b in itertools.pairwise(times)) <= WATCHDOG_SECONDS / 2 + 1

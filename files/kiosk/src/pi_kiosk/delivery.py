@@ -15,6 +15,8 @@ from enum import Enum
 
 import requests
 
+from .timekeeping import duration
+
 log = logging.getLogger(__name__)
 
 STATES = ("ok", "network", "server", "auth", "routing", "unexpected")
@@ -106,12 +108,6 @@ class DeliveryStatus:
         return f"blocked by {self.detail}: {self.hint}" if self.blocked else "ok"
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
 class DeliveryTracker:
     """Keeps the delivery state and logs one line when it changes."""
 
@@ -147,4 +143,4 @@ class DeliveryTracker:
             return
         self._set(DeliveryStatus())
         log.info("attendance delivery resumed after %s blocked (last by %s); %d event(s) were waiting",
-                 _duration(old.blocked_seconds(self._clock())), old.detail, self._waiting())
+                 duration(old.blocked_seconds(self._clock())), old.detail, self._waiting())

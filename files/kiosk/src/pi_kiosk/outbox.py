@@ -27,6 +27,7 @@ from pathlib import Path
 
 import requests
 
+from .backoff import doubling
 from .client import ServerClient
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
@@ -255,8 +256,7 @@ class Sender:
     def backoff(self, failures: int) -> float:
         """Pause after `failures + 1` consecutive failures: doubling, capped, with jitter so a
         fleet that lost its server together does not come back in lockstep."""
-        base = min(self.retry_max, self.retry_initial * 2.0 ** min(failures, 32))
-        return base * random.uniform(0.5, 1.0)
+        return doubling(failures, self.retry_initial, self.retry_max) * random.uniform(0.5, 1.0)
 
     def retry_in(self) -> float:
         return max(0.0, self._resume_at - self._clock())

@@ -1,14 +1,15 @@
 """The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-import time
 from datetime import datetime
 
 import numpy as np
 import requests
 
+from .camera import CameraWait
 from .capture import frames
 from .config import Config
 from .cooldown import Cooldown
@@ -21,16 +22,19 @@ from .outbox_writer import OutboxWriter
 from .pipeline import Recognition
 from .recognizer import assemble
 from .sync import FAILURES_DEGRADED, SyncStatus
+from .timekeeping import Timekeeper
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Timekeeper | None = None) -> None:
+        """`clock`: the system's clocks, or a test's."""
         self.cfg = cfg
-        self.notifier = Notifier()
+        self.clock = clock or Timekeeper()
+        self.notifier = Notifier(clock=self.clock.monotonic)
         self.notifier.status("loading models")
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.clock.monotonic)
         recognizer = assemble(cfg, stream=True, observe=self.metrics.observe)
         self.server, self.sync, self.enrolled, self.pipeline = (
             recognizer.server, recognizer.sync, recognizer.enrolled, recognizer.pipeline)
@@ -41,17 +45,24 @@ class Service:
         self.outbox = Outbox(cfg.outbox.path)
         self.sender = Sender(self.outbox, self.server, retry_initial=cfg.outbox.retry_initial_seconds,
                              retry_max=cfg.outbox.retry_max_seconds,
-                             on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
+                             on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"),
+                             clock=self.clock.monotonic)
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
-        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake)
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake,
+                                   clock=self.clock.monotonic)
         self.metrics.track_writes(lambda: self.writer.status)
         self.metrics.track_sync(self.sync_status)
         self._sync_failures, self._sync_error = 0, ""
         self._sync_thread = threading.Thread(target=self._sync_loop, name="sync", daemon=True)
         self._sync_done = False  # set when the loop ends as configured, not by an exception
-        self.cooldown = Cooldown(cfg.report.cooldown_seconds)
+        self.cooldown = Cooldown(cfg.report.cooldown_seconds, self.clock.monotonic)
         self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
+        # Waiting for a missing camera feeds the watchdog: only a hung frame loop gets the service restarted.
+        self.camera = CameraWait(cfg.camera.source, clock=self.clock.monotonic,
+                                 wait=functools.partial(self.clock.wait, self.stop_event),
+                                 heartbeat=self.notifier.watchdog)
+        self.metrics.track_camera(lambda: self.camera.status)
         self.summary = (f"{embedder.dim}-d embeddings of model {embedder.model_sha256[:12]}, "
                         f"{gallery.people} people enrolled")
         log.info("models loaded: %s", self.summary)
@@ -83,7 +94,7 @@ class Service:
                           self._sync_failures)
             return
         self._sync_failures, self._sync_error = 0, ""
-        self.metrics.last_sync.set(time.time())
+        self.metrics.last_sync.set(self.clock.wall())
         if fresh is not None:
             self.pipeline.gallery = fresh.merged(self.enrolled)
             self.metrics.gallery_size.set(len(self.pipeline.gallery))
@@ -116,7 +127,7 @@ class Service:
         cam, met = self.cfg.camera, self.cfg.metrics
         health = HealthServer(self.metrics, met.host, met.port, met.stale_seconds,
                               auth_degraded_seconds=self.cfg.outbox.auth_degraded_seconds,
-                              threads=self.pipeline.embedder.threads)
+                              threads=self.pipeline.embedder.threads, wall=self.clock.wall)
         health.start()
         log.info("health and metrics on http://%s:%d/", met.host, health.port)
         sender = threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender")
@@ -124,13 +135,14 @@ class Service:
             worker.start()
         self.notifier.ready(f"running; {self.summary}; health on http://{met.host}:{health.port}/healthz")
         min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
+        clock = self.clock
         try:
-            next_frame = time.monotonic()
-            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, stop=self.stop_event):
+            next_frame = clock.monotonic()
+            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, camera=self.camera):
                 if self.stop_event.is_set():
                     break
                 self.writer.retry()
-                now = time.monotonic()
+                now = clock.monotonic()
                 if self.gate.should_process(frame, now):
                     results = self.pipeline.process(frame)
                     self.gate.processed(bool(results), now)
@@ -141,11 +153,11 @@ class Service:
                 self.notifier.watchdog()
                 if min_interval:
                     next_frame += min_interval
-                    delay = next_frame - time.monotonic()
+                    delay = next_frame - clock.monotonic()
                     if delay > 0:
-                        self.stop_event.wait(delay)
+                        clock.wait(self.stop_event, delay)
                     else:
-                        next_frame = time.monotonic()
+                        next_frame = clock.monotonic()
         finally:
             self.notifier.stopping()
             self.writer.close()  # before the sender's last pass, which sends what it writes
