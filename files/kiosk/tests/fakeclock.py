@@ -19,11 +19,14 @@ class FakeClock:
 
 
 class FakeTime(Timekeeper):
-    """The kiosk's clocks (timekeeping.Timekeeper), moved by the test and by the kiosk's own waits:
-    a wait moves them by its length at once, taking only a moment of real time (so that a waiting
-    loop does not spin a core, and other threads run)."""
+    """The kiosk's clocks (timekeeping.Timekeeper) in boot `boot_id`, moved by the test and by the
+    kiosk's own waits: a wait moves them by its length at once, taking only a moment of real time
+    (so that a waiting loop does not spin a core, and other threads run). `step()` sets the wall
+    clock alone, as NTP does when it synchronises it."""
 
-    def __init__(self, wall: float = 1_800_000_000.0, boot: float = 1000.0) -> None:
+    def __init__(self, synchronized_path: str = "", boot_id: str = "boot-1", *, wall: float = 1_800_000_000.0,
+                 boot: float = 1000.0) -> None:
+        super().__init__(synchronized_path, boot_id)
         self.wall_now, self.boot_now = wall, boot
 
     def wall(self) -> float:
@@ -40,4 +43,7 @@ class FakeTime(Timekeeper):
 
     def advance(self, seconds: float) -> None:
         self.boot_now += seconds
+        self.wall_now += seconds
+
+    def step(self, seconds: float) -> None:
         self.wall_now += seconds

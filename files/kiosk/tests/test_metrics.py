@@ -14,6 +14,7 @@ from pi_kiosk.delivery import DeliveryStatus
 from pi_kiosk.metrics import HealthServer, Metrics
 from pi_kiosk.outbox_writer import WriteStatus
 from pi_kiosk.sync import SyncStatus
+from pi_kiosk.timekeeping import ClockStatus
 
 WALL = 1_800_000_000.0  # the Unix time when the fake clock reads 1000 (its start)
 
@@ -50,7 +51,7 @@ def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock
     ok = healthz(health)
     assert ok.status_code == 200
     assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "camera": "ok", "delivery": "ok",
-                         "outbox": "ok", "sync": "ok", "version": __version__, "threads": 3}
+                         "outbox": "ok", "sync": "ok", "clock": "synchronized", "version": __version__, "threads": 3}
     clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
@@ -165,3 +166,20 @@ def test_healthz_is_503_camera_missing_while_the_kiosk_waits_for_its_camera(heal
     assert healthz(health).status_code == 200 and healthz(health).json()["status"] == "ok"
     text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
     assert "kiosk_camera_missing 0.0" in text and "kiosk_camera_missing_seconds 0.0" in text
+
+
+def test_an_unsynchronised_clock_is_degraded_and_counted(health: HealthServer) -> None:
+    clock = ClockStatus(synchronized=False, boot_seconds=725, waiting=3, path="/run/systemd/timesync/synchronized")
+    health.metrics.track_clock(lambda: clock)
+    health.metrics.frame_done()
+    body = healthz(health)
+    assert body.status_code == 200  # frames are processed, events recorded: they wait for the clock
+    assert body.json()["status"] == "degraded" and body.json()["clock"] == "unsynchronized"
+    assert body.json()["reason"] == ("clock not synchronised for 12 min 5 s (no /run/systemd/timesync/synchronized): "
+                                     "3 attendance event(s) waiting for it")
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    assert "kiosk_clock_synchronized 0.0" in text and "kiosk_clock_waiting_events 3.0" in text
+    clock = ClockStatus(synchronized=True, boot_seconds=800)
+    assert healthz(health).json()["status"] == "ok" and healthz(health).json()["clock"] == "synchronized"
+    assert "kiosk_clock_synchronized 1.0" in requests.get(f"http://127.0.0.1:{health.port}/metrics",
+                                                          timeout=5).text.splitlines()

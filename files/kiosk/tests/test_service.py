@@ -42,6 +42,7 @@ from pi_kiosk.outbox import Event, Outbox
 from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
+from pi_kiosk.timekeeping import Stamp, local_iso
 
 ARCFACE = builtin("arcface")
 
@@ -298,10 +299,10 @@ def test_a_full_disk_keeps_the_kiosk_running_and_the_event_is_delivered_once_it_
     full.set()
     store = service.outbox.store
 
-    def store_unless_full(event: Event, created_at: float) -> None:
+    def store_unless_full(event: Event, stamp: Stamp) -> None:
         if full.is_set():
             raise disk_full_error()
-        store(event, created_at)
+        store(event, stamp)
 
     monkeypatch.setattr(service.outbox, "store", store_unless_full)
     worker, url = start(service, monkeypatch)
@@ -457,3 +458,99 @@ def test_a_camera_that_comes_and_goes_is_waited_for_with_the_watchdog_fed(
     ready = next(t for t, m in sent if m.startswith("READY=1"))
     times = [ready, *(t for t, m in sent if m == "WATCHDOG=1"), clock.monotonic()]
     assert max(b - a for a, b in itertools.pairwise(times)) <= WATCHDOG_SECONDS / 2 + 1
+
+
+def run_until(service: Service, monkeypatch: pytest.MonkeyPatch,
+              until: Callable[[Service, str], bool]) -> None:
+    """Run the service in a thread until `until(service, health url)` holds, then stop it."""
+    worker, url = start(service, monkeypatch)
+    try:
+        wait_for(lambda: until(service, url))
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+def matched(frames: int) -> Callable[[Service, str], bool]:
+    return lambda service, _: service.metrics.matches._value.get() >= frames
+
+
+def test_a_restart_never_reports_again_someone_reported_within_the_cooldown(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo fleet's watchdog restart 9 minutes after her event, cooldown 8 h, and she is still in
+    view: no second event. Once the 8 h have passed since: a new one."""
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
+                                   report={"cooldown_seconds": 8 * 3600}))
+    clock = FakeTime()
+    run_until(Service(cfg, clock), monkeypatch, lambda service, _: len(server.posts) == 1)
+    clock.advance(9 * 60)
+    restarted = Service(cfg, clock)
+    run_until(restarted, monkeypatch, matched(20))  # she stayed in view, frame after frame
+    assert restarted.metrics.events._value.get() == 0 and len(server.posts) == 1
+    clock.advance(8 * 3600)  # away all that time: the window since her event is over
+    run_until(Service(cfg, clock), monkeypatch, lambda service, _: len(server.posts) == 2)
+    assert [body["E1"] for _, body in server.posts] == ["E777", "E777"]
+    assert len({key for key, _ in server.posts}) == 2
+
+
+FAKE_HWCLOCK = 1_790_000_000.0  # what a Pi's clock shows after boot: the time fake-hwclock saved
+TRUTH = 3 * 86400 + 17.25  # how far behind the truth it is
+
+
+def test_events_wait_for_the_clock_and_land_at_their_true_time_across_a_restart_and_a_reboot(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Boot 1 never synchronises its clock: her event waits, then goes out in boot 2 flagged with its
+    estimate. Boot 2 records her again (boot 1's time compares with nothing), restarts the service, and
+    synchronises (the clock jumps): that event lands at its true time. Nothing lost, nothing twice."""
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    flag = tmp_path / "synchronized"
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
+                                   clock={"synchronized_path": str(flag)}))
+
+    def recorded(service: Service, url: str) -> bool:
+        return service.metrics.events._value.get() == 1 and health(url)["clock"] == "unsynchronized"
+
+    run_until(Service(cfg, FakeTime(str(flag), "boot-1", wall=FAKE_HWCLOCK, boot=30.0)), monkeypatch, recorded)
+    assert server.attempts == []  # never sent with a time from an unsynchronised clock
+    ((_, boot1_stamp),) = Outbox(cfg.outbox.path).reported()
+
+    boot2 = FakeTime(str(flag), "boot-2", wall=FAKE_HWCLOCK + 600, boot=25.0)  # fake-hwclock again, no NTP
+
+    def estimated_sent_and_recorded_again(service: Service, url: str) -> bool:
+        body = health(url)
+        return (len(server.posts) == 1 and service.metrics.events._value.get() == 1
+                and "1 attendance event(s) waiting for it" in str(body.get("reason")))
+
+    run_until(Service(cfg, boot2), monkeypatch, estimated_sent_and_recorded_again)
+    ((estimated_key, estimated),) = server.posts
+    assert estimated == {"E1": "E777", "S1": "IN", "TS1": local_iso(boot1_stamp.wall), "TS1_estimated": True}
+    (boot2_stamp,) = [stamp for _, stamp in Outbox(cfg.outbox.path).reported() if stamp.boot_id == "boot-2"]
+
+    restarted = Service(cfg, boot2)  # a restart within boot 2: her event still waits, and is not made twice
+    worker, url = start(restarted, monkeypatch)
+    try:
+        wait_for(lambda: restarted.metrics.matches._value.get() >= 10)
+        body = health(url)
+        assert (body["status"], body["clock"]) == ("degraded", "unsynchronized")
+        assert str(body["reason"]).startswith("clock not synchronised for ")
+        metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
+        assert "kiosk_clock_synchronized 0.0" in metrics and "kiosk_clock_waiting_events 1.0" in metrics
+        boot2.step(TRUTH)  # NTP sets the clock...
+        flag.touch()  # ...and systemd-timesyncd says so
+        restarted.sender.wake()  # (its pass comes within a minute anyway)
+        wait_for(lambda: len(server.posts) == 2)
+        wait_for(lambda: health(url)["status"] == "ok")
+        assert health(url)["clock"] == "synchronized"
+    finally:
+        restarted.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and restarted.metrics.events._value.get() == 0
+    (_, placed) = server.posts[1]
+    assert datetime.fromisoformat(str(placed["TS1"])).timestamp() == int(boot2_stamp.wall + TRUTH)
+    assert "TS1_estimated" not in placed and placed["E1"] == "E777"
+    assert len({key for key, _ in server.posts}) == len(server.attempts) == 2 and estimated_key == server.posts[0][0]
+    assert Outbox(cfg.outbox.path).depth() == 0

@@ -35,6 +35,9 @@ def listing(outbox: Outbox, now: float) -> str:
     Of an event's payload only the employee id is shown."""
     backlog = outbox.backlog()
     lines = [f"pending: {backlog.pending}", f"rejected: {backlog.rejected}"]
+    if backlog.unsynchronized:
+        lines.append(f"of the pending, waiting for the clock: {backlog.unsynchronized} (recorded before the clock was "
+                     "synchronised: sent at their true time once it is)")
     if backlog.oldest_created_at is not None:
         lines.append(f"oldest pending: queued {local_iso(backlog.oldest_created_at)} "
                      f"({max(0.0, now - backlog.oldest_created_at):.0f} s ago)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from datetime import datetime
 
 import numpy as np
 import requests
@@ -22,7 +21,7 @@ from .outbox_writer import OutboxWriter
 from .pipeline import Recognition
 from .recognizer import assemble
 from .sync import FAILURES_DEGRADED, SyncStatus
-from .timekeeping import Timekeeper
+from .timekeeping import ClockStatus, Timekeeper
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class Service:
     def __init__(self, cfg: Config, clock: Timekeeper | None = None) -> None:
         """`clock`: the system's clocks, or a test's."""
         self.cfg = cfg
-        self.clock = clock or Timekeeper()
+        self.clock = clock or Timekeeper(cfg.clock.synchronized_path)
         self.notifier = Notifier(clock=self.clock.monotonic)
         self.notifier.status("loading models")
         self.metrics = Metrics(self.clock.monotonic)
@@ -43,19 +42,25 @@ class Service:
         self.pipeline.detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
         self.metrics.gallery_size.set(len(gallery))
         self.outbox = Outbox(cfg.outbox.path)
+        estimated = self.outbox.estimate_earlier_boots(self.clock.boot_id)
+        if estimated:
+            log.warning("%d attendance event(s) recorded in an earlier boot whose clock was never synchronised: "
+                        "sent with the time that clock showed, flagged TS1_estimated", estimated)
         self.sender = Sender(self.outbox, self.server, retry_initial=cfg.outbox.retry_initial_seconds,
                              retry_max=cfg.outbox.retry_max_seconds,
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"),
-                             clock=self.clock.monotonic)
+                             clock=self.clock.monotonic, timekeeper=self.clock)
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake,
                                    clock=self.clock.monotonic)
         self.metrics.track_writes(lambda: self.writer.status)
         self.metrics.track_sync(self.sync_status)
+        self.metrics.track_clock(self.clock_status)
         self._sync_failures, self._sync_error = 0, ""
         self._sync_thread = threading.Thread(target=self._sync_loop, name="sync", daemon=True)
         self._sync_done = False  # set when the loop ends as configured, not by an exception
         self.cooldown = Cooldown(cfg.report.cooldown_seconds, self.clock.monotonic)
+        self._remember_reported()
         self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
         # Waiting for a missing camera feeds the watchdog: only a hung frame loop gets the service restarted.
@@ -68,6 +73,19 @@ class Service:
         log.info("models loaded: %s", self.summary)
         log.info("card %s; matching at %g", embedder.card.describe(), self.pipeline.threshold)
 
+    def _remember_reported(self) -> None:
+        """Whom the outbox holds an event of within the cooldown (any state: pending, delivered, rejected)
+        is not reported again by this start. Only events whose age a clock can tell count (timekeeping.py):
+        of this boot, or of an earlier one with the clock synchronised then and now."""
+        remembered = set()
+        for employee, stamp in self.outbox.reported():
+            age = self.clock.age(stamp)
+            if age is not None and self.cooldown.remember(employee, age):
+                remembered.add(employee)
+        if remembered:
+            log.info("cooldown: %d person(s) reported within the last %g s are not reported again yet",
+                     len(remembered), self.cooldown.seconds)
+
     def report(self, results: list[Recognition]) -> None:
         for r in results:
             self.metrics.faces.inc()
@@ -77,7 +95,7 @@ class Service:
                 continue
             self.metrics.matches.inc()
             if self.cooldown.should_report(employee):
-                self.writer.record(employee, self.cfg.report.status, datetime.now().astimezone())
+                self.writer.record(employee, self.cfg.report.status, self.clock.stamp())
                 self.metrics.events.inc()
                 log.info("attendance: %s (score %.2f)", employee, r.match.score)
 
@@ -110,6 +128,10 @@ class Service:
             return SyncStatus("stopped", self._sync_failures, self._sync_error)
         state = "failing" if self._sync_failures >= FAILURES_DEGRADED else "ok"
         return SyncStatus(state, self._sync_failures, self._sync_error)
+
+    def clock_status(self) -> ClockStatus:
+        """For /healthz and /metrics (read from their thread)."""
+        return self.clock.status(self.outbox.unsynchronized())
 
     def _sync_loop(self) -> None:
         while not self.stop_event.is_set():
