@@ -381,6 +381,16 @@ def test_healthz_says_when_the_sync_thread_ended_unasked(write_config: Callable[
     assert service.sync_status().state == "stopped"
 
 
+def test_the_configured_file_says_whether_the_clock_is_synchronised(write_config: Callable[..., Path],
+                                                                    tmp_path: Path) -> None:
+    flag = tmp_path / "synchronized"
+    service = Service(config.load(write_config(clock={"synchronized_path": str(flag)})))
+    assert service.clock.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert not service.clock_status().synchronized and not service.clock.stamp().synchronized
+    flag.touch()
+    assert service.clock_status().synchronized and service.clock.stamp().synchronized
+
+
 def test_credentials_in_urls_never_reach_the_logs_or_the_endpoints(
         write_config: Callable[..., Path], refused_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

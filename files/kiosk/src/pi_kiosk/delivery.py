@@ -88,8 +88,8 @@ class DeliveryStatus:
     state: str = "ok"
     detail: str = ""
     hint: str = ""
-    blocked_since: float | None = None  # time.monotonic() when delivery stopped; None while it works
-    state_since: float | None = None  # time.monotonic() when the current state began
+    blocked_since: float | None = None  # when delivery stopped, on the tracker's clock; None while it works
+    state_since: float | None = None  # when the current state began, on that clock
 
     @property
     def blocked(self) -> bool:

@@ -177,7 +177,7 @@ class HealthServer:
         return int(self._server.server_address[1])
 
     def healthy(self) -> tuple[bool, dict[str, float | str | int | None]]:
-        """(frames are processed?, the /healthz body)."""
+        """(frames are processed, and the camera is there?, the /healthz body): 200 or 503."""
         now = self.metrics.clock()
         age = now - self.metrics.last_frame
         delivery = self.metrics.delivery()

@@ -73,8 +73,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # The event's outbox row id, so that a requeued event gets its old place in the queue back
     # (NULL for events set aside by 0.1).
     ("ALTER TABLE rejected ADD COLUMN outbox_id INTEGER",),
-    # How each event's time is known, and when in which boot it happened (NULL: before 0.3, when
-    # every event took the wall clock's time); delivered events, kept a while for the cooldown.
+    # How each event's time is known, and when in which boot it happened (NULL for events stored
+    # before, which all took the wall clock's time); delivered events, kept a while for the cooldown.
     (*(f"ALTER TABLE {table} ADD COLUMN {column}" for table in ("outbox", "rejected") for column in (
         f"clock TEXT NOT NULL DEFAULT '{SYNCHRONIZED}'", "boot_id TEXT", "boot_seconds REAL")),
      """CREATE TABLE delivered (

@@ -44,7 +44,7 @@ class Stamp:
 
     wall: float  # Unix time: true when `synchronized`, otherwise what the clock showed
     synchronized: bool
-    boot_id: str = ""  # the boot it happened in; "" unknown (an event of pi-kiosk 0.2, or given a time from outside)
+    boot_id: str = ""  # the boot it happened in; "" unknown (stored before the outbox kept it, or given a time)
     boot_seconds: float = 0.0  # CLOCK_BOOTTIME then
 
 
