@@ -102,10 +102,3 @@ def test_a_stream_that_hiccups_reconnects_without_being_missing(camera: FakeCame
     next(watch.frames)
     assert camera.opens == 2 and watch.waited == [1.0]  # one short pause, then reopened
     assert not any(s.missing for s in watch.statuses)
-
-
-def test_a_stop_while_the_camera_is_missing_ends_the_frames_at_once(camera: FakeCamera) -> None:
-    watch = Watch(camera)
-    watch.stop.set()
-    assert list(watch.frames) == []
-    assert camera.opens == 1
