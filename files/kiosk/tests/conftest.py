@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 import pytest
 from dlib_data import CACHE, MODELS, SDIST
+from fakecamera import FakeCamera
 from fakeserver import FakeServer, handler
 
-from pi_kiosk import dlib_resnet, synthetic
+from pi_kiosk import capture, dlib_resnet, synthetic
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +90,8 @@ def write_config(tmp_path: Path, mobilefacenet: Path, refused_url: str) -> Calla
                        "retry_max_seconds": 0.2},
             "sync": {"cache_path": str(tmp_path / "gallery.npz"), "enrolled_path": str(tmp_path / "enrolled.npz")},
             "metrics": {"port": 0},
+            # No systemd-timesyncd here to say the clock is synchronised: trusted (the clock's tests set a file).
+            "clock": {"synchronized_path": ""},
         }
         for name, values in sections.items():
             base.setdefault(name, {}).update(values)
@@ -121,3 +124,11 @@ def resnet_dat(model_file: Callable[[str], Path]) -> Path:
 def resnet_onnx(resnet_dat: Path) -> Path:
     """dlib's network converted, once per converter (shared with the deploy role and the benchmarks)."""
     return dlib_resnet.cached_conversion(resnet_dat, CACHE)
+
+
+@pytest.fixture
+def camera(monkeypatch: pytest.MonkeyPatch) -> FakeCamera:
+    """Every camera.source that is a camera (not a file) opens this one, unplugged until the test plugs it in."""
+    fake = FakeCamera()
+    monkeypatch.setattr(capture, "_open", fake.open)
+    return fake

@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 from pi_kiosk.outbox import Event, Outbox
+from pi_kiosk.timekeeping import Stamp
 
 
 def disk_full_error() -> sqlite3.OperationalError:
@@ -30,9 +31,9 @@ class FullDisk(Outbox):
         self.failures = 0
         self.tries = 0
 
-    def store(self, event: Event, created_at: float) -> None:
+    def store(self, event: Event, stamp: Stamp) -> None:
         self.tries += 1
         if self.failures:
             self.failures -= 1
             raise self.error
-        super().store(event, created_at)
+        super().store(event, stamp)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pi_kiosk.camera import CameraWait
 from pi_kiosk.capture import classify, frames
 from pi_kiosk.errors import CaptureError
 
@@ -61,4 +62,5 @@ def test_unreadable_files_fail_clearly(tmp_path: Path) -> None:
 def test_a_live_source_that_is_away_stops_reconnecting_when_told(refused_url: str) -> None:
     stop = threading.Event()
     stop.set()  # a service told to stop while its camera is away stops at once, not after the next retry
-    assert list(frames(refused_url.replace("http://", "rtsp://") + "/stream", stop=stop)) == []
+    source = refused_url.replace("http://", "rtsp://") + "/stream"
+    assert list(frames(source, camera=CameraWait(source, wait=stop.wait))) == []

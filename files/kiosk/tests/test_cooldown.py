@@ -51,3 +51,22 @@ def test_memory_stays_bounded() -> None:
         clock.now += 1
     assert len(cd._last_seen) <= 4097
     assert not cd.should_report("E9999")  # recent people are still remembered
+
+
+def test_someone_reported_before_a_restart_is_remembered_for_the_rest_of_the_cooldown() -> None:
+    clock = Clock()
+    cd = Cooldown(60, clock)
+    assert cd.remember("E001", 50) and not cd.remember("E002", 60)  # 60 s ago: the cooldown is over
+    assert not cd.should_report("E001") and cd.should_report("E002")
+    clock.now += 60  # seen just now (above): away a whole cooldown since
+    assert cd.should_report("E001")
+
+
+def test_a_remembered_report_never_shortens_a_timer() -> None:
+    clock = Clock()
+    cd = Cooldown(60, clock)
+    cd.should_report("E001")
+    clock.now += 30
+    cd.remember("E001", 50)  # an older report than the sighting 30 s ago
+    clock.now += 29
+    assert not cd.should_report("E001")

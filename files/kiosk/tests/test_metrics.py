@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import requests
 from fakeclock import FakeClock
 
 from pi_kiosk import __version__
+from pi_kiosk.camera import CameraStatus
 from pi_kiosk.delivery import DeliveryStatus
 from pi_kiosk.metrics import HealthServer, Metrics
 from pi_kiosk.outbox_writer import WriteStatus
 from pi_kiosk.sync import SyncStatus
+from pi_kiosk.timekeeping import ClockStatus
+
+WALL = 1_800_000_000.0  # the Unix time when the fake clock reads 1000 (its start)
 
 
 @pytest.fixture
@@ -23,7 +28,8 @@ def clock() -> FakeClock:
 def health(clock: FakeClock) -> Iterator[HealthServer]:
     # The metrics' clock is the test's: ages and blocked times are exact, however slow the requests.
     metrics = Metrics(clock)
-    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=30, auth_degraded_seconds=300, threads=3)
+    server = HealthServer(metrics, "127.0.0.1", 0, stale_seconds=30, auth_degraded_seconds=300, threads=3,
+                          wall=lambda: WALL + clock() - 1000)
     server.start()
     yield server
     server.stop()
@@ -44,8 +50,8 @@ def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock
     clock.advance(30)  # stale_seconds: not yet stale
     ok = healthz(health)
     assert ok.status_code == 200
-    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "delivery": "ok", "outbox": "ok",
-                         "sync": "ok", "version": __version__, "threads": 3}
+    assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "camera": "ok", "delivery": "ok",
+                         "outbox": "ok", "sync": "ok", "clock": "synchronized", "version": __version__, "threads": 3}
     clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
@@ -136,3 +142,44 @@ def test_metrics_tell_held_events_and_the_sync_state(health: HealthServer) -> No
                  "kiosk_outbox_dropped_events_total 0.0", 'kiosk_gallery_sync{kiosk_gallery_sync="failing"} 1.0',
                  "kiosk_gallery_sync_failures 4.0"]:
         assert line in text, line
+
+
+def test_healthz_is_503_camera_missing_while_the_kiosk_waits_for_its_camera(health: HealthServer,
+                                                                          clock: FakeClock) -> None:
+    camera = CameraStatus()
+    health.metrics.track_camera(lambda: camera)
+    health.metrics.frame_done()
+    clock.advance(5)
+    camera = CameraStatus("missing", "rtsp://kiosk:***@10.0.0.5/stream", since=clock(), problem="it cannot be opened",
+                          attempts=9, retry_seconds=30)
+    clock.advance(725)
+    body = healthz(health)
+    assert body.status_code == 503  # the kiosk sees nothing: a deploy's gate must not commit it
+    assert body.json()["status"] == "camera_missing" and body.json()["camera"] == "missing"
+    since = datetime.fromtimestamp(WALL + 5).astimezone().isoformat(timespec="seconds")
+    assert body.json()["reason"] == (f"camera rtsp://kiosk:***@10.0.0.5/stream missing since {since} (12 min 5 s): "
+                                     "it cannot be opened; 9 reopen attempt(s), the next within 30 s")
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    assert "kiosk_camera_missing 1.0" in text and "kiosk_camera_missing_seconds 725.0" in text
+    camera = CameraStatus()
+    health.metrics.frame_done()
+    assert healthz(health).status_code == 200 and healthz(health).json()["status"] == "ok"
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    assert "kiosk_camera_missing 0.0" in text and "kiosk_camera_missing_seconds 0.0" in text
+
+
+def test_an_unsynchronised_clock_is_degraded_and_counted(health: HealthServer) -> None:
+    clock = ClockStatus(synchronized=False, boot_seconds=725, waiting=3, path="/run/systemd/timesync/synchronized")
+    health.metrics.track_clock(lambda: clock)
+    health.metrics.frame_done()
+    body = healthz(health)
+    assert body.status_code == 200  # frames are processed, events recorded: they wait for the clock
+    assert body.json()["status"] == "degraded" and body.json()["clock"] == "unsynchronized"
+    assert body.json()["reason"] == ("clock not synchronised for 12 min 5 s (no /run/systemd/timesync/synchronized): "
+                                     "3 attendance event(s) waiting for it")
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    assert "kiosk_clock_synchronized 0.0" in text and "kiosk_clock_waiting_events 3.0" in text
+    clock = ClockStatus(synchronized=True, boot_seconds=800)
+    assert healthz(health).json()["status"] == "ok" and healthz(health).json()["clock"] == "synchronized"
+    assert "kiosk_clock_synchronized 1.0" in requests.get(f"http://127.0.0.1:{health.port}/metrics",
+                                                          timeout=5).text.splitlines()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,12 +15,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from fakeclock import FakeClock
+from fakeclock import FakeClock, FakeTime
 from fakeserver import FakeServer
 
 from pi_kiosk.client import ServerClient
+from pi_kiosk.config import ReportConfig
 from pi_kiosk.errors import OutboxError
-from pi_kiosk.outbox import Backlog, Outbox, Sender
+from pi_kiosk.outbox import KEEP_DELIVERED_SECONDS, Backlog, Outbox, Sender
+from pi_kiosk.outbox_writer import OutboxWriter
+from pi_kiosk.timekeeping import Stamp
 
 WHEN = datetime(2026, 11, 24, 9, 30, 5, tzinfo=timezone(timedelta(hours=1)))
 
@@ -414,7 +418,7 @@ def test_a_0_1_outbox_is_migrated_and_its_rejected_events_requeue_at_the_end(tmp
     assert [p.key for p in box.pending()] == ["k-pending", "k-early", "k-late"]  # no recorded place: oldest first
     box.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
     assert "outbox_id" in {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
     db.close()
     assert Outbox(path).depth() == 3  # opening a migrated database again changes nothing
@@ -446,3 +450,100 @@ def test_an_outbox_that_cannot_record_a_delivery_pauses_instead_of_resending(
     monkeypatch.setattr(box, "delivered", delivered)  # space is freed
     assert next_pass(s, clock) == 1 and box.depth() == 0
     assert server.unique_events == {event.key: event.payload}  # the same key every time: recorded once
+
+
+FAKE_HWCLOCK = 1_790_000_000.0  # what a Pi's clock shows after boot: the time fake-hwclock saved
+TRUTH = 3 * 86400 + 17.25  # how far behind the truth it is
+
+
+def test_events_recorded_before_the_clock_is_synchronised_are_sent_once_at_their_true_time(
+        tmp_path: Path, server: FakeServer) -> None:
+    flag = tmp_path / "synchronized"
+    clock = FakeTime(str(flag), wall=FAKE_HWCLOCK)
+    box = Outbox(tmp_path / "o.sqlite3")
+    s = Sender(box, ServerClient(server.url, timeout=30), clock=clock.monotonic, timekeeper=clock)
+    writer = OutboxWriter(box, limit=100, clock=clock.monotonic)
+    truths: dict[str, float] = {}
+    for i in range(3):
+        event = writer.record(f"E00{i}", "IN", clock.stamp())
+        truths[event.key] = clock.wall() + TRUTH
+        clock.advance(61.5)
+    assert s.deliver_due() == 0 and server.attempts == []  # never sent with a wrong time
+    assert box.depth() == box.unsynchronized() == box.backlog().unsynchronized == 3
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite3")  # the service restarted, in the same boot
+    s = Sender(box, ServerClient(server.url, timeout=30), clock=clock.monotonic, timekeeper=clock)
+    clock.advance(30)
+    clock.step(TRUTH)  # NTP sets the clock
+    assert s.deliver_due() == 0  # timesyncd has not said so yet
+    flag.touch()
+    assert s.deliver_due() == 3 and box.depth() == 0
+    assert [key for key, _ in server.posts] == list(truths)  # each once, in order, with its key
+    for key, body in server.posts:
+        assert datetime.fromisoformat(str(body["TS1"])).timestamp() == int(truths[key])  # to the second
+        assert "TS1_estimated" not in body
+
+
+def test_an_event_of_a_boot_that_never_synchronised_its_clock_is_sent_flagged_with_its_estimate(
+        tmp_path: Path, server: FakeServer) -> None:
+    flag = tmp_path / "synchronized"
+    first = FakeTime(str(flag), "boot-1", wall=FAKE_HWCLOCK, boot=20.0)
+    box = Outbox(tmp_path / "o.sqlite3")
+    writer = OutboxWriter(box, limit=100, clock=first.monotonic)
+    lost_boot = writer.record("E001", "IN", first.stamp())
+    box.close()
+    # The Pi rebooted, its clock back at what fake-hwclock saved, and still no NTP.
+    second = FakeTime(str(flag), "boot-2", wall=FAKE_HWCLOCK + 5, boot=15.0)
+    box = Outbox(tmp_path / "o.sqlite3")
+    this_boot = OutboxWriter(box, limit=100, clock=second.monotonic).record("E002", "IN", second.stamp())
+    assert box.estimate_earlier_boots(second.boot_id) == 1
+    assert box.estimate_earlier_boots(second.boot_id) == 0  # once
+    s = Sender(box, ServerClient(server.url, timeout=30), clock=second.monotonic, timekeeper=second)
+    assert s.deliver_due() == 1
+    ((key, body),) = server.posts
+    assert key == lost_boot.key and body == {**lost_boot.payload, "TS1_estimated": True}
+    assert box.unsynchronized() == 1  # this boot's event waits for this boot's clock
+    second.step(TRUTH)
+    flag.touch()
+    assert s.deliver_due() == 1 and server.posts[1][0] == this_boot.key
+    assert datetime.fromisoformat(str(server.posts[1][1]["TS1"])).timestamp() == int(FAKE_HWCLOCK + 5 + TRUTH)
+
+
+def test_delivered_pending_and_rejected_events_are_reported_with_their_stamps_for_a_day(
+        tmp_path: Path, server: FakeServer) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    clock = FakeTime(wall=time.time())  # delivered_at is the wall clock's: this one
+    writer = OutboxWriter(box, limit=100, clock=clock.monotonic)
+    for employee in ("E001", "E002", "E003"):
+        writer.record(employee, "IN", clock.stamp())
+    server.post_script = [200, 400, 401]
+    sender(box, server.url).deliver_due()  # E001 delivered, E002 rejected, E003 pending
+    assert {employee: stamp for employee, stamp in box.reported()} == {
+        employee: clock.stamp() for employee in ("E001", "E002", "E003")}
+    longest_cooldown = next(f for f in dataclasses.fields(ReportConfig) if f.name == "cooldown_seconds")
+    assert longest_cooldown.metadata["max"] <= KEEP_DELIVERED_SECONDS
+    box._db.execute("UPDATE delivered SET delivered_at = delivered_at - ?", (KEEP_DELIVERED_SECONDS + 1,))
+    server.post_status = 200
+    sender(box, server.url).deliver_due()  # E003 delivered: E001's day is over
+    assert sorted(employee for employee, _ in box.reported()) == ["E002", "E003"]
+    assert box.requeue() == 1 and [e.payload["E1"] for e in box.pending()] == ["E002"]
+    assert dict(box.reported())["E002"] == clock.stamp()  # rejected and requeued, its stamp kept
+
+
+V02_SCHEMA = V01_SCHEMA + """
+ALTER TABLE rejected ADD COLUMN outbox_id INTEGER;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_0_2_outbox_is_migrated_its_events_taking_the_clocks_time_as_before(
+        tmp_path: Path, server: FakeServer) -> None:
+    path = tmp_path / "o.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(V02_SCHEMA)
+    old.close()
+    box = Outbox(path)
+    assert dict(box.reported()) == {"E009": Stamp(300, synchronized=True), "E002": Stamp(200, synchronized=True),
+                                    "E001": Stamp(100, synchronized=True)}
+    assert box.unsynchronized() == 0 and [e.key for e in box.pending()] == ["k-pending"]
+    assert box._db.execute("PRAGMA user_version").fetchone() == (2,)

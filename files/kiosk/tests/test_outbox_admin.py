@@ -10,6 +10,9 @@ from kioskcli import cli
 
 from pi_kiosk.client import ServerClient
 from pi_kiosk.outbox import Outbox, Sender
+from pi_kiosk.outbox_admin import listing
+from pi_kiosk.outbox_writer import OutboxWriter
+from pi_kiosk.timekeeping import Stamp
 
 WHEN = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -60,3 +63,12 @@ def test_commands_never_create_the_database(write_config: Callable[..., Path], t
         assert done.returncode == 1
         assert f"outbox.path = '{tmp_path / 'outbox.sqlite3'}': no outbox database there" in done.stderr
     assert not (tmp_path / "outbox.sqlite3").exists()
+
+
+def test_list_tells_the_events_waiting_for_the_clock(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    box.add("E001", "IN", WHEN)
+    OutboxWriter(box, limit=10).record("E002", "IN", Stamp(WHEN.timestamp(), False, "boot-1", 30.0))
+    lines = listing(box, WHEN.timestamp() + 60).splitlines()
+    assert lines[:3] == ["pending: 2", "rejected: 0", "of the pending, waiting for the clock: 1 (recorded before the "
+                         "clock was synchronised: sent at their true time once it is)"]

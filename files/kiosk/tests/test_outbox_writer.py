@@ -13,8 +13,10 @@ from fakeclock import FakeClock
 
 from pi_kiosk.outbox import Outbox
 from pi_kiosk.outbox_writer import RETRY_SECONDS, OutboxWriter, WriteStatus
+from pi_kiosk.timekeeping import Stamp
 
-WHEN = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+WHEN = Stamp(datetime(2026, 11, 24, 8, 0, tzinfo=UTC).timestamp(), synchronized=True)
+TS1 = datetime.fromtimestamp(WHEN.wall).astimezone().isoformat(timespec="seconds")  # in the local time zone
 
 
 def test_the_error_is_sqlites_own() -> None:
@@ -65,8 +67,8 @@ def test_a_new_event_waits_behind_held_ones(tmp_path: Path) -> None:
 
 def test_a_write_that_landed_is_not_stored_twice(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite3")
-    event = box.add("E001", "IN", WHEN)
-    box.store(event, 0.0)  # e.g. an error reported after the commit, then the retry
+    event = box.add("E001", "IN", datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
+    box.store(event, WHEN)  # e.g. an error reported after the commit, then the retry
     assert [e.key for e in box.pending()] == [event.key]
 
 
@@ -82,7 +84,7 @@ def test_past_the_cap_the_newest_event_is_dropped_and_logged(tmp_path: Path,
     assert caplog.messages[-1] == (
         "attendance event DROPPED: 2 event(s) are held in memory already (outbox.memory_events) while the outbox "
         "cannot be written (OperationalError: database or disk is full): employee E003, status OUT, at "
-        f"2026-11-24T08:00:00+00:00, key {dropped.key}")
+        f"{TS1}, key {dropped.key}")
     box.failures = 0
     writer.record("E004", "IN", WHEN)
     assert [e.payload["E1"] for e in box.pending()] == ["E001", "E002", "E004"]
@@ -115,7 +117,7 @@ def test_events_still_held_at_stop_are_logged_as_lost(tmp_path: Path, caplog: py
         writer.close()
     assert caplog.messages[-1] == (
         "attendance event LOST at stop, the outbox could not be written (OperationalError: database or disk is "
-        f"full): employee E001, status IN, at 2026-11-24T08:00:00+00:00, key {event.key}")
+        f"full): employee E001, status IN, at {TS1}, key {event.key}")
     assert writer.status.held == 0
 
 

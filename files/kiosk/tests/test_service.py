@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,8 @@ import numpy as np
 import pytest
 import requests
 from diskfull import disk_full_error
+from fakecamera import FakeCamera
+from fakeclock import FakeTime
 from fakeserver import FakeServer
 from kioskcli import cli, command
 
@@ -38,6 +42,7 @@ from pi_kiosk.outbox import Event, Outbox
 from pi_kiosk.runtime import available_cores
 from pi_kiosk.service import Service
 from pi_kiosk.store import load_gallery
+from pi_kiosk.timekeeping import Stamp, local_iso
 
 ARCFACE = builtin("arcface")
 
@@ -294,10 +299,10 @@ def test_a_full_disk_keeps_the_kiosk_running_and_the_event_is_delivered_once_it_
     full.set()
     store = service.outbox.store
 
-    def store_unless_full(event: Event, created_at: float) -> None:
+    def store_unless_full(event: Event, stamp: Stamp) -> None:
         if full.is_set():
             raise disk_full_error()
-        store(event, created_at)
+        store(event, stamp)
 
     monkeypatch.setattr(service.outbox, "store", store_unless_full)
     worker, url = start(service, monkeypatch)
@@ -376,6 +381,16 @@ def test_healthz_says_when_the_sync_thread_ended_unasked(write_config: Callable[
     assert service.sync_status().state == "stopped"
 
 
+def test_the_configured_file_says_whether_the_clock_is_synchronised(write_config: Callable[..., Path],
+                                                                    tmp_path: Path) -> None:
+    flag = tmp_path / "synchronized"
+    service = Service(config.load(write_config(clock={"synchronized_path": str(flag)})))
+    assert service.clock.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert not service.clock_status().synchronized and not service.clock.stamp().synchronized
+    flag.touch()
+    assert service.clock_status().synchronized and service.clock.stamp().synchronized
+
+
 def test_credentials_in_urls_never_reach_the_logs_or_the_endpoints(
         write_config: Callable[..., Path], refused_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -397,3 +412,155 @@ def test_credentials_in_urls_never_reach_the_logs_or_the_endpoints(
     assert f"camera rtsp://kiosk:***@127.0.0.1:{port}/stream not available" in caplog.text
     for text in (caplog.text, *served):
         assert secret not in text
+
+
+# The deploy role's unit: WatchdogSec=30 (pings every 15 s), StartLimitIntervalSec=600.
+WATCHDOG_SECONDS, START_LIMIT_INTERVAL = 30.0, 600.0
+
+
+def test_a_camera_that_comes_and_goes_is_waited_for_with_the_watchdog_fed(
+        write_config: Callable[..., Path], server: FakeServer, camera: FakeCamera,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent at start, plugged in, then away for longer than WatchdogSec and StartLimitIntervalSec
+    together (on the service's fake clock), then back: the service neither ends nor stops pinging
+    the watchdog, and /healthz says camera missing, then ok, each time."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "@pi-kiosk-test")
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_SECONDS * 1e6)))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    clock = FakeTime()
+    sent: list[tuple[float, str]] = []
+    monkeypatch.setattr(Notifier, "notify", lambda self, *lines: sent.append((clock.monotonic(), "\n".join(lines))))
+    cfg = config.load(write_config(server.url, camera={"source": "/dev/video7", "max_fps": 10.0}))
+    service = Service(cfg, clock)
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    try:
+        wait_for(lambda: any(m.startswith("READY=1") for _, m in sent))
+        url = health_url(next(m for _, m in sent if m.startswith("READY=1")))
+        wait_for(lambda: service.camera.status.attempts >= 3)
+        body = requests.get(url + "/healthz", timeout=5)
+        assert body.status_code == 503 and body.json()["status"] == "camera_missing"
+        assert body.json()["reason"].startswith("camera /dev/video7 missing since ")
+        assert "it cannot be opened; " in body.json()["reason"]
+        camera.plugged.set()
+        wait_for(lambda: service.metrics.frames._value.get() >= 3)
+        assert (health(url)["status"], health(url)["camera"]) == ("ok", "ok")
+
+        camera.plugged.clear()
+        unplugged = clock.monotonic(), clock.wall()
+        wait_for(lambda: clock.monotonic() - unplugged[0] > WATCHDOG_SECONDS + START_LIMIT_INTERVAL + 60)
+        body = requests.get(url + "/healthz", timeout=5)
+        assert body.status_code == 503 and body.json()["camera"] == "missing"
+        since = body.json()["reason"].removeprefix("camera /dev/video7 missing since ").split(" ")[0]
+        assert abs(datetime.fromisoformat(since).timestamp() - unplugged[1]) <= 1
+        metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
+        assert "kiosk_camera_missing 1.0" in metrics
+        frames = service.metrics.frames._value.get()
+        camera.plugged.set()
+        wait_for(lambda: service.metrics.frames._value.get() > frames)
+        assert (health(url)["status"], health(url)["camera"]) == ("ok", "ok")
+        assert "kiosk_camera_missing 0.0" in requests.get(url + "/metrics", timeout=5).text.splitlines()
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    # From READY=1 to the stop, the watchdog never went unpinged for longer than its interval (and a slice).
+    ready = next(t for t, m in sent if m.startswith("READY=1"))
+    times = [ready, *(t for t, m in sent if m == "WATCHDOG=1"), clock.monotonic()]
+    assert max(b - a for a, b in itertools.pairwise(times)) <= WATCHDOG_SECONDS / 2 + 1
+
+
+def run_until(service: Service, monkeypatch: pytest.MonkeyPatch,
+              until: Callable[[Service, str], bool]) -> None:
+    """Run the service in a thread until `until(service, health url)` holds, then stop it."""
+    worker, url = start(service, monkeypatch)
+    try:
+        wait_for(lambda: until(service, url))
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+def matched(frames: int) -> Callable[[Service, str], bool]:
+    return lambda service, _: service.metrics.matches._value.get() >= frames
+
+
+def test_a_restart_never_reports_again_someone_reported_within_the_cooldown(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo fleet's watchdog restart 9 minutes after her event, cooldown 8 h, and she is still in
+    view: no second event. Once the 8 h have passed since: a new one."""
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
+                                   report={"cooldown_seconds": 8 * 3600}))
+    clock = FakeTime()
+    run_until(Service(cfg, clock), monkeypatch, lambda service, _: len(server.posts) == 1)
+    clock.advance(9 * 60)
+    restarted = Service(cfg, clock)
+    run_until(restarted, monkeypatch, matched(20))  # she stayed in view, frame after frame
+    assert restarted.metrics.events._value.get() == 0 and len(server.posts) == 1
+    clock.advance(8 * 3600)  # away all that time: the window since her event is over
+    run_until(Service(cfg, clock), monkeypatch, lambda service, _: len(server.posts) == 2)
+    assert [body["E1"] for _, body in server.posts] == ["E777", "E777"]
+    assert len({key for key, _ in server.posts}) == 2
+
+
+FAKE_HWCLOCK = 1_790_000_000.0  # what a Pi's clock shows after boot: the time fake-hwclock saved
+TRUTH = 3 * 86400 + 17.25  # how far behind the truth it is
+
+
+def test_events_wait_for_the_clock_and_land_at_their_true_time_across_a_restart_and_a_reboot(
+        write_config: Callable[..., Path], astronaut: np.ndarray, astronaut_path: Path, server: FakeServer,
+        mobilefacenet: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Boot 1 never synchronises its clock: her event waits, then goes out in boot 2 flagged with its
+    estimate. Boot 2 records her again (boot 1's time compares with nothing), restarts the service, and
+    synchronises (the clock jumps): that event lands at its true time. Nothing lost, nothing twice."""
+    serve_astronaut_as_e777(server, astronaut, mobilefacenet)
+    flag = tmp_path / "synchronized"
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 10.0},
+                                   clock={"synchronized_path": str(flag)}))
+
+    def recorded(service: Service, url: str) -> bool:
+        return service.metrics.events._value.get() == 1 and health(url)["clock"] == "unsynchronized"
+
+    run_until(Service(cfg, FakeTime(str(flag), "boot-1", wall=FAKE_HWCLOCK, boot=30.0)), monkeypatch, recorded)
+    assert server.attempts == []  # never sent with a time from an unsynchronised clock
+    ((_, boot1_stamp),) = Outbox(cfg.outbox.path).reported()
+
+    boot2 = FakeTime(str(flag), "boot-2", wall=FAKE_HWCLOCK + 600, boot=25.0)  # fake-hwclock again, no NTP
+
+    def estimated_sent_and_recorded_again(service: Service, url: str) -> bool:
+        body = health(url)
+        return (len(server.posts) == 1 and service.metrics.events._value.get() == 1
+                and "1 attendance event(s) waiting for it" in str(body.get("reason")))
+
+    run_until(Service(cfg, boot2), monkeypatch, estimated_sent_and_recorded_again)
+    ((estimated_key, estimated),) = server.posts
+    assert estimated == {"E1": "E777", "S1": "IN", "TS1": local_iso(boot1_stamp.wall), "TS1_estimated": True}
+    (boot2_stamp,) = [stamp for _, stamp in Outbox(cfg.outbox.path).reported() if stamp.boot_id == "boot-2"]
+
+    restarted = Service(cfg, boot2)  # a restart within boot 2: her event still waits, and is not made twice
+    worker, url = start(restarted, monkeypatch)
+    try:
+        wait_for(lambda: restarted.metrics.matches._value.get() >= 10)
+        body = health(url)
+        assert (body["status"], body["clock"]) == ("degraded", "unsynchronized")
+        assert str(body["reason"]).startswith("clock not synchronised for ")
+        metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
+        assert "kiosk_clock_synchronized 0.0" in metrics and "kiosk_clock_waiting_events 1.0" in metrics
+        boot2.step(TRUTH)  # NTP sets the clock...
+        flag.touch()  # ...and systemd-timesyncd says so
+        restarted.sender.wake()  # (its pass comes within a minute anyway)
+        wait_for(lambda: len(server.posts) == 2)
+        wait_for(lambda: health(url)["status"] == "ok")
+        assert health(url)["clock"] == "synchronized"
+    finally:
+        restarted.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and restarted.metrics.events._value.get() == 0
+    (_, placed) = server.posts[1]
+    assert datetime.fromisoformat(str(placed["TS1"])).timestamp() == int(boot2_stamp.wall + TRUTH)
+    assert "TS1_estimated" not in placed and placed["E1"] == "E777"
+    assert len({key for key, _ in server.posts}) == len(server.attempts) == 2 and estimated_key == server.posts[0][0]
+    assert Outbox(cfg.outbox.path).depth() == 0

@@ -232,3 +232,39 @@ def test_the_openapi_contract_is_published(client: TestClient) -> None:
 def test_bad_settings_are_named(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(data, "server.toml")
+
+
+def test_an_estimated_time_is_recorded_and_shown_as_such(client: TestClient) -> None:
+    """A kiosk whose clock was never synchronised sends its estimate flagged TS1_estimated (pi-kiosk's
+    timekeeping.py); the flag is part of the event, kept, replayed alike, and shown on the page."""
+    estimated = {**event("E001", "2026-11-26T08:00:00+00:00"), "TS1_estimated": True}
+    assert post(client, estimated, key="k1") == 201
+    assert post(client, estimated, key="k1") == 200  # a replay
+    assert post(client, {**estimated, "TS1_estimated": False}, key="k1") == 422  # not the same event
+    assert post(client, event("E002", "2026-11-26T09:00:00+00:00"), key="k2") == 201
+    rows = client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"]
+    assert [(r["employee"], r["estimated"]) for r in rows] == [("E002", False), ("E001", True)]
+    basic = {"Authorization": "Basic " + base64.b64encode(f"ops:{ADMIN}".encode()).decode()}
+    rows_html = client.get("/", headers=basic).text.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert [("(clock unknown: estimated)" in row) for row in rows_html] == [False, True]
+
+
+FIRST_RELEASE_EVENTS = """
+CREATE TABLE events (row INTEGER PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE, kiosk TEXT NOT NULL,
+    employee TEXT NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL, received TEXT NOT NULL);
+INSERT INTO events (idempotency_key, kiosk, employee, status, at, received)
+    VALUES ('k0', 'lobby', 'E001', 'IN', '2026-11-26T07:00:00+00:00', '2026-11-26T07:00:01+00:00');
+"""
+
+
+def test_a_database_of_the_first_release_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "attendance.sqlite3"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(FIRST_RELEASE_EVENTS)
+    client = TestClient(create_app(Settings(path, ADMIN, {"lobby": LOBBY})))
+    assert post(client, {**event(), "TS1_estimated": True}, key="k1") == 201
+    rows = client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"]
+    assert [(r["key"], r["estimated"]) for r in rows] == [("k1", True), ("k0", False)]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    TestClient(create_app(Settings(path, ADMIN, {"lobby": LOBBY})))  # opened again: nothing to migrate

@@ -1,8 +1,6 @@
 """Frames from a camera index, a device path, a stream URL, or a video or image file."""
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +9,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from .camera import CameraWait
 from .errors import CaptureError
 from .redact import redact_url
-
-log = logging.getLogger(__name__)
 
 U8 = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
-RECONNECT_SECONDS = 2.0
+# How long FFmpeg may block opening or reading a stream URL (its default is 30 s, the deploy's
+# WatchdogSec): the watchdog cannot be pinged meanwhile, so this must stay under WatchdogSec / 2.
+STREAM_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ def _open(src: Source, width: int, height: int) -> cv2.VideoCapture:
     if src.kind == "index":
         cap = cv2.VideoCapture(int(src.target))
     elif src.kind == "url":
-        cap = cv2.VideoCapture(src.target, cv2.CAP_FFMPEG)
+        cap = cv2.VideoCapture(src.target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
     else:
         cap = cv2.VideoCapture(src.target)
     if src.kind in ("index", "device"):
@@ -69,44 +69,42 @@ def _open(src: Source, width: int, height: int) -> cv2.VideoCapture:
 
 
 def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = False,
-           stop: threading.Event | None = None) -> Iterator[U8]:
-    """BGR frames until the source ends. Live sources reconnect after a failure instead of
-    ending (until `stop` is set: a service told to stop while its camera is away stops at once);
-    files end at their last frame, or start over when `loop` is set."""
+           camera: CameraWait | None = None) -> Iterator[U8]:
+    """BGR frames until the source ends. A live source never ends: while it cannot be opened or
+    delivers nothing, `camera` waits between attempts (camera.py; until the service stops, which
+    ends the frames at once). Files end at their last frame, or start over when `loop` is set."""
     src = classify(source)
-    shown = redact_url(source)  # what logs and errors may show of it
-    stop = stop or threading.Event()
     if src.kind == "image":
         image = read_image(Path(src.target))
         yield image
         while loop:
             yield image
         return
+    shown = redact_url(source)  # what errors may show of it
+    camera = camera or CameraWait(source)
     while True:
         cap = _open(src, width, height)
-        if not cap.isOpened():
-            cap.release()
-            if not src.live:
-                raise CaptureError(f"camera.source = {shown!r}: OpenCV cannot open this video")
-            log.warning("camera %s not available; retrying in %.0f s", shown, RECONNECT_SECONDS)
-            if stop.wait(RECONNECT_SECONDS):
-                return
-            continue
-        delivered = 0
+        opened, delivered = cap.isOpened(), 0
         try:
-            while True:
+            while opened:
                 ok, frame = cap.read()
                 if not ok:
                     break
+                if delivered == 0:
+                    camera.found()
                 delivered += 1
                 yield np.asarray(frame, dtype=np.uint8)
         finally:
             cap.release()
-        if not src.live and delivered == 0:
-            raise CaptureError(f"camera.source = {shown!r}: the video has no readable frames")
-        if src.live:
-            log.warning("camera %s stopped delivering frames; reconnecting", shown)
-            if stop.wait(RECONNECT_SECONDS):
+        if not src.live:
+            if not opened:
+                raise CaptureError(f"camera.source = {shown!r}: OpenCV cannot open this video")
+            if delivered == 0:
+                raise CaptureError(f"camera.source = {shown!r}: the video has no readable frames")
+            if not loop:
                 return
-        elif not loop:
+        elif delivered == 0:
+            if camera.failed("it cannot be opened" if not opened else "it opens but delivers no frames"):
+                return
+        elif camera.interrupted():
             return

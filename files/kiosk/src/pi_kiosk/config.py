@@ -32,6 +32,8 @@ def _choices(*values: str) -> dict[str, Any]:
 
 
 NONEMPTY: dict[str, Any] = {"nonempty": True}
+# A file's absolute path, or "" for none (a string: a Path cannot be empty).
+ABSOLUTE_OR_EMPTY: dict[str, Any] = {"absolute_or_empty": True}
 # embedder.card: which card describes the model; no default, so that no kiosk runs a model on a guess.
 CARD: dict[str, Any] = {"nonempty": True, "card": True}
 
@@ -123,6 +125,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    # A file that exists once the system clock is synchronised in this boot (systemd-timesyncd's);
+    # "" trusts the clock always (timekeeping.py).
+    synchronized_path: str = field(default="/run/systemd/timesync/synchronized", metadata=ABSOLUTE_OR_EMPTY)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = field(default="INFO", metadata=_choices("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -138,6 +147,7 @@ class Config:
     outbox: OutboxConfig = OutboxConfig()
     sync: SyncConfig = SyncConfig()
     metrics: MetricsConfig = MetricsConfig()
+    clock: ClockConfig = ClockConfig()
     logging: LoggingConfig = LoggingConfig()
 
 
@@ -147,6 +157,8 @@ T = TypeVar("T")
 def _describe(kind: type[Any], meta: typing.Mapping[str, Any], optional: bool) -> str:
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta.get("absolute_or_empty"):
+        return 'an absolute path, or ""'
     if meta.get("card"):
         return (f"a built-in card's name ({', '.join(cards.builtin_names())}) or a card file's path "
                 "(containing '/' or ending in .toml)")
@@ -197,6 +209,9 @@ def _convert(key: str, raw: Any, f: dataclasses.Field[Any], hint: Any, errors: l
         errors.append(bad)
         return None
     if meta.get("finite") and not math.isfinite(raw):
+        errors.append(bad)
+        return None
+    if meta.get("absolute_or_empty") and raw and not raw.startswith("/"):
         errors.append(bad)
         return None
     return Path(raw) if kind is Path else raw

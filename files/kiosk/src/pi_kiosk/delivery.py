@@ -15,6 +15,8 @@ from enum import Enum
 
 import requests
 
+from .timekeeping import duration
+
 log = logging.getLogger(__name__)
 
 STATES = ("ok", "network", "server", "auth", "routing", "unexpected")
@@ -86,8 +88,8 @@ class DeliveryStatus:
     state: str = "ok"
     detail: str = ""
     hint: str = ""
-    blocked_since: float | None = None  # time.monotonic() when delivery stopped; None while it works
-    state_since: float | None = None  # time.monotonic() when the current state began
+    blocked_since: float | None = None  # when delivery stopped, on the tracker's clock; None while it works
+    state_since: float | None = None  # when the current state began, on that clock
 
     @property
     def blocked(self) -> bool:
@@ -104,12 +106,6 @@ class DeliveryStatus:
 
     def describe(self) -> str:
         return f"blocked by {self.detail}: {self.hint}" if self.blocked else "ok"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 class DeliveryTracker:
@@ -147,4 +143,4 @@ class DeliveryTracker:
             return
         self._set(DeliveryStatus())
         log.info("attendance delivery resumed after %s blocked (last by %s); %d event(s) were waiting",
-                 _duration(old.blocked_seconds(self._clock())), old.detail, self._waiting())
+                 duration(old.blocked_seconds(self._clock())), old.detail, self._waiting())

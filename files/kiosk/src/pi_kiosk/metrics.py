@@ -1,11 +1,14 @@
 """Health and Prometheus metrics on a small localhost HTTP endpoint.
 
-/healthz answers 200 while frames are being processed and 503 once none has been for
-`stale_seconds` (a stuck camera or a hung model). It still answers 200, with status "degraded"
+/healthz answers 200 while frames are being processed, and 503 while the camera is missing (the
+service waits for it: camera.py) or once no frame has been processed for `stale_seconds` (a stuck
+camera or a hung model): a kiosk that sees nothing is not healthy, and a deploy's health gate must
+not commit a release it cannot see work. It still answers 200, with status "degraded"
 and the reason in words, while the kiosk recognises people but something needs an operator: the
 server has refused the token for longer than `auth_degraded_seconds` (nothing reaches it), the
-outbox cannot be written (a full disk: events are held in memory), or the gallery sync has failed
-FAILURES_DEGRADED times in a row or its thread has ended. /metrics is the Prometheus text format
+outbox cannot be written (a full disk: events are held in memory), the gallery sync has failed
+FAILURES_DEGRADED times in a row or its thread has ended, or the clock is not synchronised (events
+wait for it: timekeeping.py). /metrics is the Prometheus text format
 from prometheus_client. Both are served from one thread of the standard library's HTTP server.
 """
 from __future__ import annotations
@@ -21,9 +24,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__, outbox_writer, sync
+from .camera import CameraStatus
 from .delivery import STATES, DeliveryStatus
 from .outbox_writer import WriteStatus
 from .sync import SyncStatus
+from .timekeeping import ClockStatus
 
 # Latency buckets from 1 ms to 2.5 s: a Pi Zero 2 W running ResNet-50 still lands in one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -54,6 +59,8 @@ class Metrics:
         self.delivery: Callable[[], DeliveryStatus] = DeliveryStatus
         self.writes: Callable[[], WriteStatus] = WriteStatus
         self.sync: Callable[[], SyncStatus] = SyncStatus
+        self.camera: Callable[[], CameraStatus] = CameraStatus
+        self.clock_status: Callable[[], ClockStatus] = ClockStatus
 
     def observe(self, stage: str, seconds: float) -> None:
         self.latency.labels(stage).observe(seconds)
@@ -74,6 +81,14 @@ class Metrics:
     def track_sync(self, status: Callable[[], SyncStatus]) -> None:
         self.sync = status
         self.registry.register(_SyncCollector(status))
+
+    def track_camera(self, status: Callable[[], CameraStatus]) -> None:
+        self.camera = status
+        self.registry.register(_CameraCollector(status, self.clock))
+
+    def track_clock(self, status: Callable[[], ClockStatus]) -> None:
+        self.clock_status = status
+        self.registry.register(_ClockCollector(status))
 
 
 class _OutboxCollector(Collector):
@@ -120,10 +135,36 @@ class _SyncCollector(Collector):
                                 value=status.failures)
 
 
+class _CameraCollector(Collector):
+    def __init__(self, status: Callable[[], CameraStatus], clock: Callable[[], float]) -> None:
+        self._status, self._clock = status, clock
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily("kiosk_camera_missing", "1 while the camera is missing (the kiosk waits for it and "
+                                "reopens it with backoff), 0 while it delivers frames", value=int(status.missing))
+        yield GaugeMetricFamily("kiosk_camera_missing_seconds", "Seconds the camera has been missing (0 while it "
+                                "delivers frames)", value=status.missing_seconds(self._clock()))
+
+
+class _ClockCollector(Collector):
+    def __init__(self, status: Callable[[], ClockStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily("kiosk_clock_synchronized", "1 once the system clock is synchronised in this boot "
+                                "(clock.synchronized_path exists), 0 before", value=int(status.synchronized))
+        yield GaugeMetricFamily("kiosk_clock_waiting_events", "Attendance events recorded while the clock was not "
+                                "synchronised, waiting for it before they are sent", value=status.waiting)
+
+
 class HealthServer:
     def __init__(self, metrics: Metrics, host: str, port: int, stale_seconds: float, *,
-                 auth_degraded_seconds: float, threads: int | None) -> None:
+                 auth_degraded_seconds: float, threads: int | None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
+        self.wall = wall  # Unix time, for the times /healthz shows
         self.stale_seconds = stale_seconds
         self.auth_degraded_seconds = auth_degraded_seconds
         self.threads = threads  # the embedding model's ONNX Runtime intra-op threads (None: Edge TPU)
@@ -136,14 +177,20 @@ class HealthServer:
         return int(self._server.server_address[1])
 
     def healthy(self) -> tuple[bool, dict[str, float | str | int | None]]:
-        """(frames are processed?, the /healthz body)."""
+        """(frames are processed, and the camera is there?, the /healthz body): 200 or 503."""
         now = self.metrics.clock()
         age = now - self.metrics.last_frame
         delivery = self.metrics.delivery()
         writes, sync_status = self.metrics.writes(), self.metrics.sync()
+        camera, clock = self.metrics.camera(), self.metrics.clock_status()
         body: dict[str, float | str | int | None] = {
-            "status": "ok", "seconds_since_last_frame": round(age, 3), "delivery": delivery.state,
-            "outbox": writes.state, "sync": sync_status.state, "version": __version__, "threads": self.threads}
+            "status": "ok", "seconds_since_last_frame": round(age, 3), "camera": camera.state,
+            "delivery": delivery.state, "outbox": writes.state, "sync": sync_status.state,
+            "clock": "synchronized" if clock.synchronized else "unsynchronized", "version": __version__,
+            "threads": self.threads}
+        if camera.missing:
+            body.update(status="camera_missing", reason=camera.describe(now, self.wall()))
+            return False, body
         if age > self.stale_seconds:
             body.update(status="stale", reason=f"no frame processed for {age:.0f} s "
                                                f"(metrics.stale_seconds = {self.stale_seconds:g})")
@@ -157,6 +204,8 @@ class HealthServer:
             problems.append(writes.describe())
         if sync_status.state != "ok":
             problems.append(sync_status.describe())
+        if not clock.synchronized:
+            problems.append(clock.describe())
         if problems:
             body.update(status="degraded", reason="; ".join(problems))
         return True, body

@@ -52,8 +52,9 @@ class Notifier:
         self.notify("STOPPING=1", "STATUS=stopping")
 
     def watchdog(self) -> None:
-        """Ping the watchdog, at most every WATCHDOG_USEC / 2: called from the frame loop, so a
-        stuck camera or a hung inference stops the pings and systemd restarts the service."""
+        """Ping the watchdog, at most every WATCHDOG_USEC / 2: called from the frame loop (and while it
+        waits for a missing camera), so a camera read or an inference that hangs stops the pings and
+        systemd restarts the service."""
         if self.watchdog_interval is None:
             return
         now = self._clock()

@@ -1,4 +1,4 @@
-"""Durable outbox for attendance events: written before sending, deleted only once delivered.
+"""Durable outbox for attendance events: written before sending, moved out only once delivered.
 
 Events live in SQLite (WAL, synchronous=FULL) from the moment they are recognised. A sender
 posts due events to `{server}/toon/attendance` as the guide's message ({"E1": employee id,
@@ -9,6 +9,12 @@ that is down, or refuses the token, does so for every event, and the order of ev
 a kill at any point loses nothing. The one case a client cannot settle alone, a request the
 server processed whose answer never arrived, is resent with the same key, so a server that
 honours the key records it once.
+
+Each event keeps how its time is known (timekeeping.py): an event recorded while the clock is not
+synchronised waits, unsent, until the clock is synchronised in the same boot and place() gives it
+its true time; one of an earlier boot that never was is sent with its estimate, flagged. Delivered
+events are kept for a day (the longest report.cooldown_seconds) beside the pending and rejected ones,
+so that a restarted service knows whom it reported lately (reported()).
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ from pathlib import Path
 
 import requests
 
+from .backoff import doubling
 from .client import ServerClient
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
 from .redact import redact_url
+from .timekeeping import Stamp, Timekeeper, local_time
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +61,52 @@ _SCHEMA = (
         response TEXT
     )""",
 )
+# An event's time, in the `clock` column of every table: true; unsynchronized, waiting until this
+# boot's clock is synchronised (TS1 is what the clock showed, replaced by the true time before it is
+# sent); or an earlier boot's that never was (TS1 stays the clock's reading, sent flagged TS1_estimated).
+SYNCHRONIZED, UNSYNCHRONIZED, ESTIMATED = "synchronized", "unsynchronized", "estimated"
+# Delivered events are kept this long for the cooldown (the largest report.cooldown_seconds).
+KEEP_DELIVERED_SECONDS = 86400.0
 # Entry n takes a database from user_version n to n + 1. Kiosks hold outbox files already, so
 # the schema only ever grows this way.
-_MIGRATIONS = (
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # The event's outbox row id, so that a requeued event gets its old place in the queue back
     # (NULL for events set aside by 0.1).
-    "ALTER TABLE rejected ADD COLUMN outbox_id INTEGER",
+    ("ALTER TABLE rejected ADD COLUMN outbox_id INTEGER",),
+    # How each event's time is known, and when in which boot it happened (NULL for events stored
+    # before, which all took the wall clock's time); delivered events, kept a while for the cooldown.
+    (*(f"ALTER TABLE {table} ADD COLUMN {column}" for table in ("outbox", "rejected") for column in (
+        f"clock TEXT NOT NULL DEFAULT '{SYNCHRONIZED}'", "boot_id TEXT", "boot_seconds REAL")),
+     """CREATE TABLE delivered (
+        idempotency_key TEXT PRIMARY KEY,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        delivered_at REAL NOT NULL,
+        clock TEXT NOT NULL,
+        boot_id TEXT,
+        boot_seconds REAL
+    )"""),
 )
+# What every table keeps of an event besides its key and payload, in one order for the copies between them.
+_TIME_COLUMNS = "created_at, clock, boot_id, boot_seconds"
 
 
 @dataclass(frozen=True)
 class Event:
     key: str
-    payload: dict[str, str]
+    payload: dict[str, str | bool]  # the guide's E1, S1 and TS1; TS1_estimated true for an estimated time
     attempts: int = 0
 
 
 def new_event(employee_id: str, status: str, when: datetime) -> Event:
     """The guide's message with its Idempotency-Key, fixed here for every attempt to store and send it."""
+    return Event(str(uuid.uuid4()), {"E1": employee_id, "S1": status, "TS1": _ts1(when)})
+
+
+def _ts1(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("attendance timestamps must be timezone-aware")
-    return Event(str(uuid.uuid4()), {"E1": employee_id, "S1": status, "TS1": when.isoformat(timespec="seconds")})
+    return when.isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,7 @@ class Backlog:
     oldest_created_at: float | None  # Unix time of the oldest pending event
     last_error: str | None  # of the oldest event that failed, with its attempts
     last_error_attempts: int
+    unsynchronized: int = 0  # of the pending, waiting until the clock is synchronised
 
 
 class Outbox:
@@ -126,8 +160,9 @@ class Outbox:
             self._db.execute(statement)
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         # A newer pi-kiosk's database (after a downgrade) is used as it is: every query here names its columns.
-        for statement in _MIGRATIONS[version:]:
-            self._db.execute(statement)
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                self._db.execute(statement)
         if version < len(_MIGRATIONS):
             self._db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
@@ -136,31 +171,75 @@ class Outbox:
             self._db.close()
 
     def add(self, employee_id: str, status: str, when: datetime) -> Event:
-        """Store a new event; it is durable when this returns."""
+        """Store a new event at a time known to be true; it is durable when this returns."""
         event = new_event(employee_id, status, when)
-        self.store(event, time.time())
+        self.store(event, Stamp(when.timestamp(), synchronized=True))
         return event
 
-    def store(self, event: Event, created_at: float) -> None:
-        """Store an event made earlier (new_event), `created_at` its Unix time; durable when this returns.
+    def store(self, event: Event, stamp: Stamp) -> None:
+        """Store an event made earlier (new_event) at `stamp`, its TS1; durable when this returns.
         Storing one again is a no-op: a retried write whose first try did land keeps one row."""
+        clock = SYNCHRONIZED if stamp.synchronized else UNSYNCHRONIZED
+        boot = (stamp.boot_id, stamp.boot_seconds) if stamp.boot_id else (None, None)
         with self._lock:
             self._db.execute(
-                "INSERT INTO outbox (idempotency_key, payload, created_at) VALUES (?, ?, ?) "
+                f"INSERT INTO outbox (idempotency_key, payload, {_TIME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (idempotency_key) DO NOTHING",
-                (event.key, json.dumps(event.payload), created_at),
+                (event.key, json.dumps(event.payload), stamp.wall, clock, *boot),
             )
 
     def pending(self, limit: int = 50) -> list[Event]:
-        """The oldest undelivered events."""
+        """The oldest undelivered events whose time is known (not unsynchronized)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT idempotency_key, payload, attempts FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+                "SELECT idempotency_key, payload, attempts FROM outbox WHERE clock <> ? ORDER BY id LIMIT ?",
+                (UNSYNCHRONIZED, limit)).fetchall()
         return [Event(key, json.loads(payload), attempts) for key, payload, attempts in rows]
 
     def delivered(self, key: str) -> None:
-        with self._lock:
+        """Move a delivered event aside, kept a day for the cooldown; older ones go."""
+        now = time.time()
+        with self._lock, self._transaction():
+            self._db.execute(
+                f"INSERT OR REPLACE INTO delivered (idempotency_key, payload, delivered_at, {_TIME_COLUMNS}) "
+                f"SELECT idempotency_key, payload, ?, {_TIME_COLUMNS} FROM outbox WHERE idempotency_key = ?",
+                (now, key))
             self._db.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
+            self._db.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - KEEP_DELIVERED_SECONDS,))
+
+    def place(self, boot_id: str, wall_at: Callable[[float], float]) -> int:
+        """Give the unsynchronized events of boot `boot_id` their true time, `wall_at(their CLOCK_BOOTTIME)`,
+        once its clock is synchronised; they are sent from then on. Returns how many."""
+        with self._lock, self._transaction():
+            rows = self._db.execute("SELECT idempotency_key, payload, boot_seconds FROM outbox "
+                                    "WHERE clock = ? AND boot_id = ?", (UNSYNCHRONIZED, boot_id)).fetchall()
+            for key, payload, boot_seconds in rows:
+                wall = wall_at(boot_seconds)
+                self._db.execute("UPDATE outbox SET payload = ?, created_at = ?, clock = ? WHERE idempotency_key = ?",
+                                 (json.dumps({**json.loads(payload), "TS1": _ts1(local_time(wall))}), wall,
+                                  SYNCHRONIZED, key))
+        return len(rows)
+
+    def estimate_earlier_boots(self, boot_id: str) -> int:
+        """Let the unsynchronized events of a boot other than `boot_id` go with the time their clock
+        showed, flagged TS1_estimated: their boot never got its clock synchronised. Returns how many."""
+        with self._lock, self._transaction():
+            rows = self._db.execute("SELECT idempotency_key, payload FROM outbox WHERE clock = ? AND boot_id <> ?",
+                                    (UNSYNCHRONIZED, boot_id)).fetchall()
+            for key, payload in rows:
+                self._db.execute("UPDATE outbox SET payload = ?, clock = ? WHERE idempotency_key = ?",
+                                 (json.dumps({**json.loads(payload), "TS1_estimated": True}), ESTIMATED, key))
+        return len(rows)
+
+    def reported(self) -> list[tuple[str, Stamp]]:
+        """(employee id, when) of every event kept here: pending, delivered within the last day, rejected."""
+        with self._lock:
+            rows = self._db.execute(" UNION ALL ".join(
+                f"SELECT payload, {_TIME_COLUMNS} FROM {table}" for table in ("outbox", "delivered", "rejected")
+            )).fetchall()
+        return [(str(json.loads(payload).get("E1", "")), Stamp(created_at, clock == SYNCHRONIZED, boot_id or "",
+                                                               boot_seconds or 0.0))
+                for payload, created_at, clock, boot_id, boot_seconds in rows]
 
     def failed(self, key: str, error: str) -> None:
         """Note a failed attempt (kept for an operator: `attempts`, `last_error`)."""
@@ -173,8 +252,8 @@ class Outbox:
         with self._lock, self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO rejected "
-                "(idempotency_key, payload, created_at, rejected_at, status, response, outbox_id) "
-                "SELECT idempotency_key, payload, created_at, ?, ?, ?, id FROM outbox WHERE idempotency_key = ?",
+                f"(idempotency_key, payload, rejected_at, status, response, outbox_id, {_TIME_COLUMNS}) "
+                f"SELECT idempotency_key, payload, ?, ?, ?, id, {_TIME_COLUMNS} FROM outbox WHERE idempotency_key = ?",
                 (time.time(), status, response[:500], key))
             self._db.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
 
@@ -185,7 +264,7 @@ class Outbox:
             # Events with a recorded place first (their ids are explicit), then 0.1's, oldest first,
             # which take new ids at the end of the queue.
             rows = self._db.execute(
-                "SELECT idempotency_key, payload, created_at, outbox_id FROM rejected "
+                f"SELECT idempotency_key, payload, outbox_id, {_TIME_COLUMNS} FROM rejected "
                 "ORDER BY outbox_id IS NULL, outbox_id, created_at").fetchall()
             if keys:
                 wanted = set(keys)
@@ -194,9 +273,9 @@ class Outbox:
                     raise OutboxError(f"{self.path}: no rejected event with idempotency key {', '.join(unknown)}; "
                                       "`pi-kiosk outbox list` shows the rejected events")
                 rows = [row for row in rows if row[0] in wanted]
-            for key, payload, created_at, outbox_id in rows:
-                self._db.execute("INSERT INTO outbox (id, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?)",
-                                 (outbox_id, key, payload, created_at))
+            for key, payload, outbox_id, *times in rows:
+                self._db.execute(f"INSERT INTO outbox (id, idempotency_key, payload, {_TIME_COLUMNS}) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (outbox_id, key, payload, *times))
                 self._db.execute("DELETE FROM rejected WHERE idempotency_key = ?", (key,))
         return len(rows)
 
@@ -210,15 +289,24 @@ class Outbox:
             (count,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
         return int(count)
 
+    def unsynchronized(self) -> int:
+        """Pending events waiting until the clock is synchronised."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM outbox WHERE clock = ?", (UNSYNCHRONIZED,)).fetchone()
+        return int(count)
+
     def backlog(self) -> Backlog:
         """What an operator needs to know about the queue (`pi-kiosk outbox list`)."""
         with self._lock:
-            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+            pending, oldest, unsynchronized = self._db.execute(
+                "SELECT COUNT(*), MIN(created_at), COUNT(*) FILTER (WHERE clock = ?) FROM outbox",
+                (UNSYNCHRONIZED,)).fetchone()
             (rejected,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
             # A pass stops at the first failure, so the oldest failed event holds the latest error.
             error = self._db.execute("SELECT last_error, attempts FROM outbox WHERE last_error IS NOT NULL "
                                      "ORDER BY id LIMIT 1").fetchone()
-        return Backlog(int(pending), int(rejected), oldest, error[0] if error else None, error[1] if error else 0)
+        return Backlog(int(pending), int(rejected), oldest, error[0] if error else None, error[1] if error else 0,
+                       int(unsynchronized))
 
     def rejected(self) -> list[RejectedEvent]:
         with self._lock:
@@ -233,8 +321,9 @@ class Sender:
 
     def __init__(self, outbox: Outbox, server: ServerClient, *, retry_initial: float = 2.0, retry_max: float = 300.0,
                  on_change: Callable[[DeliveryStatus], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, timekeeper: Timekeeper | None = None) -> None:
         self.outbox = outbox
+        self.timekeeper = timekeeper  # each pass places this boot's unsynchronized events once it can
         self.server = server
         self.url = redact_url(server.attendance_url)  # for messages
         self.retry_initial = retry_initial
@@ -255,8 +344,7 @@ class Sender:
     def backoff(self, failures: int) -> float:
         """Pause after `failures + 1` consecutive failures: doubling, capped, with jitter so a
         fleet that lost its server together does not come back in lockstep."""
-        base = min(self.retry_max, self.retry_initial * 2.0 ** min(failures, 32))
-        return base * random.uniform(0.5, 1.0)
+        return doubling(failures, self.retry_initial, self.retry_max) * random.uniform(0.5, 1.0)
 
     def retry_in(self) -> float:
         return max(0.0, self._resume_at - self._clock())
@@ -281,6 +369,7 @@ class Sender:
             return 0
         delivered = 0
         try:
+            self._place_unsynchronized()
             for event in self.outbox.pending():
                 try:
                     resp = self.server.post_attendance(event.payload, event.key)
@@ -309,6 +398,14 @@ class Sender:
             log.warning("attendance delivery paused for %.0f s: the outbox database failed: %s", self.retry_in(), exc)
         return delivered
 
+    def _place_unsynchronized(self) -> None:
+        keeper = self.timekeeper
+        if keeper is not None and keeper.synchronized():
+            placed = self.outbox.place(keeper.boot_id, keeper.wall_at)
+            if placed:
+                log.info("clock synchronised: %d attendance event(s) that waited for it now carry their true time",
+                         placed)
+
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set, then make one last pass (wake() to make it prompt)."""
         while True:
@@ -318,5 +415,6 @@ class Sender:
             self.deliver_due()
             if stopping:
                 return
-            self._wake.wait(timeout=min(self.retry_in() if self.outbox.depth() else 60.0, 60.0))
+            due = self.outbox.depth() > self.outbox.unsynchronized()  # those wait for the clock, not a retry
+            self._wake.wait(timeout=min(self.retry_in() if due else 60.0, 60.0))
             self._wake.clear()

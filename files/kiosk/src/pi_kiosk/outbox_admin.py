@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from .errors import OutboxError
 from .outbox import Outbox
+from .timekeeping import local_iso
 
 # How much of a stored error to show on one line.
 ERROR_CHARS = 200
@@ -30,22 +30,21 @@ def existing_outbox(path: Path) -> Iterator[Outbox]:
         outbox.close()
 
 
-def _when(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time).astimezone().isoformat(timespec="seconds")
-
-
 def listing(outbox: Outbox, now: float) -> str:
     """Counts, the oldest pending event's age, the last error, and one line per rejected event.
     Of an event's payload only the employee id is shown."""
     backlog = outbox.backlog()
     lines = [f"pending: {backlog.pending}", f"rejected: {backlog.rejected}"]
+    if backlog.unsynchronized:
+        lines.append(f"of the pending, waiting for the clock: {backlog.unsynchronized} (recorded before the clock was "
+                     "synchronised: sent at their true time once it is)")
     if backlog.oldest_created_at is not None:
-        lines.append(f"oldest pending: queued {_when(backlog.oldest_created_at)} "
+        lines.append(f"oldest pending: queued {local_iso(backlog.oldest_created_at)} "
                      f"({max(0.0, now - backlog.oldest_created_at):.0f} s ago)")
     if backlog.last_error is not None:
         lines.append(f"last error: {' '.join(backlog.last_error.split())[:ERROR_CHARS]} "
                      f"(after {backlog.last_error_attempts} attempt(s))")
     for event in outbox.rejected():
         lines.append(f"rejected {event.key} employee {event.employee_id} HTTP {event.status} "
-                     f"queued {_when(event.created_at)} rejected {_when(event.rejected_at)}")
+                     f"queued {local_iso(event.created_at)} rejected {local_iso(event.rejected_at)}")
     return "\n".join(lines)

@@ -17,9 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from .outbox import Event, Outbox, new_event
+from .timekeeping import Stamp, local_time
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class OutboxWriter:
         self.limit = limit
         self._on_written = on_written  # the sender's wake(): events are in the outbox to be sent
         self._clock = clock  # time.monotonic; a test passes one it moves itself
-        self._held: deque[tuple[Event, float]] = deque()  # (event, Unix time it was recorded)
+        self._held: deque[tuple[Event, Stamp]] = deque()  # (event, when it was recorded)
         self._retry_at = 0.0
         self._state, self._error = "ok", ""
         self._dropped = 0
@@ -69,10 +69,10 @@ class OutboxWriter:
     def status(self) -> WriteStatus:
         return WriteStatus(self._state, self._error, len(self._held), self._dropped, self.limit)
 
-    def record(self, employee_id: str, status: str, when: datetime) -> Event:
+    def record(self, employee_id: str, status: str, stamp: Stamp) -> Event:
         """Write a new event to the outbox, after any held ones; hold it if the outbox fails."""
-        event = new_event(employee_id, status, when)
-        self._held.append((event, time.time()))
+        event = new_event(employee_id, status, local_time(stamp.wall))
+        self._held.append((event, stamp))
         self._write_held()
         if len(self._held) > self.limit:
             self._held.pop()
@@ -100,8 +100,8 @@ class OutboxWriter:
         written = 0
         try:
             while self._held:
-                event, created_at = self._held[0]
-                self.outbox.store(event, created_at)
+                event, stamp = self._held[0]
+                self.outbox.store(event, stamp)
                 self._held.popleft()
                 written += 1
         except WRITE_ERRORS as exc:

@@ -1,14 +1,14 @@
 """The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-import time
-from datetime import datetime
 
 import numpy as np
 import requests
 
+from .camera import CameraWait
 from .capture import frames
 from .config import Config
 from .cooldown import Cooldown
@@ -21,16 +21,19 @@ from .outbox_writer import OutboxWriter
 from .pipeline import Recognition
 from .recognizer import assemble
 from .sync import FAILURES_DEGRADED, SyncStatus
+from .timekeeping import ClockStatus, Timekeeper
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Timekeeper | None = None) -> None:
+        """`clock`: the system's clocks, or a test's."""
         self.cfg = cfg
-        self.notifier = Notifier()
+        self.clock = clock or Timekeeper(cfg.clock.synchronized_path)
+        self.notifier = Notifier(clock=self.clock.monotonic)
         self.notifier.status("loading models")
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.clock.monotonic)
         recognizer = assemble(cfg, stream=True, observe=self.metrics.observe)
         self.server, self.sync, self.enrolled, self.pipeline = (
             recognizer.server, recognizer.sync, recognizer.enrolled, recognizer.pipeline)
@@ -39,23 +42,49 @@ class Service:
         self.pipeline.detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
         self.metrics.gallery_size.set(len(gallery))
         self.outbox = Outbox(cfg.outbox.path)
+        estimated = self.outbox.estimate_earlier_boots(self.clock.boot_id)
+        if estimated:
+            log.warning("%d attendance event(s) recorded in an earlier boot whose clock was never synchronised: "
+                        "sent with the time that clock showed, flagged TS1_estimated", estimated)
         self.sender = Sender(self.outbox, self.server, retry_initial=cfg.outbox.retry_initial_seconds,
                              retry_max=cfg.outbox.retry_max_seconds,
-                             on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"))
+                             on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"),
+                             clock=self.clock.monotonic, timekeeper=self.clock)
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
-        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake)
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake,
+                                   clock=self.clock.monotonic)
         self.metrics.track_writes(lambda: self.writer.status)
         self.metrics.track_sync(self.sync_status)
+        self.metrics.track_clock(self.clock_status)
         self._sync_failures, self._sync_error = 0, ""
         self._sync_thread = threading.Thread(target=self._sync_loop, name="sync", daemon=True)
         self._sync_done = False  # set when the loop ends as configured, not by an exception
-        self.cooldown = Cooldown(cfg.report.cooldown_seconds)
+        self.cooldown = Cooldown(cfg.report.cooldown_seconds, self.clock.monotonic)
+        self._remember_reported()
         self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
+        # Waiting for a missing camera feeds the watchdog: only a hung frame loop gets the service restarted.
+        self.camera = CameraWait(cfg.camera.source, clock=self.clock.monotonic,
+                                 wait=functools.partial(self.clock.wait, self.stop_event),
+                                 heartbeat=self.notifier.watchdog)
+        self.metrics.track_camera(lambda: self.camera.status)
         self.summary = (f"{embedder.dim}-d embeddings of model {embedder.model_sha256[:12]}, "
                         f"{gallery.people} people enrolled")
         log.info("models loaded: %s", self.summary)
         log.info("card %s; matching at %g", embedder.card.describe(), self.pipeline.threshold)
+
+    def _remember_reported(self) -> None:
+        """Whom the outbox holds an event of within the cooldown (any state: pending, delivered, rejected)
+        is not reported again by this start. Only events whose age a clock can tell count (timekeeping.py):
+        of this boot, or of an earlier one with the clock synchronised then and now."""
+        remembered = set()
+        for employee, stamp in self.outbox.reported():
+            age = self.clock.age(stamp)
+            if age is not None and self.cooldown.remember(employee, age):
+                remembered.add(employee)
+        if remembered:
+            log.info("cooldown: %d person(s) reported within the last %g s are not reported again yet",
+                     len(remembered), self.cooldown.seconds)
 
     def report(self, results: list[Recognition]) -> None:
         for r in results:
@@ -66,7 +95,7 @@ class Service:
                 continue
             self.metrics.matches.inc()
             if self.cooldown.should_report(employee):
-                self.writer.record(employee, self.cfg.report.status, datetime.now().astimezone())
+                self.writer.record(employee, self.cfg.report.status, self.clock.stamp())
                 self.metrics.events.inc()
                 log.info("attendance: %s (score %.2f)", employee, r.match.score)
 
@@ -83,7 +112,7 @@ class Service:
                           self._sync_failures)
             return
         self._sync_failures, self._sync_error = 0, ""
-        self.metrics.last_sync.set(time.time())
+        self.metrics.last_sync.set(self.clock.wall())
         if fresh is not None:
             self.pipeline.gallery = fresh.merged(self.enrolled)
             self.metrics.gallery_size.set(len(self.pipeline.gallery))
@@ -99,6 +128,10 @@ class Service:
             return SyncStatus("stopped", self._sync_failures, self._sync_error)
         state = "failing" if self._sync_failures >= FAILURES_DEGRADED else "ok"
         return SyncStatus(state, self._sync_failures, self._sync_error)
+
+    def clock_status(self) -> ClockStatus:
+        """For /healthz and /metrics (read from their thread)."""
+        return self.clock.status(self.outbox.unsynchronized())
 
     def _sync_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -116,7 +149,7 @@ class Service:
         cam, met = self.cfg.camera, self.cfg.metrics
         health = HealthServer(self.metrics, met.host, met.port, met.stale_seconds,
                               auth_degraded_seconds=self.cfg.outbox.auth_degraded_seconds,
-                              threads=self.pipeline.embedder.threads)
+                              threads=self.pipeline.embedder.threads, wall=self.clock.wall)
         health.start()
         log.info("health and metrics on http://%s:%d/", met.host, health.port)
         sender = threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender")
@@ -124,13 +157,14 @@ class Service:
             worker.start()
         self.notifier.ready(f"running; {self.summary}; health on http://{met.host}:{health.port}/healthz")
         min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
+        clock = self.clock
         try:
-            next_frame = time.monotonic()
-            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, stop=self.stop_event):
+            next_frame = clock.monotonic()
+            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, camera=self.camera):
                 if self.stop_event.is_set():
                     break
                 self.writer.retry()
-                now = time.monotonic()
+                now = clock.monotonic()
                 if self.gate.should_process(frame, now):
                     results = self.pipeline.process(frame)
                     self.gate.processed(bool(results), now)
@@ -141,11 +175,11 @@ class Service:
                 self.notifier.watchdog()
                 if min_interval:
                     next_frame += min_interval
-                    delay = next_frame - time.monotonic()
+                    delay = next_frame - clock.monotonic()
                     if delay > 0:
-                        self.stop_event.wait(delay)
+                        clock.wait(self.stop_event, delay)
                     else:
-                        next_frame = time.monotonic()
+                        next_frame = clock.monotonic()
         finally:
             self.notifier.stopping()
             self.writer.close()  # before the sender's last pass, which sends what it writes

@@ -15,6 +15,7 @@ th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;font-siz
 th{background:#f3f3f3}
 a{color:#0645ad}
 .muted{color:#777}
+.estimated{color:#a15c00}
 @media (max-width:600px){td,th{font-size:.85rem;padding:.3rem}}
 """
 
@@ -23,12 +24,19 @@ def _link(text: str, **query: str) -> str:
     return f'<a href="/?{escape(urlencode(query))}">{escape(text)}</a>'
 
 
+def _time(event: Event) -> str:
+    if not event.estimated:
+        return escape(event.at)
+    return (f'{escape(event.at)} <span class=estimated title="the kiosk\'s clock was never synchronised when it '
+            'recorded this event: the time is its estimate">(clock unknown: estimated)</span>')
+
+
 def render(events: list[Event], employees: dict[str, dict[str, object]], now: datetime) -> str:
     per_kiosk = Counter(e.kiosk for e in events)
     per_person = Counter(e.employee for e in events)
     names = {emp: str(info.get("name") or "") for emp, info in employees.items()}
     rows = "".join(
-        f"<tr><td>{escape(e.at)}</td><td>{_link(e.kiosk, kiosk=e.kiosk)}</td>"
+        f"<tr><td>{_time(e)}</td><td>{_link(e.kiosk, kiosk=e.kiosk)}</td>"
         f"<td>{_link(e.employee, employee=e.employee)}"
         f" <span class=muted>{escape(names.get(e.employee, ''))}</span></td>"
         f"<td>{escape(e.status)}</td></tr>"

@@ -12,6 +12,9 @@ class AttendanceEvent(BaseModel):
     E1: str = Field(pattern=EMPLOYEE_ID, description="employee id")
     S1: str = Field(min_length=1, max_length=16, description="status, e.g. IN")
     TS1: AwareDatetime = Field(description="when, ISO 8601 with its UTC offset")
+    TS1_estimated: bool = Field(default=False, description=(
+        "TS1 is only the kiosk's estimate: its clock was never synchronised in the boot the event was "
+        "recorded in (a Raspberry Pi has no clock of its own), and may be off by hours or days"))
 
 
 class Enrollment(BaseModel):

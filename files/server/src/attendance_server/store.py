@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(at DESC);
 """
+# Entry n takes a database from user_version n to n + 1 (SCHEMA is the first release's tables).
+MIGRATIONS = (
+    # The kiosk's TS1_estimated: a time from a clock that was never synchronised (1), or a true one (0).
+    "ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",
+)
 
 
 class Conflict(Exception):
@@ -58,6 +63,7 @@ class Event:
     status: str
     at: str
     received: str
+    estimated: bool  # `at` is the kiosk's estimate (TS1_estimated)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ class Store:
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            for statement in MIGRATIONS[version:]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -151,17 +161,17 @@ class Store:
 
     # Attendance.
 
-    def record(self, key: str, kiosk: str, employee: str, status: str, at: str) -> bool:
+    def record(self, key: str, kiosk: str, employee: str, status: str, at: str, estimated: bool) -> bool:
         """Stores an event once per key: True when new, False for a replay of the same event;
         Conflict when the key was used for another event."""
         with self.connect() as db:
-            new = db.execute("INSERT INTO events (idempotency_key, kiosk, employee, status, at, received) "
-                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
-                             (key, kiosk, employee, status, at, now())).rowcount > 0
+            new = db.execute("INSERT INTO events (idempotency_key, kiosk, employee, status, at, received, estimated) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
+                             (key, kiosk, employee, status, at, now(), estimated)).rowcount > 0
             if not new:
-                stored = db.execute("SELECT kiosk, employee, status, at FROM events WHERE idempotency_key = ?",
-                                    (key,)).fetchone()
-                if tuple(stored) != (kiosk, employee, status, at):
+                stored = db.execute("SELECT kiosk, employee, status, at, estimated FROM events "
+                                    "WHERE idempotency_key = ?", (key,)).fetchone()
+                if tuple(stored) != (kiosk, employee, status, at, estimated):
                     raise Conflict(f"Idempotency-Key {key} was used for another event")
         return new
 
@@ -172,7 +182,8 @@ class Store:
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = ("SELECT idempotency_key, kiosk, employee, status, at, received FROM events"
+        sql = ("SELECT idempotency_key, kiosk, employee, status, at, received, estimated FROM events"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, row DESC LIMIT ?")
         with self.connect() as db:
-            return [Event(*row) for row in db.execute(sql, (*args, limit))]
+            return [Event(key, kiosk, employee, status, at, received, bool(estimated))
+                    for key, kiosk, employee, status, at, received, estimated in db.execute(sql, (*args, limit))]

@@ -36,7 +36,7 @@ def attendance(event: AttendanceEvent, response: Response, name: KioskDep, store
     if not idempotency_key:
         raise HTTPException(400, "an Idempotency-Key header is required (the kiosk's outbox sends one per event)")
     try:
-        new = store.record(idempotency_key, name, event.E1, event.S1, event.TS1.isoformat())
+        new = store.record(idempotency_key, name, event.E1, event.S1, event.TS1.isoformat(), event.TS1_estimated)
     except Conflict as exc:
         raise HTTPException(422, str(exc)) from None
     if not new:
