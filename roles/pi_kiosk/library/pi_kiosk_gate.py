@@ -146,8 +146,9 @@ healthz:
     status:
       description: >-
         V(ok), V(degraded) (the kiosk recognises people but something needs attention, said in C(reason): delivery
-        blocked, events held in memory on a full disk, the gallery sync failing) or V(stale) (no frame for too long,
-        with a 503).
+        blocked, events held in memory on a full disk, the gallery sync failing, the clock not synchronised),
+        V(stale) (no frame for too long, with a 503) or V(camera_missing) (the camera cannot be opened, with a 503: the
+        kiosk waits for it and recovers by itself, but a deploy does not commit a kiosk that sees nothing).
       type: str
       sample: ok
     reason:
