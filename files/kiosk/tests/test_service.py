@@ -452,7 +452,8 @@ def test_a_camera_that_comes_and_goes_is_waited_for_with_the_watchdog_fed(
         body = requests.get(url + "/healthz", timeout=5)
         assert body.status_code == 503 and body.json()["camera"] == "missing"
         since = body.json()["reason"].removeprefix("camera /dev/video7 missing since ").split(" ")[0]
-        assert abs(datetime.fromisoformat(since).timestamp() - unplugged[1]) <= 1
+        # Whole seconds in the reason, and the loss is seen at the next read after the unplugging: within 2 s.
+        assert abs(datetime.fromisoformat(since).timestamp() - unplugged[1]) <= 2
         metrics = requests.get(url + "/metrics", timeout=5).text.splitlines()
         assert "kiosk_camera_missing 1.0" in metrics
         frames = service.metrics.frames._value.get()
