@@ -15,7 +15,7 @@ CONFIG_INPUTS: dict[str, Any] = {
     "cache_dir": "/var/cache/pi-kiosk", "coral_backend": False, "coral_model_path": "/opt/pi-kiosk/models/",
     "server_url": "https://attendance.example.com", "token_file": "/etc/pi-kiosk/token",
     "camera": {"source": 0, "width": "640", "height": 480, "max_fps": "10", "loop": "yes"},
-    "metrics_port": "9108", "state_dir": "/var/lib/pi-kiosk",
+    "metrics_port": "9108", "state_dir": "/var/lib/pi-kiosk", "heartbeat_seconds": "60",
 }
 HEALTHY = {"changed": True, "ready_seconds": 4.8, "fps": 0.07, "healthz": {"version": "0.2.0", "threads": 4}}
 HEALTHY_TEXT = "healthy: ready in 4.8 s, 0.07 frames/s over 30 s, version 0.2.0, 4 threads"
@@ -35,6 +35,7 @@ def test_the_configuration_has_every_section_with_typed_values() -> None:
         "metrics": {"host": "127.0.0.1", "port": 9108},
         "outbox": {"path": "/var/lib/pi-kiosk/outbox.sqlite3"},
         "sync": {"cache_path": "/var/lib/pi-kiosk/gallery.npz", "enrolled_path": "/var/lib/pi-kiosk/enrolled.npz"},
+        "heartbeat": {"interval_seconds": 60.0},
     }
 
 

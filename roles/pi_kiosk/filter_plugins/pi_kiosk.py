@@ -26,7 +26,7 @@ def _live_release(facts: Result | None) -> str | None:
 def pi_kiosk_config(settings: dict[str, dict[str, Any]], *, model_path: str, model_sha256: str, card: str,
                     threads: int | str, cache_dir: str, coral_backend: bool | str, coral_model_path: str,
                     server_url: str, token_file: str, camera: dict[str, Any], metrics_port: int | str,
-                    state_dir: str) -> dict[str, dict[str, Any]]:
+                    state_dir: str, heartbeat_seconds: float | str) -> dict[str, dict[str, Any]]:
     """config.toml as sections: the role's settings, then pi_kiosk_settings over them (section by section, key by key).
 
     card: the model's card, a built-in card's name or the path of its card file on the Pi (embedder.card).
@@ -43,6 +43,7 @@ def pi_kiosk_config(settings: dict[str, dict[str, Any]], *, model_path: str, mod
         "metrics": {"host": "127.0.0.1", "port": int(metrics_port)},
         "outbox": {"path": f"{state_dir}/outbox.sqlite3"},
         "sync": {"cache_path": f"{state_dir}/gallery.npz", "enrolled_path": f"{state_dir}/enrolled.npz"},
+        "heartbeat": {"interval_seconds": float(heartbeat_seconds)},
     }
     for section, keys in settings.items():
         config[section] = {**config.get(section, {}), **keys}

@@ -42,6 +42,11 @@ options:
     description: The allowed_signers file whose keys a release must be signed by (RV(signed) says whether it is there).
     type: path
     default: /etc/pi-kiosk/allowed_signers
+  list_cameras:
+    description:
+      - Also list the CSI cameras with C(rpicam-vid --list-cameras) (RV(cameras)), for a kiosk whose camera is one.
+    type: bool
+    default: false
 seealso:
   - module: pi_kiosk_switch
   - module: pi_kiosk_release
@@ -227,10 +232,18 @@ service:
       description: The memory its control group uses, in bytes, or C([not set]) (not running, or not accounted).
       type: str
       sample: "187432960"
+cameras:
+  description:
+    - What C(rpicam-vid --list-cameras) printed (the pi_facts role's pi_cameras filter reads it); null when
+      O(list_cameras) is false or C(rpicam-vid) is not installed.
+  type: str
+  returned: always
+  sample: "Available cameras\n-----------------\n0 : imx708 [4608x2592 10-bit RGGB] (/base/soc/i2c0mux/i2c@1/imx708@1a)\n"
 """
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -267,6 +280,18 @@ def unit_state(unit: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
+def camera_listing() -> str | None:
+    """libcamera's camera list (its log lines on stderr are not part of it); None without rpicam-vid."""
+    tool = shutil.which("rpicam-vid")
+    if tool is None:
+        return None
+    try:
+        proc = subprocess.run([tool, "--list-cameras"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return ""
+    return proc.stdout
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -275,6 +300,7 @@ def main() -> None:
             "python": {"type": "path", "default": "/usr/bin/python3"},
             "unit": {"type": "str", "default": "pi-kiosk.service"},
             "allowed_signers": {"type": "path", "default": "/etc/pi-kiosk/allowed_signers"},
+            "list_cameras": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -296,6 +322,7 @@ def main() -> None:
         free_mb=fs.f_bavail * fs.f_frsize // (1 << 20),
         signed=os.path.isfile(p["allowed_signers"]),
         service=unit_state(p["unit"]),
+        cameras=camera_listing() if p["list_cameras"] else None,
     )
 
 
