@@ -1,4 +1,4 @@
-"""The pi_facts role's camera listing (filter plugin pi_cameras): rpicam-vid --list-cameras as the kiosk names cameras."""
+"""pi_facts' camera listing (filter plugin pi_cameras): rpicam-vid --list-cameras, named as the kiosk names cameras."""
 from __future__ import annotations
 
 import pytest

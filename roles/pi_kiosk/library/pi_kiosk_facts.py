@@ -238,7 +238,7 @@ cameras:
       O(list_cameras) is false or C(rpicam-vid) is not installed.
   type: str
   returned: always
-  sample: "Available cameras\n-----------------\n0 : imx708 [4608x2592 10-bit RGGB] (/base/soc/i2c0mux/i2c@1/imx708@1a)\n"
+  sample: "Available cameras\n-----------------\n0 : imx708 [4608x2592 10-bit RGGB] (/base/soc/i2c0mux/i2c@1/imx708@1a)"
 """
 
 import json
