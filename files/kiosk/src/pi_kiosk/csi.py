@@ -25,9 +25,11 @@ WIDTH_MULTIPLE = 128
 
 def camera_number(source: str) -> int | None:
     """The camera `source` names when it is a CSI camera; None when it is some other kind of source."""
-    if source != PREFIX and not source.startswith(PREFIX + ":"):
+    if source == PREFIX:
+        return 0
+    if not source.startswith(PREFIX + ":"):
         return None
-    number = source.removeprefix(PREFIX).removeprefix(":") or "0"
+    number = source.removeprefix(PREFIX + ":")
     if not (number.isascii() and number.isdigit() and int(number) <= MAX_CAMERA):
         raise ConfigError(f"camera.source = {source!r}: expected {ALLOWED}")
     return int(number)

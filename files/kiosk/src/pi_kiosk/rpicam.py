@@ -4,7 +4,7 @@ OpenCV's VideoCapture cannot open a libcamera camera, and picamera2 needs Raspbe
 Python packages, which the kiosk's venv does not see. rpicam-vid (package rpicam-apps-lite) runs the
 camera and writes each frame as raw YUV420 (I420), `--codec yuv420`: no encoder on the Pi and no
 decoder here (MJPEG would cost a JPEG decode per frame), only one cv2.cvtColor into a buffer made once.
-The frame's bytes are read with readinto into a buffer made once too, so a frame allocates nothing.
+The frame's bytes are read with readinto into buffers made once too, so a frame allocates nothing.
 
 A frame is read whole; no data for `timeout` seconds, or rpicam-vid exiting, ends the stream (the
 capture loop then waits for the camera, feeding the watchdog: capture.py, camera.py). Frames queued
@@ -47,9 +47,11 @@ class RpicamVid:
     def __init__(self, camera: int, width: int, height: int, fps: float, timeout: float) -> None:
         self.timeout = timeout
         self.problem = ""  # why the stream stopped or never started, once it has
-        self._raw = bytearray(width * height * 3 // 2)
-        self._view = memoryview(self._raw)
-        self._yuv = np.frombuffer(self._raw, np.uint8).reshape(height * 3 // 2, width)
+        # Two frames' bytes: the newest whole frame stays in one while the next is read into the other.
+        self._raw = [bytearray(width * height * 3 // 2) for _ in range(2)]
+        self._yuv = [np.frombuffer(raw, np.uint8).reshape(height * 3 // 2, width) for raw in self._raw]
+        self._newest = 0
+        self._ended = False  # the stream stopped after the frame read() returns last
         self._bgr = np.empty((height, width, 3), np.uint8)
         self._tail = b""
         self._selector = selectors.DefaultSelector()
@@ -75,22 +77,25 @@ class RpicamVid:
 
     def read(self) -> tuple[bool, U8 | None]:
         """The newest frame, or (False, None) once the stream stopped (`problem` says why)."""
-        if self._proc is None or not self._fill():
+        if self._proc is None or self._ended or not self._fill(self._raw[self._newest]):
             return False, None
         for _ in range(MAX_SKIPPED):  # frames that waited in rpicam-vid while the kiosk was busy
             if not self._ready(self._stdout, 0):
                 break
-            if not self._fill():
-                return False, None
-        cv2.cvtColor(self._yuv, cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
+            if not self._fill(self._raw[1 - self._newest]):
+                self._ended = True  # the newest whole frame is still delivered
+                break
+            self._newest = 1 - self._newest
+        cv2.cvtColor(self._yuv[self._newest], cv2.COLOR_YUV2BGR_I420, dst=self._bgr)
         return True, self._bgr
 
     def _ready(self, pipe: io.RawIOBase, seconds: float) -> bool:
         return any(key.fileobj is pipe for key, _ in self._selector.select(seconds))
 
-    def _fill(self) -> bool:
-        """Reads one frame's bytes; False when rpicam-vid ended its output or sent nothing for `timeout` s."""
-        got, size = 0, len(self._raw)
+    def _fill(self, raw: bytearray) -> bool:
+        """Reads one frame's bytes into `raw`; False when rpicam-vid ended its output or sent nothing for
+        `timeout` s."""
+        view, got, size = memoryview(raw), 0, len(raw)
         while got < size:
             ready = self._selector.select(self.timeout)
             if not ready:
@@ -100,7 +105,7 @@ class RpicamVid:
                 if key.fileobj is self._stderr:
                     self._read_stderr()
                     continue
-                n = self._stdout.readinto(self._view[got:])
+                n = self._stdout.readinto(view[got:])
                 if not n:
                     return False  # rpicam-vid exited: release() says how
                 got += n
