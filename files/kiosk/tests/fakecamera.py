@@ -19,7 +19,7 @@ class FakeCamera:
         self.frame = np.zeros((48, 64, 3), np.uint8)
         self.opens = 0
 
-    def open(self, src: capture.Source, width: int, height: int) -> FakeCapture:
+    def open(self, src: capture.Source, width: int, height: int, fps: float) -> FakeCapture:
         self.opens += 1
         return FakeCapture(self)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pi_kiosk.camera import CameraWait
-from pi_kiosk.capture import classify, frames
+from pi_kiosk.capture import Source, classify, frames
 from pi_kiosk.errors import CaptureError
 
 
@@ -19,6 +19,7 @@ def test_classify_every_kind_of_source(tmp_path: Path) -> None:
     assert classify("0").kind == "index"
     assert classify("/dev/video2").kind == "device"
     assert classify("rtsp://cam.local/stream").kind == "url"
+    assert classify("csi") == Source("csi", "0") and classify("csi:1") == Source("csi", "1")
     assert classify(str(tmp_path / "a.jpg")).kind == "image"
     assert classify(str(tmp_path / "b.mp4")).kind == "video"
     with pytest.raises(CaptureError, match=r"camera.source = '/nope.avi': no such file; expected a camera index"):

@@ -1,4 +1,5 @@
-"""Frames from a camera index, a device path, a stream URL, or a video or image file."""
+"""Frames from a camera index, a device path, a stream URL, a Raspberry Pi camera module (CSI, through
+rpicam-vid: rpicam.py), or a video or image file."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,30 +10,39 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from . import csi
 from .camera import CameraWait
 from .errors import CaptureError
 from .redact import redact_url
+from .rpicam import RpicamVid
 
 U8 = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 # How long FFmpeg may block opening or reading a stream URL (its default is 30 s, the deploy's
-# WatchdogSec): the watchdog cannot be pinged meanwhile, so this must stay under WatchdogSec / 2.
+# WatchdogSec), and rpicam-vid may send nothing: the watchdog cannot be pinged meanwhile, so this
+# must stay under WatchdogSec / 2.
 STREAM_TIMEOUT_MS = 10_000
+# The frame rate asked of a CSI camera when camera.max_fps is 0 (rpicam-vid's own default).
+CSI_DEFAULT_FPS = 30.0
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "index", "device", "url", "image", "video"
-    target: str
+    kind: str  # "index", "device", "url", "csi", "image", "video"
+    target: str  # for "csi", the camera's number
 
     @property
     def live(self) -> bool:
-        return self.kind in ("index", "device", "url")
+        return self.kind in ("index", "device", "url", "csi")
 
 
 def classify(source: str) -> Source:
-    """What `camera.source` names; CaptureError if it names nothing usable."""
+    """What `camera.source` names; CaptureError if it names nothing usable (ConfigError for a "csi:"
+    that names no camera)."""
+    camera = csi.camera_number(source)
+    if camera is not None:
+        return Source("csi", str(camera))
     if source.isdigit():
         return Source("index", source)
     if source.startswith(URL_SCHEMES):
@@ -42,7 +52,8 @@ def classify(source: str) -> Source:
     path = Path(source)
     if not path.is_file():
         raise CaptureError(f"camera.source = {redact_url(source)!r}: no such file; expected a camera index (0), "
-                           "a device path (/dev/video0), an rtsp:// or http(s):// URL, or a video or image file")
+                           "a device path (/dev/video0), an rtsp:// or http(s):// URL, 'csi' or 'csi:N' (a Raspberry "
+                           "Pi camera module), or a video or image file")
     return Source("image" if path.suffix.lower() in IMAGE_SUFFIXES else "video", source)
 
 
@@ -53,7 +64,9 @@ def read_image(path: Path) -> U8:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _open(src: Source, width: int, height: int) -> cv2.VideoCapture:
+def _open(src: Source, width: int, height: int, fps: float) -> cv2.VideoCapture | RpicamVid:
+    if src.kind == "csi":
+        return RpicamVid(int(src.target), width, height, fps or CSI_DEFAULT_FPS, STREAM_TIMEOUT_MS / 1000)
     if src.kind == "index":
         cap = cv2.VideoCapture(int(src.target))
     elif src.kind == "url":
@@ -68,11 +81,13 @@ def _open(src: Source, width: int, height: int) -> cv2.VideoCapture:
     return cap
 
 
-def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = False,
+def frames(source: str, *, width: int = 640, height: int = 480, fps: float = 0.0, loop: bool = False,
            camera: CameraWait | None = None) -> Iterator[U8]:
     """BGR frames until the source ends. A live source never ends: while it cannot be opened or
     delivers nothing, `camera` waits between attempts (camera.py; until the service stops, which
-    ends the frames at once). Files end at their last frame, or start over when `loop` is set."""
+    ends the frames at once). Files end at their last frame, or start over when `loop` is set.
+    `fps`: the rate asked of a CSI camera (0: its default). A frame may be overwritten by the next
+    one (a CSI camera's are, in one buffer): copy what must outlive the iteration."""
     src = classify(source)
     if src.kind == "image":
         image = read_image(Path(src.target))
@@ -83,7 +98,7 @@ def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = Fal
     shown = redact_url(source)  # what errors may show of it
     camera = camera or CameraWait(source)
     while True:
-        cap = _open(src, width, height)
+        cap = _open(src, width, height, fps)
         opened, delivered = cap.isOpened(), 0
         try:
             while opened:
@@ -104,7 +119,14 @@ def frames(source: str, *, width: int = 640, height: int = 480, loop: bool = Fal
             if not loop:
                 return
         elif delivered == 0:
-            if camera.failed("it cannot be opened" if not opened else "it opens but delivers no frames"):
+            if camera.failed(_problem(cap, opened)):
                 return
         elif camera.interrupted():
             return
+
+
+def _problem(cap: cv2.VideoCapture | RpicamVid, opened: bool) -> str:
+    """What an attempt that delivered no frame found: rpicam-vid says it on stderr, OpenCV does not."""
+    if isinstance(cap, RpicamVid):
+        return cap.problem
+    return "it cannot be opened" if not opened else "it opens but delivers no frames"

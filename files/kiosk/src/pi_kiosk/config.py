@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from . import cards
+from . import cards, csi
 from .errors import ConfigError
 from .redact import redact_url
 
@@ -40,7 +40,7 @@ CARD: dict[str, Any] = {"nonempty": True, "card": True}
 
 @dataclass(frozen=True)
 class CameraConfig:
-    # A string so one key covers an index ("0"), a device path, a URL or a file.
+    # A string so one key covers an index ("0"), a device path, a URL, a CSI camera ("csi", "csi:1") or a file.
     source: str = field(default="0", metadata=NONEMPTY)
     width: int = field(default=640, metadata=_range(16, 7680))
     height: int = field(default=480, metadata=_range(16, 4320))
@@ -244,6 +244,11 @@ def _section(name: str, cls: type[T], raw: Any, errors: list[str]) -> T | None:
 
 
 def _cross_checks(cfg: Config, errors: list[str]) -> None:
+    try:
+        if csi.camera_number(cfg.camera.source) is not None:
+            errors += csi.geometry_problems(cfg.camera.width, cfg.camera.height)
+    except ConfigError as exc:
+        errors.append(str(exc))
     if cfg.server.token and cfg.server.token_file is not None:
         errors.append("server.token and server.token_file: set one of them, not both")
     url = urlparse(cfg.server.url)

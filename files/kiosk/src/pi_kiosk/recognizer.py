@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import cards
+from . import cards, csi
 from .client import ServerClient
 from .config import Config, server_token
 from .detect import Detector, MtcnnDetector, load_detector
@@ -35,7 +35,9 @@ def assemble(cfg: Config, *, offline: bool = False, stream: bool = False,
              observe: Callable[[str, float], None] = no_timing) -> Recognizer:
     """Models loaded, the cached gallery merged with the kiosk's own enrollments. `offline`: no token
     is read (a deploy's smoke test runs before the token file is in place). `stream`: frames of one
-    camera, so MTCNN follows the faces it found (never for photos, which are unrelated to each other)."""
+    camera, so MTCNN follows the faces it found (never for photos, which are unrelated to each other).
+    What the kiosk lacks for its camera is refused first, before the models take their time."""
+    csi.require_tool(cfg.camera.source)
     detector, embedder = load_models(cfg)
     if stream and isinstance(detector, MtcnnDetector):
         detector = Tracker(detector, cfg.detector.track_frames)

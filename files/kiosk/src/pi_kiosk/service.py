@@ -160,7 +160,8 @@ class Service:
         clock = self.clock
         try:
             next_frame = clock.monotonic()
-            for frame in frames(cam.source, width=cam.width, height=cam.height, loop=cam.loop, camera=self.camera):
+            for frame in frames(cam.source, width=cam.width, height=cam.height, fps=cam.max_fps, loop=cam.loop,
+                                camera=self.camera):
                 if self.stop_event.is_set():
                     break
                 self.writer.retry()
