@@ -23,8 +23,11 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 # WatchdogSec), and rpicam-vid may send nothing: the watchdog cannot be pinged meanwhile, so this
 # must stay under WatchdogSec / 2.
 STREAM_TIMEOUT_MS = 10_000
-# The frame rate asked of a CSI camera when camera.max_fps is 0 (rpicam-vid's own default).
+# The frame rate asked of a CSI camera when camera.max_fps is 0 (rpicam-vid's own default), and the least asked of it:
+# a kiosk that processes a frame every 20 s still needs frames well within STREAM_TIMEOUT_MS, or a live camera would
+# look stopped (the frames between are skipped, rpicam.py), and sensors have a slowest rate of their own.
 CSI_DEFAULT_FPS = 30.0
+CSI_MIN_FPS = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def read_image(path: Path) -> U8:
 
 def _open(src: Source, width: int, height: int, fps: float) -> cv2.VideoCapture | RpicamVid:
     if src.kind == "csi":
-        return RpicamVid(int(src.target), width, height, fps or CSI_DEFAULT_FPS, STREAM_TIMEOUT_MS / 1000)
+        return RpicamVid(int(src.target), width, height, max(fps, CSI_MIN_FPS) if fps else CSI_DEFAULT_FPS,
+                         STREAM_TIMEOUT_MS / 1000)
     if src.kind == "index":
         cap = cv2.VideoCapture(int(src.target))
     elif src.kind == "url":
