@@ -70,6 +70,72 @@ def test_slow_embedding_is_judged_against_the_boards_guide_range(board: str, p50
     assert report.kiosk_row(probe, board, True, now=1000.0)["problems"] == []
 
 
+SYNCED = "kiosk_last_successful_sync_timestamp_seconds 1000.0\n"
+
+
+@pytest.mark.parametrize(("kiosk", "issues", "flagged"), [
+    ({"healthz": {"status": "ok"}}, [], []),
+    ({"active": "failed", "healthz": {"status": "no answer", "reason": "connection refused"}},
+     ["service failed"], ["health", "service"]),
+    ({"healthz": {"status": "camera_missing", "camera": "missing", "reason": "camera /dev/video0 missing"}},
+     ["camera missing"], ["health"]),
+    # A degraded kiosk is said by its fields: their words, its reason once.
+    ({"healthz": {"status": "degraded", "clock": "unsynchronized", "outbox": "disk_full", "reason": "..."}},
+     ["clock not synchronised", "disk full"], ["clock", "health", "outbox"]),
+    ({"healthz": {"status": "degraded", "reason": "something new"}}, ["degraded"], ["health"]),
+    ({"healthz": {"status": "ok", "delivery": "network", "heartbeat": {"last_ok": None, "failures": 2,
+                                                                       "error": "timed out"}}},
+     ["delivery failing", "heartbeat failing"], ["delivery", "heartbeat"]),
+    ({"throttled": "throttled=0x20000", "healthz": {"status": "ok"}}, ["throttled"], ["throttled"]),
+])
+def test_the_status_says_each_problem_in_a_few_words(kiosk: dict[str, object], issues: list[str],
+                                                     flagged: list[str]) -> None:
+    row = report.kiosk_row({"metrics": SYNCED, **kiosk}, "pi4", False, now=1000.0)
+    assert (row["issues"], row["flagged"]) == (issues, flagged)
+    assert bool(row["problems"]) is bool(issues)
+
+
+@pytest.mark.parametrize(("healthz", "text", "title"), [
+    ({"status": "ok", "heartbeat": {"last_ok": "2027-01-15T07:58:00+00:00", "failures": 0, "error": ""}},
+     "2 min ago", "2027-01-15 07:58:00 UTC"),
+    ({"status": "ok", "heartbeat": {"last_ok": "2027-01-15T09:58:00+02:00", "failures": 0}},
+     "2 min ago", "2027-01-15 07:58:00 UTC"),
+    ({"status": "ok", "heartbeat": {"last_ok": "2027-01-13T08:00:00Z", "failures": 0}}, "2 d ago",
+     "2027-01-13 08:00:00 UTC"),
+    ({"status": "ok", "heartbeat": {"last_ok": None, "failures": 0}}, "never",
+     "no heartbeat has reached the attendance server"),
+    ({"status": "ok"}, "—", "this release's /healthz has no heartbeat"),
+    ({"status": "no answer", "reason": "refused"}, "?", "/healthz did not answer (no answer)"),
+])
+def test_last_heard(healthz: dict[str, object], text: str, title: str) -> None:
+    now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+    heard = report.kiosk_row({"metrics": SYNCED, "healthz": healthz}, "pi4", False, now=now)["heard"]
+    assert (heard["text"], heard["title"]) == (text, title)
+
+
+def row(host: str, live: str, **probe: object) -> dict[str, object]:
+    kiosk = {"live": live, "last_known_good": live, "metrics": SYNCED, "healthz": {"status": "ok"}, **probe}
+    return {"host": host, "reachable": True, "kiosk": kiosk, "judged": report.kiosk_row(kiosk, "pi4", False, 1000.0)}
+
+
+def test_the_fleet_puts_problems_first_and_flags_a_release_the_fleet_does_not_run() -> None:
+    fleet = report.fleet([row("a", "1.0"), row("b", "0.9"), row("c", "1.0", restarts=1), row("d", "1.0"),
+                          report.row_of("e", {"e": {}})])
+    assert [r["host"] for r in fleet["rows"]] == ["b", "c", "e", "a", "d"]
+    b = fleet["rows"][0]["judged"]
+    assert b["issues"] == ["release differs from the fleet's"] and b["flagged"] == ["release"]
+    assert b["problems"] == ["release 0.9 differs from the fleet's 1.0 (3 of 4 kiosks run it)"]
+    assert {k: fleet[k] for k in ("kiosks", "ok", "with_problems", "release")} == {
+        "kiosks": 5, "ok": 2, "with_problems": 3, "release": "1.0"}
+    assert fleet["issues"] == [("release differs from the fleet's", 1), ("restarting", 1), ("unreachable", 1)]
+
+
+def test_no_release_is_the_fleets_on_a_tie() -> None:
+    fleet = report.fleet([row("a", "1.0"), row("b", "0.9")])
+    assert fleet["release"] is None and fleet["with_problems"] == 0
+    assert fleet["releases"] == [("1.0", 1), ("0.9", 1)]
+
+
 def test_model_classes() -> None:
     assert report.model_class(5_000_000, False) == "mobilefacenet"
     assert report.model_class(170_000_000, False) == "arcface-fp32"

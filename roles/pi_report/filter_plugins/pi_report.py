@@ -1,11 +1,14 @@
 """Filters of the pi_report role: what the fleet report says about each kiosk, from what the probe read.
 
 Kept here in Python (tested in tests/test_pi_report.py) rather than in Jinja: the throttling bits, the
-latency quantiles from a Prometheus histogram and the judgement of each figure are logic."""
+latency quantiles from a Prometheus histogram, the judgement of each figure, the problems in a few words for
+the report's status column, "last heard" and the fleet's release are logic."""
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 # vcgencmd get_throttled: bits 0-3 now, 16-19 since boot (Raspberry Pi's documentation of vcgencmd).
@@ -32,6 +35,13 @@ SAMPLE_RE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]
 LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # A sync older than this is stale (the kiosk syncs every few minutes).
 STALE_SYNC_SECONDS = 3600
+# systemd's ActiveState in the words of the status column ("unknown": the probe could not read it).
+SERVICE_WORDS = {"failed": "service failed", "unknown": "service state unknown"}
+# /healthz's status in the words of the report's status column; "degraded" is said by the fields below instead.
+HEALTH_WORDS = {"camera_missing": "camera missing", "stale": "no frames processed", "no answer": "kiosk not answering"}
+# /healthz's delivery state (pi_kiosk/delivery.py) in words: what blocks attendance reaching the server.
+DELIVERY_WORDS = {"network": "server unreachable", "server": "server errors", "auth": "token refused",
+                  "routing": "wrong server address", "unexpected": "unexpected answers"}
 
 
 def throttled_words(value: str | int) -> list[str]:
@@ -100,6 +110,36 @@ def model_class(size_bytes: int, quantized: bool) -> str:
     return "arcface-int8" if quantized else "arcface-fp32"
 
 
+def ago(seconds: float) -> str:
+    """A time span as a person says it: "40 s ago", "12 min ago", "5 h ago", "3 d ago"."""
+    if seconds < 0:
+        return "ahead of this clock"
+    for limit, unit, size in ((90, "s", 1), (90 * 60, "min", 60), (48 * 3600, "h", 3600)):
+        if seconds < limit:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def last_heard(heartbeat: Any, now: float) -> dict[str, Any]:
+    """The report's "last heard" from /healthz's heartbeat ({"last_ok": ISO-8601 or null, "failures", "error"}):
+    its text, the absolute time for the title, and its age; "—" from a release without heartbeats."""
+    if not isinstance(heartbeat, dict):
+        return {"text": "—", "title": "this release's /healthz has no heartbeat", "iso": None, "age_s": None}
+    last_ok = heartbeat.get("last_ok")
+    if not last_ok:
+        return {"text": "never", "title": "no heartbeat has reached the attendance server", "iso": None,
+                "age_s": None}
+    try:
+        when = datetime.fromisoformat(str(last_ok))
+    except ValueError:
+        return {"text": str(last_ok), "title": "not an ISO-8601 time", "iso": None, "age_s": None}
+    if when.tzinfo is None:  # the kiosk writes UTC; a time without an offset is taken as UTC, not the controller's
+        when = when.replace(tzinfo=UTC)
+    age = now - when.timestamp()
+    return {"text": ago(age), "title": when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "iso": when.isoformat(), "age_s": int(age)}
+
+
 def kiosk_row(probe: dict[str, Any], board: str, emulated: bool, now: float) -> dict[str, Any]:
     """One kiosk's line of the report: its figures and the problems a person must see."""
     metrics = probe.get("metrics") or ""
@@ -107,32 +147,65 @@ def kiosk_row(probe: dict[str, Any], board: str, emulated: bool, now: float) -> 
     embed_p50 = (latency.get("embed") or {}).get("p50")
     cls = model_class(int(probe.get("model_size") or 0), bool(probe.get("model_quantized")))
     expected = GUIDE_LATENCY_MS.get(board, {}).get(cls)
-    # (the report's column it concerns, what a person must know)
-    problems: list[tuple[str, str]] = []
+    # (the report's fact it concerns, the problem in a few words for the status column, what a person must know;
+    # None where another problem's words already say it)
+    problems: list[tuple[str, str | None, str | None]] = []
     words = throttled_words(probe.get("throttled") or "0")
     if words:
-        problems.append(("throttled", "throttled: " + ", ".join(words)))
+        word = "under-voltage" if any(w.startswith("under-voltage") for w in words) else "throttled"
+        problems.append(("throttled", word, "throttled: " + ", ".join(words)))
+    active = probe.get("active")
+    service_down = bool(active) and active != "active"
+    if service_down:
+        word = SERVICE_WORDS.get(active, f"service {active}")
+        problems.append(("service", word, word))
     healthz = probe.get("healthz") or {}
-    if healthz.get("status") != "ok":
-        status, reason = healthz.get("status", "no answer"), healthz.get("reason", "")
-        problems.append(("health", f"unhealthy: {status} {reason}".strip()))
+    status = healthz.get("status", "no answer")
+    # The fields of a kiosk's /healthz, each a problem in its own words; a "degraded" reason already says them.
+    said = status == "degraded"
+    fields: list[tuple[str, str, str | None]] = []
+    if healthz.get("clock") == "unsynchronized":
+        fields.append(("clock", "clock not synchronised", None if said else "clock not synchronised"))
+    if healthz.get("outbox") in ("disk_full", "error"):
+        fields.append(("outbox", "disk full" if healthz["outbox"] == "disk_full" else "outbox not writable",
+                       None if said else f"outbox: {healthz['outbox']}"))
+    if healthz.get("sync") in ("failing", "stopped"):
+        fields.append(("sync", f"gallery sync {healthz['sync']}", None if said else f"gallery sync {healthz['sync']}"))
+    delivery = healthz.get("delivery")
+    if delivery and delivery != "ok":
+        fields.append(("delivery", "delivery failing",
+                       f"attendance delivery failing: {DELIVERY_WORDS.get(delivery, delivery)}"))
+    if status != "ok":
+        reason = healthz.get("reason", "")
+        # A stopped service is why nothing answers: its words say it already.
+        word = None if status == "no answer" and service_down else HEALTH_WORDS.get(status, f"kiosk answers {status}")
+        if status == "degraded":
+            word = None if fields else "degraded"
+        problems.append(("health", word, f"unhealthy: {status} {reason}".strip()))
+    problems += fields
     restarts = int(probe.get("restarts") or 0)
     if restarts > 0:
-        problems.append(("service", f"restarted {restarts} time(s)"))
+        problems.append(("service", "restarting", f"restarted {restarts} time(s)"))
     depth = metric_value(metrics, "kiosk_outbox_depth")
     if depth is not None and depth > 0 and (metric_value(metrics, "kiosk_outbox_blocked_seconds") or 0) > 0:
-        problems.append(("outbox", f"outbox growing: {int(depth)} event(s) waiting"))
+        problems.append(("outbox", "delivery failing", f"outbox growing: {int(depth)} event(s) waiting"))
     last_sync = metric_value(metrics, "kiosk_last_successful_sync_timestamp_seconds")
     if not last_sync:
-        problems.append(("sync", "never synced the gallery"))
+        problems.append(("sync", "gallery never synced", "never synced the gallery"))
     elif now - last_sync > STALE_SYNC_SECONDS:
-        problems.append(("sync", f"gallery sync stale: {int((now - last_sync) // 60)} min ago"))
+        problems.append(("sync", "gallery sync stale", f"gallery sync stale: {int((now - last_sync) // 60)} min ago"))
+    heartbeat = healthz.get("heartbeat")
+    failures = int(heartbeat.get("failures") or 0) if isinstance(heartbeat, dict) else 0
+    if failures > 0:
+        error = heartbeat.get("error") or "no error given"
+        problems.append(("heartbeat", "heartbeat failing", f"heartbeat failing: {failures} in a row ({error})"))
     live, good = probe.get("live"), probe.get("last_known_good")
     if live and live != good:
-        problems.append(("release", f"release {live} is not the last known good ({good})"))
+        problems.append(("release", "release not committed", f"release {live} is not the last known good ({good})"))
     slow = (expected is not None and embed_p50 is not None and not emulated and embed_p50 > expected[1])
     if slow:
-        problems.append(("latency", f"embedding {embed_p50} ms, the guide expects {expected[0]}-{expected[1]} ms"))
+        problems.append(("latency", "slow embedding",
+                         f"embedding {embed_p50} ms, the guide expects {expected[0]}-{expected[1]} ms"))
     return {
         "latency_ms": latency,
         "embed_p50_ms": embed_p50,
@@ -142,8 +215,12 @@ def kiosk_row(probe: dict[str, Any], board: str, emulated: bool, now: float) -> 
         "outbox_depth": None if depth is None else int(depth),
         "last_sync_age_s": None if not last_sync else int(now - last_sync),
         "frames_per_s": probe.get("fps"),
-        "problems": [message for _, message in problems],
-        "flagged": sorted({column for column, _ in problems}),
+        # Without /healthz's JSON nothing says whether the release sends heartbeats.
+        "heard": last_heard(heartbeat, now) if status != "no answer" and not status.startswith("HTTP ") else
+        {"text": "?", "title": f"/healthz did not answer ({status})", "iso": None, "age_s": None},
+        "issues": list(dict.fromkeys(word for _, word, _ in problems if word)),
+        "problems": [message for _, _, message in problems if message],
+        "flagged": sorted({column for column, _, _ in problems}),
         "emulated": emulated,
     }
 
@@ -153,7 +230,32 @@ def row_of(host: str, hostvars: Any) -> dict[str, Any]:
     row = hostvars[host].get("__pi_report_row")
     if row:
         return dict(row)
-    return {"host": host, "reachable": False, "judged": {"problems": ["unreachable: not read"], "flagged": ["host"]}}
+    return {"host": host, "reachable": False,
+            "judged": {"issues": ["unreachable"], "problems": ["unreachable: not read"], "flagged": ["host"]}}
+
+
+def fleet(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's rows, problems first, and its summary. The fleet's release is the one most kiosks run (none on
+    a tie: mid-rollout either may be the one meant); a kiosk running another is a problem of the fleet's."""
+    releases = Counter(row["kiosk"]["live"] for row in rows if row.get("reachable") and row["kiosk"].get("live"))
+    ranked = releases.most_common(2)
+    release = ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
+    judged_rows = []
+    for row in rows:
+        judged = dict(row["judged"])
+        live = (row.get("kiosk") or {}).get("live")
+        if release and live and live != release:
+            judged["issues"] = [*judged["issues"], "release differs from the fleet's"]
+            judged["problems"] = [*judged["problems"], f"release {live} differs from the fleet's {release} "
+                                  f"({releases[release]} of {releases.total()} kiosks run it)"]
+            judged["flagged"] = sorted({*judged["flagged"], "release"})
+        judged_rows.append({**row, "judged": judged})
+    judged_rows.sort(key=lambda row: (not row["judged"]["problems"], row["host"]))
+    issues = Counter(issue for row in judged_rows for issue in row["judged"]["issues"])
+    troubled = sum(1 for row in judged_rows if row["judged"]["problems"])
+    return {"rows": judged_rows, "kiosks": len(judged_rows), "ok": len(judged_rows) - troubled,
+            "with_problems": troubled, "issues": issues.most_common(), "release": release,
+            "releases": releases.most_common()}
 
 
 class FilterModule:
@@ -161,4 +263,4 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {"pi_throttled_words": throttled_words, "pi_stage_latency_ms": stage_latency_ms,
-                "pi_kiosk_row": kiosk_row, "pi_report_row_of": row_of}
+                "pi_kiosk_row": kiosk_row, "pi_report_row_of": row_of, "pi_report_fleet": fleet}

@@ -165,6 +165,44 @@ kiosk:
         reason:
           description: Why it is not V(ok).
           type: str
+        camera:
+          description: V(ok) or V(missing) (the fleet report's "camera missing").
+          type: str
+          sample: ok
+        clock:
+          description: V(synchronized) or V(unsynchronized) (the fleet report's "clock not synchronised").
+          type: str
+          sample: synchronized
+        delivery:
+          description: Attendance delivery to the server, V(ok) or what blocks it (V(network), V(server), V(auth),
+            V(routing), V(unexpected)).
+          type: str
+          sample: ok
+        outbox:
+          description: Writing events to the outbox, V(ok), V(disk_full) or V(error).
+          type: str
+          sample: ok
+        sync:
+          description: The gallery sync, V(ok), V(failing) or V(stopped).
+          type: str
+          sample: ok
+        heartbeat:
+          description:
+            - The kiosk's heartbeats to the attendance server, from releases that send them (absent before); the
+              fleet report's "last heard".
+          type: dict
+          contains:
+            last_ok:
+              description: When a heartbeat last reached the server (ISO-8601), null when none has.
+              type: str
+              sample: "2027-01-15T07:58:00+00:00"
+            failures:
+              description: Heartbeats failed in a row since.
+              type: int
+              sample: 0
+            error:
+              description: The last failure's error.
+              type: str
     metrics:
       description: The second C(/metrics) read (Prometheus text); empty when it had no frames counter.
       type: str
