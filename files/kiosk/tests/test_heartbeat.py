@@ -2,6 +2,7 @@
 once per streak, and nothing queued (the running service's heartbeat: test_service.py)."""
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -99,7 +100,7 @@ def test_one_heartbeat_at_start_then_one_per_interval(make: Callable[..., Heartb
     make(server.url, waits).run(health.healthy)  # returns once its wait says the service stops
     assert waits.asked == [INTERVAL] * 4
     sent = [datetime.fromisoformat(str(body["sent_at"])).timestamp() for _, body in server.heartbeats]
-    assert [b - a for a, b in zip(sent, sent[1:], strict=False)] == [INTERVAL] * 3
+    assert [b - a for a, b in itertools.pairwise(sent)] == [INTERVAL] * 3
     assert [body["boot_seconds"] for _, body in server.heartbeats] == [500.0, 560.0, 620.0, 680.0]
 
 
