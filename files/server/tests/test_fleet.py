@@ -88,7 +88,8 @@ def test_a_kiosk_not_heard_from_for_silent_after_seconds_is_silent(client: TestC
     now = datetime.now(UTC)
     store_of(client).heartbeat("door", beat(), received=now - timedelta(seconds=170))
     assert kiosks(client)["door"]["silent"] is False  # within the default 180 s
-    store_of(client).heartbeat("door", beat(status="degraded", reason="disk full"), received=now - timedelta(minutes=12))
+    store_of(client).heartbeat("door", beat(status="degraded", reason="disk full"),
+                               received=now - timedelta(minutes=12))
     door = kiosks(client)["door"]
     assert (door["silent"], door["state"]) == (True, "silent for 12 min")
     assert door["heartbeat"]["reason"] == "disk full"  # what it said last, still shown
