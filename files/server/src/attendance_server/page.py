@@ -35,11 +35,11 @@ def _time(event: Event) -> str:
 
 
 def _kiosk_row(state: KioskState, now: datetime) -> str:
-    css = "silent" if state.silent else "" if state.describe() == "ok" else "problem"
+    css = "silent" if state.silent else "ok" if state.describe() == "ok" else "problem"
     heard = "" if state.heard is None or state.seconds is None else (
         f"{escape(state.heard.astimezone(now.tzinfo).isoformat(timespec='seconds'))} "
         f"<span class=muted>({span(state.seconds)} ago)</span>")
-    return (f"<tr><td>{_link(state.name, kiosk=state.name)}</td><td class={css or 'ok'}>{escape(state.describe())}</td>"
+    return (f"<tr><td>{_link(state.name, kiosk=state.name)}</td><td class={css}>{escape(state.describe())}</td>"
             f"<td>{escape(str(state.body.get('release') or ''))}</td><td>{heard}</td></tr>")
 
 
