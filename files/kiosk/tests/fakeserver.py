@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -12,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 @dataclass
 class FakeServer:
-    """The attendance server: records posts, dedupes on Idempotency-Key, serves embeddings."""
+    """The attendance server: records posts, dedupes on Idempotency-Key, serves embeddings, takes heartbeats
+(kept apart from the attendance posts)."""
 
     url: str = ""
     # Events the server recorded (answered 2xx): (Idempotency-Key, body).
@@ -34,6 +36,12 @@ class FakeServer:
     get_body: bytes | None = None  # answer embeddings GETs with these bytes instead of `embeddings` (a bad server)
     # Called after a post is recorded, before answering (used to kill the client mid-request).
     on_post: Callable[[], None] | None = None
+    # Heartbeats taken (answered 2xx): (Authorization header, body); every heartbeat POST's time.monotonic(),
+    # whatever the answer; the answers to the next ones ("hang" as for posts), then heartbeat_status.
+    heartbeats: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    heartbeat_attempts: list[float] = field(default_factory=list)
+    heartbeat_script: list[int | str] = field(default_factory=list)
+    heartbeat_status: int = 200
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -45,6 +53,9 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/api/kiosk/heartbeat":
+                self.heartbeat(body)
+                return
             with state.lock:
                 state.attempts.append(self.headers.get("Idempotency-Key", ""))
                 action = state.post_script.pop(0) if state.post_script else state.post_status
@@ -62,6 +73,20 @@ def handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                     state.posts.append((self.headers.get("Idempotency-Key", ""), body))
                 if state.on_post:
                     state.on_post()
+            self.send_response(int(action))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def heartbeat(self, body: dict[str, Any]) -> None:
+            with state.lock:
+                state.heartbeat_attempts.append(time.monotonic())
+                action = state.heartbeat_script.pop(0) if state.heartbeat_script else state.heartbeat_status
+            if action == "hang":
+                state.release.wait(timeout=60)
+                action = 200
+            if 200 <= int(action) < 300:
+                with state.lock:
+                    state.heartbeats.append((self.headers.get("Authorization", ""), body))
             self.send_response(int(action))
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -35,6 +35,7 @@ def test_defaults_fill_missing_sections() -> None:
     cfg = parse_with()
     assert cfg.matching.threshold is None  # the card's published threshold
     assert cfg.metrics.host == "127.0.0.1"
+    assert cfg.heartbeat.interval_seconds == 60.0
     assert cfg.embedder.model_path == Path("/m.onnx")
 
 
@@ -82,6 +83,8 @@ def test_unknown_section_is_rejected() -> None:
      "outbox.retry_max_seconds = 5.0: must be at least outbox.retry_initial_seconds"),
     ("outbox", {"memory_events": 0}, "outbox.memory_events = 0: expected an integer from 1 to 1000000"),
     ("sync", {"max_response_mb": 0.5}, "sync.max_response_mb = 0.5: expected an integer from 1 to 4096"),
+    ("heartbeat", {"interval_seconds": 0}, "heartbeat.interval_seconds = 0: expected a number from 1 to 86400"),
+    ("heartbeat", {"interval_seconds": -60}, "heartbeat.interval_seconds = -60: expected a number from 1 to 86400"),
 ])
 def test_bad_values_name_key_value_and_allowed(section: str, values: dict[str, object], expected: str) -> None:
     assert expected in error_of(**{section: values})

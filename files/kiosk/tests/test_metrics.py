@@ -11,10 +11,11 @@ from fakeclock import FakeClock
 from pi_kiosk import __version__
 from pi_kiosk.camera import CameraStatus
 from pi_kiosk.delivery import DeliveryStatus
+from pi_kiosk.heartbeat import HeartbeatStatus
 from pi_kiosk.metrics import HealthServer, Metrics
 from pi_kiosk.outbox_writer import WriteStatus
 from pi_kiosk.sync import SyncStatus
-from pi_kiosk.timekeeping import ClockStatus
+from pi_kiosk.timekeeping import ClockStatus, local_iso
 
 WALL = 1_800_000_000.0  # the Unix time when the fake clock reads 1000 (its start)
 
@@ -51,7 +52,8 @@ def test_healthz_follows_frame_processing(health: HealthServer, clock: FakeClock
     ok = healthz(health)
     assert ok.status_code == 200
     assert ok.json() == {"status": "ok", "seconds_since_last_frame": 30, "camera": "ok", "delivery": "ok",
-                         "outbox": "ok", "sync": "ok", "clock": "synchronized", "version": __version__, "threads": 3}
+                         "outbox": "ok", "sync": "ok", "clock": "synchronized", "version": __version__, "threads": 3,
+                         "heartbeat": {"last_ok": None, "failures": 0, "error": ""}}
     clock.advance(1.2)
     stale = healthz(health)
     assert stale.status_code == 503 and json.loads(stale.text)["status"] == "stale"
@@ -183,3 +185,15 @@ def test_an_unsynchronised_clock_is_degraded_and_counted(health: HealthServer) -
     assert healthz(health).json()["status"] == "ok" and healthz(health).json()["clock"] == "synchronized"
     assert "kiosk_clock_synchronized 1.0" in requests.get(f"http://127.0.0.1:{health.port}/metrics",
                                                           timeout=5).text.splitlines()
+
+
+def test_a_failing_heartbeat_is_told_but_degrades_nothing(health: HealthServer) -> None:
+    status = HeartbeatStatus(WALL - 120, 2, "HTTP 503: the attendance server failed (server error); see its logs")
+    health.metrics.track_heartbeat(lambda: status)
+    health.metrics.frame_done()
+    body = healthz(health).json()
+    assert body["status"] == "ok"  # the server sees the silence: the kiosk itself works
+    assert body["heartbeat"] == {"last_ok": local_iso(WALL - 120), "failures": 2, "error": status.error}
+    text = requests.get(f"http://127.0.0.1:{health.port}/metrics", timeout=5).text.splitlines()
+    assert "kiosk_heartbeat_last_success_timestamp_seconds 1.79999988e+09" in text
+    assert "kiosk_heartbeat_failures 2.0" in text

@@ -18,12 +18,16 @@ import uvicorn
 from attendance_server.app import create_app
 from attendance_server.config import EmbeddingModel, Settings
 from attendance_server.store import Store
+from fakeclock import FakeTime
 
 from pi_kiosk.cards import builtin
 from pi_kiosk.client import ServerClient
+from pi_kiosk.heartbeat import Heartbeat
+from pi_kiosk.metrics import HealthServer, Metrics
 from pi_kiosk.outbox import Outbox, Sender
 from pi_kiosk.runtime import file_sha256
 from pi_kiosk.sync import GallerySync
+from pi_kiosk.timekeeping import ClockStatus
 
 ADMIN = "admin-token-0123456789"
 KIOSK = "lobby-token-0123456789"
@@ -143,3 +147,32 @@ def test_a_photo_without_exactly_one_face_is_refused_and_nothing_is_stored(
     assert r.status_code == 422 and "0 usable faces" in r.json()["detail"]
     assert Store(settings.database).employees() == {}
 
+
+
+def test_the_kiosk_s_heartbeat_is_the_server_s_and_marks_it_heard(tmp_path: Path, settings: Settings) -> None:
+    """Every field the kiosk sends passes the server's bounds, and the server lists the kiosk its token names."""
+    (tmp_path / "temp").write_text("61500\n")
+    (tmp_path / "get_throttled").write_text("50005\n")
+    clock = FakeTime(boot_id="boot-3")
+    health = HealthServer(Metrics(clock.monotonic), "127.0.0.1", 0, stale_seconds=30, auth_degraded_seconds=300,
+                          threads=2, wall=clock.wall)
+    health.metrics.track_clock(lambda: ClockStatus(False, 90.0, 1, "/run/systemd/timesync/synchronized"))
+    health.metrics.frame_done()
+    with bound_socket() as sock:
+        heartbeat = Heartbeat(ServerClient(url_of(sock), token=KIOSK, timeout=30), health.metrics, clock, "ab" * 32,
+                              60.0, lambda seconds: True, release="0.2.0-1a2b3c4d",
+                              thermal_path=tmp_path / "temp", throttled_path=tmp_path / "get_throttled")
+        assert not heartbeat.beat(health.healthy)  # the server is down: nothing kept to send later
+        with serving(settings, sock) as url:
+            assert heartbeat.beat(health.healthy), heartbeat.status
+            listed = requests.get(f"{url}/api/kiosks", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+            metrics = requests.get(f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).text
+    health._server.server_close()  # never started: nothing to shut down
+    (lobby,) = listed.json()["kiosks"]
+    assert (lobby["name"], lobby["silent"]) == ("lobby", False)
+    assert str(lobby["state"]).startswith("clock not synchronised for 1 min 30 s")
+    sent = lobby["heartbeat"]
+    assert sent == {**heartbeat.body(health.healthy), "sent_at": sent["sent_at"]}  # every field kept as sent
+    assert (sent["temperature_celsius"], sent["throttled"], sent["boot_id"]) == (61.5, 0x50005, "boot-3")
+    assert datetime.fromisoformat(sent["sent_at"]).timestamp() == clock.wall()
+    assert 'attendance_kiosk_throttled{kiosk="lobby"} 1.0' in metrics.splitlines()

@@ -331,6 +331,42 @@ def test_a_full_disk_keeps_the_kiosk_running_and_the_event_is_delivered_once_it_
     assert len(set(server.attempts)) == 1 and Outbox(cfg.outbox.path).depth() == 0
 
 
+def heartbeat_of(url: str) -> dict[str, object]:
+    beat: dict[str, object] = requests.get(url + "/healthz", timeout=5).json()["heartbeat"]
+    return beat
+
+
+def test_the_heartbeat_reaches_the_server_and_one_that_hangs_or_fails_holds_up_no_frame(
+        write_config: Callable[..., Path], astronaut_path: Path, server: FakeServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server.heartbeat_script = ["hang"]  # the first heartbeat is held past the second's interval
+    cfg = config.load(write_config(server.url, camera={"source": str(astronaut_path), "loop": True, "max_fps": 20.0},
+                                   heartbeat={"interval_seconds": 1}, metrics={"port": 0}))
+    service = Service(cfg)
+    worker, url = start(service, monkeypatch)
+    try:
+        wait_for(lambda: len(server.heartbeat_attempts) == 1)
+        frames = service.metrics.frames._value.get()
+        wait_for(lambda: service.metrics.frames._value.get() >= frames + 10)  # the frame loop goes on
+        assert heartbeat_of(url) == {"last_ok": None, "failures": 0, "error": ""}
+        server.heartbeat_status = 503  # the server fails from now on...
+        server.release.set()  # ...and takes the held heartbeat
+        wait_for(lambda: heartbeat_of(url)["failures"] == 2)
+        assert heartbeat_of(url)["last_ok"] is not None and health(url)["status"] == "ok"
+        assert "kiosk_heartbeat_failures 2.0" in requests.get(url + "/metrics", timeout=5).text.splitlines()
+        server.heartbeat_status = 200
+        wait_for(lambda: len(server.heartbeats) == 2)  # the next interval's: the failed ones are not sent again
+        wait_for(lambda: heartbeat_of(url)["failures"] == 0)
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and "heartbeat" not in {t.name for t in threading.enumerate()}
+    body = server.heartbeats[-1][1]
+    assert (body["model_sha256"], body["version"]) == (service.pipeline.embedder.model_sha256, __version__)
+    assert (body["status"], body["camera"], body["boot_id"]) == ("ok", "ok", service.clock.boot_id)
+    assert server.posts == []  # heartbeats are not attendance
+
+
 # A nested-JSON bomb (RecursionError in the parser), and a body past sync.max_response_mb = 1.
 HOSTILE_GALLERIES = {"nested JSON": (b"[" * 100_000 + b"]" * 100_000, "bad answer: RecursionError"),
                      "too big": (b" " * 2_000_000, "bad answer: larger than sync.max_response_mb = 1 MB")}

@@ -1,5 +1,5 @@
-"""The attendance server as the kiosk sees it: its two endpoints, one session with the bearer
-token, one timeout. The gallery sync and the outbox's sender both talk through it."""
+"""The attendance server as the kiosk sees it: its three endpoints, one session with the bearer
+token, one timeout. The gallery sync, the outbox's sender and the heartbeat all talk through it."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +8,7 @@ import requests
 
 EMBEDDINGS_PATH = "/api/employees/embeddings"
 ATTENDANCE_PATH = "/toon/attendance"
+HEARTBEAT_PATH = "/api/kiosk/heartbeat"
 
 
 class ServerClient:
@@ -16,6 +17,7 @@ class ServerClient:
         base = url.rstrip("/")
         self.embeddings_url = base + EMBEDDINGS_PATH
         self.attendance_url = base + ATTENDANCE_PATH
+        self.heartbeat_url = base + HEARTBEAT_PATH
         self.timeout = timeout
         self.session = session or requests.Session()  # a given one: tests
         if token:
@@ -32,3 +34,7 @@ class ServerClient:
         # would delete an event the server never received.
         return self.session.post(self.attendance_url, json=payload, timeout=self.timeout,
                                  headers={"Idempotency-Key": key}, allow_redirects=False)
+
+    def post_heartbeat(self, body: dict[str, Any]) -> requests.Response:
+        # Not redirected either: a redirected POST becomes a GET, whose 2xx would pass for a heartbeat taken.
+        return self.session.post(self.heartbeat_url, json=body, timeout=self.timeout, allow_redirects=False)

@@ -125,6 +125,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class HeartbeatConfig:
+    # How often the kiosk tells the server it is alive (heartbeat.py); the server's silent_after_seconds
+    # should allow a few missed ones.
+    interval_seconds: float = field(default=60.0, metadata=_range(1, 86400))
+
+
+@dataclass(frozen=True)
 class ClockConfig:
     # A file that exists once the system clock is synchronised in this boot (systemd-timesyncd's);
     # "" trusts the clock always (timekeeping.py).
@@ -147,6 +154,7 @@ class Config:
     outbox: OutboxConfig = OutboxConfig()
     sync: SyncConfig = SyncConfig()
     metrics: MetricsConfig = MetricsConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     clock: ClockConfig = ClockConfig()
     logging: LoggingConfig = LoggingConfig()
 

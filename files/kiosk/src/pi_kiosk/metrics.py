@@ -8,7 +8,9 @@ and the reason in words, while the kiosk recognises people but something needs a
 server has refused the token for longer than `auth_degraded_seconds` (nothing reaches it), the
 outbox cannot be written (a full disk: events are held in memory), the gallery sync has failed
 FAILURES_DEGRADED times in a row or its thread has ended, or the clock is not synchronised (events
-wait for it: timekeeping.py). /metrics is the Prometheus text format
+wait for it: timekeeping.py). The body also says how the heartbeat to the server fares
+(heartbeat.py), which degrades nothing: the server marks a kiosk it does not hear from itself.
+/metrics is the Prometheus text format
 from prometheus_client. Both are served from one thread of the standard library's HTTP server.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client.registry import Collector
 from . import __version__, outbox_writer, sync
 from .camera import CameraStatus
 from .delivery import STATES, DeliveryStatus
+from .heartbeat import HeartbeatStatus
 from .outbox_writer import WriteStatus
 from .sync import SyncStatus
 from .timekeeping import ClockStatus
@@ -61,6 +64,9 @@ class Metrics:
         self.sync: Callable[[], SyncStatus] = SyncStatus
         self.camera: Callable[[], CameraStatus] = CameraStatus
         self.clock_status: Callable[[], ClockStatus] = ClockStatus
+        self.heartbeat: Callable[[], HeartbeatStatus] = HeartbeatStatus
+        self.outbox_depth: Callable[[], int] = lambda: 0
+        self.outbox_rejected: Callable[[], int] = lambda: 0
 
     def observe(self, stage: str, seconds: float) -> None:
         self.latency.labels(stage).observe(seconds)
@@ -71,7 +77,7 @@ class Metrics:
 
     def track_outbox(self, depth: Callable[[], int], rejected: Callable[[], int],
                      delivery: Callable[[], DeliveryStatus]) -> None:
-        self.delivery = delivery
+        self.delivery, self.outbox_depth, self.outbox_rejected = delivery, depth, rejected
         self.registry.register(_OutboxCollector(depth, rejected, delivery, self.clock))
 
     def track_writes(self, writes: Callable[[], WriteStatus]) -> None:
@@ -89,6 +95,10 @@ class Metrics:
     def track_clock(self, status: Callable[[], ClockStatus]) -> None:
         self.clock_status = status
         self.registry.register(_ClockCollector(status))
+
+    def track_heartbeat(self, status: Callable[[], HeartbeatStatus]) -> None:
+        self.heartbeat = status
+        self.registry.register(_HeartbeatCollector(status))
 
 
 class _OutboxCollector(Collector):
@@ -159,6 +169,18 @@ class _ClockCollector(Collector):
                                 "synchronised, waiting for it before they are sent", value=status.waiting)
 
 
+class _HeartbeatCollector(Collector):
+    def __init__(self, status: Callable[[], HeartbeatStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily("kiosk_heartbeat_last_success_timestamp_seconds", "Unix time the attendance server "
+                                "last took a heartbeat (0: never)", value=status.last_ok or 0)
+        yield GaugeMetricFamily("kiosk_heartbeat_failures", "Consecutive failed heartbeats (0 while they work)",
+                                value=status.failures)
+
+
 class HealthServer:
     def __init__(self, metrics: Metrics, host: str, port: int, stale_seconds: float, *,
                  auth_degraded_seconds: float, threads: int | None,
@@ -176,18 +198,18 @@ class HealthServer:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def healthy(self) -> tuple[bool, dict[str, float | str | int | None]]:
+    def healthy(self) -> tuple[bool, dict[str, object]]:
         """(frames are processed, and the camera is there?, the /healthz body): 200 or 503."""
         now = self.metrics.clock()
         age = now - self.metrics.last_frame
         delivery = self.metrics.delivery()
         writes, sync_status = self.metrics.writes(), self.metrics.sync()
         camera, clock = self.metrics.camera(), self.metrics.clock_status()
-        body: dict[str, float | str | int | None] = {
+        body: dict[str, object] = {
             "status": "ok", "seconds_since_last_frame": round(age, 3), "camera": camera.state,
             "delivery": delivery.state, "outbox": writes.state, "sync": sync_status.state,
             "clock": "synchronized" if clock.synchronized else "unsynchronized", "version": __version__,
-            "threads": self.threads}
+            "threads": self.threads, "heartbeat": self.metrics.heartbeat().healthz()}
         if camera.missing:
             body.update(status="camera_missing", reason=camera.describe(now, self.wall()))
             return False, body

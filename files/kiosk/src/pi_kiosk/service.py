@@ -1,4 +1,5 @@
-"""The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender and health threads."""
+"""The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender, heartbeat and
+health threads."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +14,7 @@ from .capture import frames
 from .config import Config
 from .cooldown import Cooldown
 from .errors import GalleryError
+from .heartbeat import Heartbeat
 from .metrics import HealthServer, Metrics
 from .motion import MotionGate
 from .notify import Notifier
@@ -63,6 +65,11 @@ class Service:
         self._remember_reported()
         self.gate = MotionGate(cfg.camera.motion_threshold, cfg.camera.motion_recheck_seconds)
         self.stop_event = threading.Event()
+        # Waits on the stop event in real time, as the sync does, not on the (test's) clock: a fake clock's
+        # waits move time for every thread.
+        self.heartbeat = Heartbeat(self.server, self.metrics, self.clock, embedder.model_sha256,
+                                   cfg.heartbeat.interval_seconds, self.stop_event.wait)
+        self.metrics.track_heartbeat(lambda: self.heartbeat.status)
         # Waiting for a missing camera feeds the watchdog: only a hung frame loop gets the service restarted.
         self.camera = CameraWait(cfg.camera.source, clock=self.clock.monotonic,
                                  wait=functools.partial(self.clock.wait, self.stop_event),
@@ -153,7 +160,8 @@ class Service:
         health.start()
         log.info("health and metrics on http://%s:%d/", met.host, health.port)
         sender = threading.Thread(target=self.sender.run, args=(self.stop_event,), name="sender")
-        for worker in (sender, self._sync_thread):
+        heartbeat = threading.Thread(target=self.heartbeat.run, args=(health.healthy,), name="heartbeat", daemon=True)
+        for worker in (sender, self._sync_thread, heartbeat):
             worker.start()
         self.notifier.ready(f"running; {self.summary}; health on http://{met.host}:{health.port}/healthz")
         min_interval = 1.0 / cam.max_fps if cam.max_fps > 0 else 0.0
@@ -185,6 +193,7 @@ class Service:
             self.notifier.stopping()
             self.writer.close()  # before the sender's last pass, which sends what it writes
             self.stop()
-            sender.join(timeout=self.cfg.server.timeout_seconds + 5)
+            for worker in (sender, heartbeat):
+                worker.join(timeout=self.cfg.server.timeout_seconds + 5)
             health.stop()
             self.outbox.close()

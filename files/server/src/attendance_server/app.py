@@ -1,10 +1,12 @@
 """The HTTP API (FastAPI; the contract is published as OpenAPI at /docs):
 
 - kiosks (each with its own bearer token): `GET /api/employees/embeddings?model=<sha256>` (ETag,
-  If-None-Match -> 304) and `POST /toon/attendance` ({"E1", "S1", "TS1"} with an Idempotency-Key);
+  If-None-Match -> 304), `POST /toon/attendance` ({"E1", "S1", "TS1"} with an Idempotency-Key) and
+  `POST /api/kiosk/heartbeat` (the kiosk's state; the last one is kept);
 - the admin token: enrollment (`POST /api/employees/{id}/embeddings`, `.../photos`), the employee list,
-  `DELETE /api/employees/{id}`, `GET /api/attendance` and the attendance page at `/` (a browser logs in
-  with HTTP Basic, any user name and the admin token as password).
+  `DELETE /api/employees/{id}`, `GET /api/attendance`, the kiosks' state (`GET /api/kiosks`, and `GET /metrics`
+  for Prometheus) and the attendance page at `/` (a browser logs in with HTTP Basic, any user name and the
+  admin token as password).
 
 Without a valid token: 401; a state-changing request a browser sends from another site's page: 403; a body
 above its limit: 413 (the `[limits]` setting).

@@ -1,7 +1,8 @@
 """The server's settings, from one TOML file (tokens are secrets: keep it readable by the server only).
 
     database = "/var/lib/pi-fleet-server/attendance.sqlite3"
-    admin_token = "..."                # enrollment, the employee list and the attendance page
+    admin_token = "..."                # enrollment, the employee list, the attendance page and /metrics
+    silent_after_seconds = 180         # optional: a kiosk not heard from for longer is marked silent
     trusted_origins = ["https://attendance.example.com"]  # optional: pages that may post (api/guard.py)
     [kiosks]                           # each kiosk's own token: the server knows which kiosk reported
     kiosk-lobby-01 = "..."
@@ -27,6 +28,9 @@ MiB = 1024 * 1024
 # OpenCV refuses to decode more pixels than this anyway (its CV_IO_MAX_IMAGE_PIXELS default).
 MAX_PHOTO_PIXELS = 1 << 30
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Three missed heartbeats at the kiosks' default interval (60 s): one lost on the way is no alarm.
+SILENT_AFTER_SECONDS = 180
+MAX_SILENT_AFTER_SECONDS = 7 * 86400
 
 
 class ConfigError(Exception):
@@ -64,6 +68,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # Origins whose pages a browser may send state-changing requests from, besides the server's own (api/guard.py).
     trusted_origins: frozenset[str] = frozenset()
+    # A kiosk whose last heartbeat is older than this is silent: on the page, in GET /api/kiosks, in /metrics.
+    silent_after_seconds: int = SILENT_AFTER_SECONDS
 
     def principal(self, token: str) -> str | None:
         """"admin", "kiosk:<name>", or None for an unknown token."""
@@ -92,10 +98,11 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
                               f"(e.g. from `openssl rand -hex 24`), got {value!r:.20}")
         return value
 
-    unknown = set(data) - {"database", "admin_token", "trusted_origins", "kiosks", "models", "limits"}
+    unknown = set(data) - {"database", "admin_token", "trusted_origins", "silent_after_seconds", "kiosks", "models",
+                           "limits"}
     if unknown:
-        raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} "
-                          "(allowed: database, admin_token, trusted_origins, [kiosks], [models], [limits])")
+        raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} (allowed: database, admin_token, "
+                          "trusted_origins, silent_after_seconds, [kiosks], [models], [limits])")
     if not isinstance(data.get("database"), str) or not data["database"]:
         raise ConfigError(f"{origin}: database must be the SQLite file's path")
     kiosks = data.get("kiosks", {})
@@ -107,7 +114,8 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
     settings = Settings(Path(data["database"]), token(data.get("admin_token"), "admin_token"),
                         {str(name): token(t, f"kiosks.{name}") for name, t in kiosks.items()},
                         {str(name): _model(str(name), entry, origin) for name, entry in models.items()},
-                        _limits(data.get("limits", {}), origin), _origins(data.get("trusted_origins", []), origin))
+                        _limits(data.get("limits", {}), origin), _origins(data.get("trusted_origins", []), origin),
+                        _silent_after(data.get("silent_after_seconds", SILENT_AFTER_SECONDS), origin))
     tokens = [settings.admin_token, *settings.kiosk_tokens.values()]
     if len(set(tokens)) != len(tokens):
         raise ConfigError(f"{origin}: every kiosk and the admin need a token of their own")
@@ -165,6 +173,14 @@ def _limits(entry: Any, origin: str) -> Limits:
             raise ConfigError(f"{origin}: limits.{name} must be a whole number from 1"
                               f"{f' to {most}' if most else ''}, got {value!r:.20}")
     return Limits(**entry)
+
+
+def _silent_after(value: Any, origin: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SILENT_AFTER_SECONDS:
+        raise ConfigError(f"{origin}: silent_after_seconds must be a whole number from 1 to "
+                          f"{MAX_SILENT_AFTER_SECONDS} (seconds; a few of the kiosks' heartbeat.interval_seconds), "
+                          f"got {value!r:.20}")
+    return value
 
 
 def _origins(value: Any, origin: str) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""The server's SQLite database: employees, their embeddings per model, attendance events.
+"""The server's SQLite database: employees, their embeddings per model, attendance events, each kiosk's last
+heartbeat.
 
 WAL mode, so the attendance page reads while kiosks write. A repeated Idempotency-Key is stored once
 (a UNIQUE column, not a set in memory): a kiosk that lost an answer sends the event again, and the
@@ -8,6 +9,7 @@ restored from a copy (or made anew) and changed again, and a kiosk would keep a 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sqlite3
 import struct
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS employees (
@@ -48,6 +51,8 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events(at DESC);
 MIGRATIONS = (
     # The kiosk's TS1_estimated: a time from a clock that was never synchronised (1), or a true one (0).
     "ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",
+    # Each kiosk's last heartbeat (its validated JSON body), replaced by the next: only the latest state matters.
+    "CREATE TABLE heartbeats (kiosk TEXT PRIMARY KEY, body TEXT NOT NULL, received TEXT NOT NULL)",
 )
 
 
@@ -64,6 +69,13 @@ class Event:
     at: str
     received: str
     estimated: bool  # `at` is the kiosk's estimate (TS1_estimated)
+
+
+@dataclass(frozen=True)
+class LastHeartbeat:
+    kiosk: str
+    body: dict[str, Any]
+    received: datetime  # the server's time, UTC: the kiosk's clock may not be synchronised
 
 
 @dataclass(frozen=True)
@@ -187,3 +199,18 @@ class Store:
         with self.connect() as db:
             return [Event(key, kiosk, employee, status, at, received, bool(estimated))
                     for key, kiosk, employee, status, at, received, estimated in db.execute(sql, (*args, limit))]
+
+    # Heartbeats.
+
+    def heartbeat(self, kiosk: str, body: dict[str, Any], received: datetime | None = None) -> None:
+        """Keeps `body` as the kiosk's last heartbeat, received now (or at `received`: tests)."""
+        at = (received or datetime.now(UTC)).isoformat(timespec="seconds")
+        with self.connect() as db:
+            db.execute("INSERT INTO heartbeats (kiosk, body, received) VALUES (?, ?, ?) ON CONFLICT(kiosk) "
+                       "DO UPDATE SET body = excluded.body, received = excluded.received",
+                       (kiosk, json.dumps(body), at))
+
+    def heartbeats(self) -> dict[str, LastHeartbeat]:
+        with self.connect() as db:
+            return {kiosk: LastHeartbeat(kiosk, json.loads(body), datetime.fromisoformat(received))
+                    for kiosk, body, received in db.execute("SELECT kiosk, body, received FROM heartbeats")}

@@ -40,9 +40,10 @@ PrincipalDep = Annotated[str, Depends(principal)]
 
 
 def kiosk(who: PrincipalDep) -> str:
-    """The kiosk's name: the server records which kiosk reported an event from its token, not from the event."""
+    """The kiosk's name: the server records which kiosk reported an event (or a heartbeat) from its token, not from
+    the body."""
     if not who.startswith("kiosk:"):
-        raise HTTPException(403, "only a kiosk's token may report attendance")
+        raise HTTPException(403, "only a kiosk's token may report attendance or heartbeats")
     return who.removeprefix("kiosk:")
 
 

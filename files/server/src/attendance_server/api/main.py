@@ -2,7 +2,7 @@
 from fastapi import APIRouter
 
 from ..config import Limits
-from .routes import attendance, employees, health, kiosk
+from .routes import attendance, employees, fleet, health, kiosk
 
 
 def api_router(limits: Limits) -> APIRouter:
@@ -14,4 +14,5 @@ def api_router(limits: Limits) -> APIRouter:
     router.include_router(employees.router)
     router.include_router(employees.uploads, max_body_size=limits.upload_bytes)
     router.include_router(attendance.router)
+    router.include_router(fleet.router)
     return router

@@ -1,16 +1,18 @@
 """The recorded attendance (admin token): the events as JSON (`GET /api/attendance`) and the attendance
-page at `/` (a browser logs in with HTTP Basic: any user name, the admin token as password)."""
+page at `/`, led by the kiosks' state (a browser logs in with HTTP Basic: any user name, the admin token as
+password)."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from ... import page
-from ..deps import AdminDep, StoreDep
+from ...fleet import kiosk_states
+from ..deps import AdminDep, SettingsDep, StoreDep
 
 router = APIRouter(tags=["attendance"])
 
@@ -22,5 +24,8 @@ def events(_: AdminDep, store: StoreDep, kiosk: str | None = None, employee: str
 
 
 @router.get("/", response_class=HTMLResponse)
-def attendance_page(_: AdminDep, store: StoreDep, kiosk: str | None = None, employee: str | None = None) -> str:
-    return page.render(store.events(kiosk, employee), store.employees(), datetime.now().astimezone())
+def attendance_page(_: AdminDep, settings: SettingsDep, store: StoreDep, kiosk: str | None = None,
+                    employee: str | None = None) -> str:
+    now = datetime.now(UTC)
+    return page.render(store.events(kiosk, employee), store.employees(), kiosk_states(settings, store, now),
+                       now.astimezone())

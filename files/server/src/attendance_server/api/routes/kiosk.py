@@ -1,5 +1,6 @@
-"""The kiosks' API: the gallery sync (`GET /api/employees/embeddings`, ETag and If-None-Match -> 304) and
-attendance events (`POST /toon/attendance`, once per Idempotency-Key)."""
+"""The kiosks' API: the gallery sync (`GET /api/employees/embeddings`, ETag and If-None-Match -> 304),
+attendance events (`POST /toon/attendance`, once per Idempotency-Key) and heartbeats (`POST /api/kiosk/heartbeat`,
+the last one kept per kiosk)."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 from typing import Annotated, Any
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...schemas import SHA256, AttendanceEvent
+from ...schemas import SHA256, AttendanceEvent, Heartbeat
 from ...store import Conflict
 from ..deps import KioskDep, PrincipalDep, StoreDep
 
@@ -42,3 +43,11 @@ def attendance(event: AttendanceEvent, response: Response, name: KioskDep, store
     if not new:
         response.status_code = 200  # a replay: the kiosk lost the first answer and gets one now
     return {"recorded": new, "kiosk": name, "employee": event.E1}
+
+
+@router.post("/api/kiosk/heartbeat", status_code=204, response_class=Response,
+             responses={422: {"description": "a body out of the heartbeat's bounds"}})
+def heartbeat(body: Heartbeat, name: KioskDep, store: StoreDep) -> Response:
+    # The kiosk is its token's: a body cannot speak for another kiosk. Kept as validated (unknown fields dropped).
+    store.heartbeat(name, body.model_dump(mode="json"))
+    return Response(status_code=204)
