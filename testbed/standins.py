@@ -3,7 +3,7 @@
 
     standins.py BOARD DEST
 
-BOARD names a profile in testbed/boards/ (pi4, pi3, pizero2, ...). DEST gets a fresh tree that the
+BOARD names a profile in testbed/boards/ (pi5, pi4, pi3, pizero2, ...). DEST gets a fresh tree that the
 container start bind-mounts:
 
     DEST/cpuinfo   -> /proc/cpuinfo (read-only)
@@ -15,6 +15,8 @@ container start bind-mounts:
     DEST/timesync  -> /run/systemd/timesync (read-only): its "synchronized" file, which systemd-timesyncd
                       writes once the clock is synchronised; timesyncd does not run in a container, whose
                       clock is the host's (synchronised), so the kiosk's clock check sees what a synced Pi shows
+    DEST/rtc       -> /sys/class/rtc (read-only): rtc0 on boards whose profile names an RTC driver (rtc: rpi-rtc on
+                      the Pi 5), else empty, so that the host's own clock does not show through a board without one
 """
 from __future__ import annotations
 
@@ -42,10 +44,10 @@ def cpuinfo(profile: dict[str, Any]) -> str:
     blocks = [
         f"processor\t: {n}\n"
         f"BogoMIPS\t: {cpu['bogomips']}\n"
-        "Features\t: fp asimd evtstrm crc32 cpuid\n"
+        f"Features\t: {cpu.get('features', 'fp asimd evtstrm crc32 cpuid')}\n"
         "CPU implementer\t: 0x41\n"
         "CPU architecture: 8\n"
-        "CPU variant\t: 0x0\n"
+        f"CPU variant\t: {cpu.get('variant', '0x0')}\n"
         f"CPU part\t: {cpu['part']}\n"
         f"CPU revision\t: {cpu['revision']}\n"
         for n in range(cpu["count"])
@@ -135,6 +137,21 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
         put(queue / "rotational", "0\n")
 
     put(dest / "timesync" / "synchronized", "")
+
+    rtc = dest / "rtc"
+    rtc.mkdir()
+    if profile.get("rtc"):
+        # The class entry of the kernel's RTC: its name ("driver device"), the time it set the system clock from at
+        # boot (hctosys) and, for the Pi 5's battery charger, the limits Raspberry Pi documents (charging off).
+        rtc0 = rtc / "rtc0"
+        for name, value in {
+            "name": f"{profile['rtc']} soc@107c000000:rpi_rtc",
+            "hctosys": "1",
+            "charging_voltage": "0",
+            "charging_voltage_min": "1300000",
+            "charging_voltage_max": "4400000",
+        }.items():
+            put(rtc0 / name, value + "\n")
 
 
 def main(argv: list[str]) -> None:

@@ -21,6 +21,7 @@ CPUINFO = "processor\t: 0\nprocessor\t: 1\nprocessor\t: 2\nprocessor\t: 3\n\nRev
         ("a02082", "pi3", 1024),
         ("902120", "zero2w", 512),
         ("9000c1", "zero", 512),
+        ("c04170", "pi5", 4096),
         ("d04170", "pi5", 8192),
         ("a03140", "pi4", 1024),  # Compute Module 4
     ],

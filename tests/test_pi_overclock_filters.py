@@ -29,13 +29,35 @@ NOT_RUN: dict[str, Any] = {}
     (True, 75, ["force_turbo=1", "temp_limit=75"]),
 ])
 def test_block_lines(force_turbo: bool, temp_limit: int | str, extra: list[str]) -> None:
-    lines = overclock.block_lines(2000, gpu_freq=600, over_voltage=6, force_turbo=force_turbo, temp_limit=temp_limit)
+    lines = overclock.block_lines(2000, gpu_freq=600, over_voltage=6, over_voltage_delta=0, force_turbo=force_turbo,
+                                  temp_limit=temp_limit)
     assert lines == ["[all]", "arm_freq=2000", "gpu_freq=600", "over_voltage=6", *extra]
 
 
 def test_block_lines_write_the_values_as_given() -> None:
-    assert overclock.block_lines("1900", gpu_freq="550", over_voltage="-2", force_turbo=False, temp_limit="0") == [
-        "[all]", "arm_freq=1900", "gpu_freq=550", "over_voltage=-2"]
+    assert overclock.block_lines("1900", gpu_freq="550", over_voltage="-2", over_voltage_delta="0", force_turbo=False,
+                                 temp_limit="0") == ["[all]", "arm_freq=1900", "gpu_freq=550", "over_voltage=-2"]
+
+
+@pytest.mark.parametrize(("over_voltage", "over_voltage_delta", "voltage"), [
+    (0, 0, []),  # the firmware scales the voltage itself
+    ("0", "0", []),  # -e: strings
+    (0, 25000, ["over_voltage_delta=25000"]),
+    (0, "50000", ["over_voltage_delta=50000"]),
+    (4, 0, ["over_voltage=4"]),
+])
+def test_block_lines_write_a_voltage_offset_only_when_set(over_voltage: int | str, over_voltage_delta: int | str,
+                                                         voltage: list[str]) -> None:
+    lines = overclock.block_lines(2800, gpu_freq=910, over_voltage=over_voltage, over_voltage_delta=over_voltage_delta,
+                                  force_turbo=False, temp_limit=80)
+    assert lines == ["[all]", "arm_freq=2800", "gpu_freq=910", *voltage, "temp_limit=80"]
+
+
+def test_pi5_block_is_what_the_config_txt_documentation_names() -> None:
+    """A Pi 5's block: arm_freq, gpu_freq and over_voltage_delta (microvolts), no over_voltage."""
+    assert overclock.block_lines(2800, gpu_freq=900, over_voltage=0, over_voltage_delta=20000, force_turbo=True,
+                                 temp_limit=0) == [
+        "[all]", "arm_freq=2800", "gpu_freq=900", "over_voltage_delta=20000", "force_turbo=1"]
 
 
 @pytest.mark.parametrize(("board", "force_turbo", "allowed", "hint"), [
@@ -49,7 +71,32 @@ def test_block_lines_write_the_values_as_given() -> None:
 ])
 def test_over_voltage_top_needs_force_turbo(board: str, force_turbo: bool, allowed: list[int], hint: str) -> None:
     assert overclock.over_voltage_range(LIMITS[board], force_turbo) == allowed
-    assert overclock.over_voltage_hint(LIMITS[board], force_turbo) == hint
+    assert overclock.over_voltage_hint(LIMITS[board], force_turbo, board) == hint
+    # These boards take over_voltage: over_voltage_delta must stay 0.
+    assert overclock.over_voltage_delta_range(LIMITS[board]) == [0, 0]
+    assert overclock.over_voltage_delta_hint(LIMITS[board], board) == (
+        f" (the {board} firmware takes over_voltage instead: set pi_overclock_over_voltage_delta=0 and"
+        " pi_overclock_over_voltage, in 0.025 V steps)")
+
+
+@pytest.mark.parametrize("force_turbo", [False, True])
+def test_pi5_takes_over_voltage_delta_and_no_over_voltage(force_turbo: bool) -> None:
+    pi5 = LIMITS["pi5"]
+    assert overclock.over_voltage_delta_range(pi5) == [0, 50000]
+    assert overclock.over_voltage_delta_hint(pi5, "pi5") == (
+        " microvolts added to the firmware's own voltage (0 writes none)")
+    assert overclock.over_voltage_range(pi5, force_turbo) == [0, 0]
+    assert overclock.over_voltage_hint(pi5, force_turbo, "pi5") == (
+        " (the pi5 firmware takes over_voltage_delta instead: set pi_overclock_over_voltage=0 and"
+        " pi_overclock_over_voltage_delta, in microvolts)")
+
+
+def test_pi5_limits_follow_the_documentation_and_the_firmware_cap() -> None:
+    """Stock 2400 and arm_freq_min 1500 (config.txt documentation), 3000 the firmware's cap; a supported board."""
+    pi5 = LIMITS["pi5"]
+    assert pi5["supported"] and pi5["stock_arm_freq"] == 2400
+    assert pi5["arm_freq"] == [1500, 3000] and pi5["gpu_freq"] == [500, 1000]
+    assert "over_voltage" not in pi5
 
 
 def test_watchdog_note() -> None:
@@ -58,9 +105,11 @@ def test_watchdog_note() -> None:
 
 
 def test_clocks() -> None:
-    assert overclock.clocks(True, arm_freq=2000, gpu_freq=500, over_voltage=6) == (
+    assert overclock.clocks(True, "arm_freq=2000 gpu_freq=500 over_voltage=6") == (
         "overclock arm_freq=2000 gpu_freq=500 over_voltage=6")
-    assert overclock.clocks(False, arm_freq=2000, gpu_freq=500, over_voltage=6) == "stock clocks (no overclock block)"
+    assert overclock.clocks(True, "arm_freq=2800 gpu_freq=910 over_voltage_delta=20000") == (
+        "overclock arm_freq=2800 gpu_freq=910 over_voltage_delta=20000")
+    assert overclock.clocks(False, "arm_freq=2000 gpu_freq=500 over_voltage=6") == "stock clocks (no overclock block)"
 
 
 @pytest.mark.parametrize(("commit", "pending", "write", "remove", "check_mode", "reboot", "outcome"), [

@@ -10,7 +10,7 @@ from conftest import ROOT, load_module
 standins = load_module(ROOT / "testbed/standins.py")
 pi_board = load_module(ROOT / "roles/pi_facts/filter_plugins/pi_board.py").pi_board
 
-EXPECTED = {"pi4": ("pi4", 4096), "pi3": ("pi3+", 1024), "pizero2": ("zero2w", 512)}
+EXPECTED = {"pi5": ("pi5", 4096), "pi4": ("pi4", 4096), "pi3": ("pi3+", 1024), "pizero2": ("zero2w", 512)}
 
 
 @pytest.mark.parametrize("board", sorted(EXPECTED))
@@ -53,12 +53,12 @@ def test_rewriting_a_tree_starts_fresh(tmp_path: Path) -> None:
 
 
 def test_unknown_board_names_the_known_ones() -> None:
-    with pytest.raises(SystemExit, match=r"unknown board profile 'pi9'; known profiles: pi3, pi4, pizero2"):
+    with pytest.raises(SystemExit, match=r"unknown board profile 'pi9'; known profiles: pi3, pi4, pi5, pizero2"):
         standins.load_profile("pi9")
 
 
-@pytest.mark.parametrize("board, tryboot", [("pi4", True), ("pi3", False), ("pizero2", False)])
-def test_only_the_pi4s_bootloader_reports_tryboot(board: str, tryboot: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("board, tryboot", [("pi5", True), ("pi4", True), ("pi3", False), ("pizero2", False)])
+def test_only_the_eeprom_bootloaders_report_tryboot(board: str, tryboot: bool, tmp_path: Path) -> None:
     standins.write_tree(standins.load_profile(board), tmp_path)
     flag = tmp_path / "firmware/devicetree/base/chosen/bootloader/tryboot"
     assert flag.exists() == tryboot
@@ -72,3 +72,41 @@ def test_the_clock_is_shown_synchronised_as_systemd_timesyncd_shows_it(tmp_path:
     assert (tmp_path / "timesync/synchronized").is_file()
     mounts = (ROOT / "testbed/tasks/start_pis.yml").read_text()
     assert "/timesync:/run/systemd/timesync:ro" in mounts
+
+
+def test_pi5_cpuinfo_shows_four_cortex_a76_cores_and_its_revision(tmp_path: Path) -> None:
+    """BCM2712: 4 x Cortex-A76 (CPU part 0xd0b, r4p1), revision c04170 (Pi 5, 4 GB, rev 1.0)."""
+    standins.write_tree(standins.load_profile("pi5"), tmp_path)
+    cpuinfo = (tmp_path / "cpuinfo").read_text()
+    assert cpuinfo.count("CPU part\t: 0xd0b\n") == 4 and cpuinfo.count("CPU variant\t: 0x4\n") == 4
+    assert "Revision\t: c04170\n" in cpuinfo and "Model\t\t: Raspberry Pi 5 Model B Rev 1.0\n" in cpuinfo
+    found = pi_board(cpuinfo)  # the revision code alone, without the device-tree model
+    assert (found["family"], found["ram_mb"], found["cpu_count"], found["model"]) == ("pi5", 4096, 4, "Raspberry Pi 5")
+    compatible = (tmp_path / "firmware/devicetree/base/compatible").read_bytes()
+    assert compatible == b"raspberrypi,5-model-b\0brcm,bcm2712\0"
+    policy = tmp_path / "cpu/cpufreq/policy0"
+    assert [(policy / f).read_text() for f in ("scaling_min_freq", "scaling_max_freq", "scaling_cur_freq")] == [
+        "1500000\n", "2400000\n", "1500000\n"]
+    assert (tmp_path / "block/nvme0n1/queue/scheduler").read_text() == "[none] mq-deadline kyber bfq\n"
+    assert (tmp_path / "block/mmcblk0/queue/scheduler").read_text() == "[mq-deadline] kyber bfq none\n"
+
+
+@pytest.mark.parametrize("board", sorted(EXPECTED))
+def test_only_a_board_with_a_real_time_clock_shows_rtc0(board: str, tmp_path: Path) -> None:
+    """The Pi 5's rtc0 (driver rpi-rtc); every other board an empty /sys/class/rtc, which hides the host's clock."""
+    profile = standins.load_profile(board)
+    standins.write_tree(profile, tmp_path)
+    rtc = tmp_path / "rtc"
+    assert rtc.is_dir()
+    if board == "pi5":
+        assert profile["rtc"] == "rpi-rtc"
+        assert sorted(p.name for p in rtc.iterdir()) == ["rtc0"]
+        assert (rtc / "rtc0/name").read_text() == "rpi-rtc soc@107c000000:rpi_rtc\n"
+        assert (rtc / "rtc0/charging_voltage").read_text() == "0\n"  # charging is off until rtc_bbat_vchg is set
+    else:
+        assert "rtc" not in profile and list(rtc.iterdir()) == []
+
+
+def test_every_pi_gets_the_rtc_tree_mounted_read_only() -> None:
+    mounts = (ROOT / "testbed/tasks/start_pis.yml").read_text()
+    assert "/rtc:/sys/class/rtc:ro" in mounts

@@ -22,7 +22,7 @@ import onnx
 import yaml
 from onnx import TensorProto, helper
 
-BOARDS = ("pi4", "pi3", "pizero2")
+BOARDS = ("pi4", "pi5", "pizero2")
 
 
 def sha256(path: Path) -> str:

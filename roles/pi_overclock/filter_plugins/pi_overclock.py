@@ -1,5 +1,5 @@
-"""Filters of the pi_overclock role: the block it writes to the boot config, the over_voltage limit it checks and
-what its report says.
+"""Filters of the pi_overclock role: the block it writes to the boot config, the voltage limits it checks
+(over_voltage, or over_voltage_delta on a Pi 5) and what its report says.
 
 Kept here in Python (tested in tests/test_pi_overclock_filters.py) rather than in inline Jinja. The settings arrive
 as the play has them (an int, or a string from `-e`) and are written as given; booleans arrive through `| bool`."""
@@ -33,11 +33,16 @@ def changed(result: Mapping[str, Any]) -> bool:
     return False
 
 
-def block_lines(arm_freq: Setting, gpu_freq: Setting, over_voltage: Setting, force_turbo: bool,
-                temp_limit: Setting) -> list[str]:
-    """The lines of the managed block: its own [all] section, the clocks, force_turbo=1 when set and temp_limit
-    unless it is 0 (the firmware's default)."""
-    lines = ["[all]", f"arm_freq={arm_freq}", f"gpu_freq={gpu_freq}", f"over_voltage={over_voltage}"]
+def block_lines(arm_freq: Setting, gpu_freq: Setting, over_voltage: Setting, over_voltage_delta: Setting,
+                force_turbo: bool, temp_limit: Setting) -> list[str]:
+    """The lines of the managed block: its own [all] section, the clocks, the voltage setting unless it is 0
+    (over_voltage, or over_voltage_delta on a Pi 5: 0 leaves the voltage to the firmware), force_turbo=1 when set
+    and temp_limit unless it is 0 (the firmware's default)."""
+    lines = ["[all]", f"arm_freq={arm_freq}", f"gpu_freq={gpu_freq}"]
+    if as_int(over_voltage) != 0:
+        lines.append(f"over_voltage={over_voltage}")
+    if as_int(over_voltage_delta) != 0:
+        lines.append(f"over_voltage_delta={over_voltage_delta}")
     if force_turbo:
         lines.append("force_turbo=1")
     if as_int(temp_limit) != 0:
@@ -46,17 +51,37 @@ def block_lines(arm_freq: Setting, gpu_freq: Setting, over_voltage: Setting, for
 
 
 def over_voltage_range(limits: Mapping[str, Any], force_turbo: bool) -> list[int]:
-    """The lowest and highest over_voltage the board's limits allow: the higher top only with force_turbo."""
+    """The lowest and highest over_voltage the board's limits allow: the higher top only with force_turbo; only 0
+    (none written) on a board that takes over_voltage_delta instead."""
+    if "over_voltage" not in limits:
+        return [0, 0]
     top = limits["over_voltage_force_turbo"] if force_turbo else limits["over_voltage"][1]
     return [limits["over_voltage"][0], top]
 
 
-def over_voltage_hint(limits: Mapping[str, Any], force_turbo: bool) -> str:
+def over_voltage_hint(limits: Mapping[str, Any], force_turbo: bool, board: str) -> str:
     """What the refusal of an over_voltage outside the limits adds after the range."""
+    if "over_voltage" not in limits:
+        return (f" (the {board} firmware takes over_voltage_delta instead: set pi_overclock_over_voltage=0 and"
+                " pi_overclock_over_voltage_delta, in microvolts)")
     if force_turbo:
         return " (steps of 0.025 V)"
     return (f" (steps of 0.025 V; up to {limits['over_voltage_force_turbo']} only with"
             " pi_overclock_force_turbo=true)")
+
+
+def over_voltage_delta_range(limits: Mapping[str, Any]) -> list[int]:
+    """The lowest and highest over_voltage_delta the board's limits allow: only 0 (none written) on a board that
+    takes over_voltage."""
+    return list(limits.get("over_voltage_delta", [0, 0]))
+
+
+def over_voltage_delta_hint(limits: Mapping[str, Any], board: str) -> str:
+    """What the refusal of an over_voltage_delta outside the limits adds after the range."""
+    if "over_voltage_delta" not in limits:
+        return (f" (the {board} firmware takes over_voltage instead: set pi_overclock_over_voltage_delta=0 and"
+                " pi_overclock_over_voltage, in 0.025 V steps)")
+    return " microvolts added to the firmware's own voltage (0 writes none)"
 
 
 def watchdog_note(watchdog: bool) -> str:
@@ -64,11 +89,11 @@ def watchdog_note(watchdog: bool) -> str:
     return " (the watchdog resets a board that hangs after it started)" if watchdog else ""
 
 
-def clocks(enabled: bool, arm_freq: Setting, gpu_freq: Setting, over_voltage: Setting) -> str:
-    """The clocks the report names: the overclock's values, or stock."""
+def clocks(enabled: bool, settings: str) -> str:
+    """The clocks the report names: the overclock's settings, or stock."""
     if not enabled:
         return "stock clocks (no overclock block)"
-    return f"overclock arm_freq={arm_freq} gpu_freq={gpu_freq} over_voltage={over_voltage}"
+    return f"overclock {settings}"
 
 
 def applied(check_mode: bool, reboot: bool) -> str:
@@ -101,6 +126,8 @@ class FilterModule:
             "pi_overclock_block_lines": block_lines,
             "pi_overclock_over_voltage_range": over_voltage_range,
             "pi_overclock_over_voltage_hint": over_voltage_hint,
+            "pi_overclock_over_voltage_delta_range": over_voltage_delta_range,
+            "pi_overclock_over_voltage_delta_hint": over_voltage_delta_hint,
             "pi_overclock_watchdog_note": watchdog_note,
             "pi_overclock_clocks": clocks,
             "pi_overclock_outcome": outcome,
