@@ -8,6 +8,7 @@ model contract at under 1 MMAC: an emulated Pi takes about 24 CPU seconds per Mo
 and the scenarios prove the deploy, not recognition; a seed per board: the Pi 4's served by URL, where
 the scenario serves DIR, the others by path), nhwc.onnx (a
 model with the wrong input layout), camera.avi (the test bed's camera on an empty scene, testbed/camera.py),
+csi/ (the same scene as the Pi 5's camera module: testbed/rpicam/make_i420.py's files for its rpicam-vid stand-in),
 kiosk-v2/ and kiosk-v3/ (the kiosk source with a changed README: code-only releases), kiosk-broken/
 (a release whose smoke test fails: its detector module cannot be imported) and vars.yml with their
 paths and sha256.
@@ -56,6 +57,8 @@ def main() -> None:
     nhwc_model(out / "nhwc.onnx")
     subprocess.run([sys.executable, str(source.parents[1] / "testbed/camera.py"), "--empty", str(out / "camera.avi")],
                    check=True)
+    subprocess.run([sys.executable, str(source.parents[1] / "testbed/rpicam/make_i420.py"), str(out / "camera.avi"),
+                    str(out / "csi"), "--width", "640", "--height", "480"], check=True)
     # The kiosk's own dependency (tool.uv.sources: ../mtcnn) beside the copies, unchanged.
     shutil.rmtree(out / "mtcnn", ignore_errors=True)
     shutil.copytree(source.parent / "mtcnn", out / "mtcnn", ignore=shutil.ignore_patterns("build", "*.egg-info"))
