@@ -8,15 +8,14 @@ container start bind-mounts:
 
     DEST/cpuinfo   -> /proc/cpuinfo (read-only)
     DEST/meminfo   -> /proc/meminfo (read-only: the board's RAM and Raspberry Pi OS's default swap)
-    DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number}, and
-                      chosen/bootloader/tryboot on boards whose bootloader has it)
+    DEST/firmware  -> /sys/firmware (devicetree/base/{model,compatible,serial-number},
+                      chosen/bootloader/tryboot on boards whose bootloader has it, and the on-board real-time
+                      clock's node on boards whose profile names one: rtc: rpi-rtc on the Pi 5)
     DEST/cpu       -> /sys/devices/system/cpu (topology + one shared cpufreq policy, writable)
     DEST/block     -> /sys/block (queue/scheduler per device, writable)
     DEST/timesync  -> /run/systemd/timesync (read-only): its "synchronized" file, which systemd-timesyncd
                       writes once the clock is synchronised; timesyncd does not run in a container, whose
                       clock is the host's (synchronised), so the kiosk's clock check sees what a synced Pi shows
-    DEST/rtc       -> /sys/class/rtc (read-only): rtc0 on boards whose profile names an RTC driver (rtc: rpi-rtc on
-                      the Pi 5), else empty, so that the host's own clock does not show through a board without one
 """
 from __future__ import annotations
 
@@ -94,6 +93,11 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
         # The bootloader's report (Pi 4 and later): 1 during a boot started by `reboot "0 tryboot"`, else 0.
         # A 32-bit big-endian cell, as in the firmware's device tree; the vcgencmd stand-in sets it at boot.
         put(base / "chosen" / "bootloader" / "tryboot", b"\0\0\0\0")
+    if profile.get("rtc"):
+        # The Pi 5's on-board real-time clock as its device tree describes it (the node the rpi-rtc driver binds to).
+        # Not a /sys/class/rtc tree: a container cannot mount one where the host kernel has no RTC class.
+        put(base / "soc@107c000000" / "rpi_rtc" / "compatible", b"raspberrypi,rpi-rtc\0")
+        put(base / "soc@107c000000" / "rpi_rtc" / "status", b"okay\0")
 
     cpu = profile["cpu"]
     count = cpu["count"]
@@ -137,21 +141,6 @@ def write_tree(profile: dict[str, Any], dest: Path) -> None:
         put(queue / "rotational", "0\n")
 
     put(dest / "timesync" / "synchronized", "")
-
-    rtc = dest / "rtc"
-    rtc.mkdir()
-    if profile.get("rtc"):
-        # The class entry of the kernel's RTC: its name ("driver device"), the time it set the system clock from at
-        # boot (hctosys) and, for the Pi 5's battery charger, the limits Raspberry Pi documents (charging off).
-        rtc0 = rtc / "rtc0"
-        for name, value in {
-            "name": f"{profile['rtc']} soc@107c000000:rpi_rtc",
-            "hctosys": "1",
-            "charging_voltage": "0",
-            "charging_voltage_min": "1300000",
-            "charging_voltage_max": "4400000",
-        }.items():
-            put(rtc0 / name, value + "\n")
 
 
 def main(argv: list[str]) -> None:

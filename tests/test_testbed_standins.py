@@ -92,21 +92,13 @@ def test_pi5_cpuinfo_shows_four_cortex_a76_cores_and_its_revision(tmp_path: Path
 
 
 @pytest.mark.parametrize("board", sorted(EXPECTED))
-def test_only_a_board_with_a_real_time_clock_shows_rtc0(board: str, tmp_path: Path) -> None:
-    """The Pi 5's rtc0 (driver rpi-rtc); every other board an empty /sys/class/rtc, which hides the host's clock."""
+def test_only_a_board_with_a_real_time_clock_has_its_node(board: str, tmp_path: Path) -> None:
+    """The Pi 5's rpi_rtc device-tree node, which pi_facts reads; no other board has one."""
     profile = standins.load_profile(board)
     standins.write_tree(profile, tmp_path)
-    rtc = tmp_path / "rtc"
-    assert rtc.is_dir()
+    nodes = sorted(tmp_path.glob("firmware/devicetree/base/soc*/rpi_rtc/compatible"))
     if board == "pi5":
         assert profile["rtc"] == "rpi-rtc"
-        assert sorted(p.name for p in rtc.iterdir()) == ["rtc0"]
-        assert (rtc / "rtc0/name").read_text() == "rpi-rtc soc@107c000000:rpi_rtc\n"
-        assert (rtc / "rtc0/charging_voltage").read_text() == "0\n"  # charging is off until rtc_bbat_vchg is set
+        assert [n.read_bytes() for n in nodes] == [b"raspberrypi,rpi-rtc\0"]
     else:
-        assert "rtc" not in profile and list(rtc.iterdir()) == []
-
-
-def test_every_pi_gets_the_rtc_tree_mounted_read_only() -> None:
-    mounts = (ROOT / "testbed/tasks/start_pis.yml").read_text()
-    assert "/rtc:/sys/class/rtc:ro" in mounts
+        assert "rtc" not in profile and nodes == []
