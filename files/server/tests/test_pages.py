@@ -14,11 +14,12 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import ADMIN, DOOR, LOBBY, MODEL_A, SAME_ORIGIN, astronaut, basic, bearer, png
+from conftest import ADMIN, DOOR, LOBBY, MODEL_A, MODEL_B, SAME_ORIGIN, astronaut, basic, bearer, png
 from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
 from attendance_server.config import EmbeddingModel, Limits, Settings
+from attendance_server.store import Conflict, Store
 
 PHOTO_LIMITS = Limits(photos=3, photo_bytes=4 * 1024 * 1024, photo_pixels=2_000_000)
 
@@ -251,3 +252,14 @@ def test_a_bad_range_is_refused_with_a_readable_400(week: TestClient, query: dic
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
     assert message in unescape(r.text)
     assert f'name=to value="{query["to"]}"' in r.text and 'name=kiosk value="door"' in r.text  # the form kept
+
+
+def test_a_photo_enrolment_stores_every_models_embeddings_or_none(tmp_path: Path) -> None:
+    """The photos' embeddings, one list per configured model, in one transaction: a model refused (here, one
+    whose stored embeddings are longer) leaves no one enrolled with the other model only."""
+    store = Store(tmp_path / "attendance.sqlite3")
+    store.enroll("E001", MODEL_B, [[1.0, 0.0, 0.0]])
+    with pytest.raises(Conflict, match="has embeddings of length 3, not 2"):
+        store.enroll_models("E042", {MODEL_A: [[1.0, 0.0]], MODEL_B: [[0.0, 1.0]]}, "Eileen Collins")
+    assert list(store.employees()) == ["E001"] and store.gallery(MODEL_A).employees == {}
+    assert store.enroll_models("E042", {MODEL_A: [[1.0, 0.0]], MODEL_B: [[0.0, 1.0, 0.0]]}) == {MODEL_A: 1, MODEL_B: 1}
