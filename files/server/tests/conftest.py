@@ -1,6 +1,9 @@
-"""What the server's tests share: tokens, a client of a fresh server, a photo file of any declared size."""
+"""What the server's tests share: tokens, a client of a fresh server, a photo file of any declared size, the
+kiosk's pipeline with a small model and a photo of one face (the photos extra), a browser's headers."""
 from __future__ import annotations
 
+import base64
+import importlib.util
 import struct
 import zlib
 from pathlib import Path
@@ -9,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
-from attendance_server.config import Settings
+from attendance_server.config import EmbeddingModel, Settings
 
 ADMIN = "admin-token-0123456789"
 LOBBY = "lobby-token-0123456789"
@@ -37,3 +40,27 @@ def png(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, not interlaced
     first_row = zlib.compress(bytes(1 + width))  # filter byte, then the row's pixels
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", first_row) + chunk(b"IEND", b"")
+
+
+def basic(token: str = ADMIN) -> dict[str, str]:
+    """A browser's login to the pages: HTTP Basic, any user name, the token as password."""
+    return {"Authorization": "Basic " + base64.b64encode(f"ops:{token}".encode()).decode()}
+
+
+# What a browser adds to a form posted from one of the server's own pages (the test client's origin).
+SAME_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+
+
+def astronaut() -> bytes:
+    """scikit-image's astronaut: a PNG of one face, read without importing scikit-image."""
+    skimage = importlib.util.find_spec("skimage")
+    if skimage is None or not skimage.submodule_search_locations:
+        pytest.skip("scikit-image's astronaut photo is not installed")
+    return (Path(next(iter(skimage.submodule_search_locations))) / "data" / "astronaut.png").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def face_model(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingModel:
+    """A small model (random weights, its real shapes) for the kiosk's pipeline, as the photos extra runs it."""
+    synthetic = pytest.importorskip("pi_kiosk.synthetic")
+    return EmbeddingModel(synthetic.cached("mobilefacenet", tmp_path_factory.mktemp("models")), "arcface")

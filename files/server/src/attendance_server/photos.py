@@ -85,3 +85,19 @@ def embed(models: dict[str, EmbeddingModel], photos: Sequence[Path]) -> dict[str
         except EnrollError as exc:
             raise PhotoError(str(exc)) from None
     return out
+
+
+def model_names(models: dict[str, EmbeddingModel]) -> dict[str, str]:
+    """Each configured model's name by its file's sha256, which names its embeddings in the database: the pages
+    show names, not hashes. {} without the photos extra; a model file that cannot be read is left out."""
+    try:
+        from pi_kiosk.runtime import file_sha256
+    except ImportError:
+        return {}
+    names = {}
+    for name, model in models.items():
+        try:
+            names[file_sha256(model.path)] = name
+        except OSError:
+            continue
+    return names

@@ -13,7 +13,7 @@ import json
 import math
 import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,40 +125,57 @@ class Store:
     def enroll(self, employee: str, model: str, vectors: Sequence[Sequence[float]], name: str = "",
                replace: bool = False) -> int:
         """Adds (or with replace, replaces) an employee's embeddings for one model; returns how many they have."""
-        dims = {len(v) for v in vectors}
-        if not vectors or len(dims) != 1 or 0 in dims:
-            raise Conflict("embeddings must be a non-empty list of vectors of one length")
-        if not all(math.isfinite(x) for v in vectors for x in v) or any(not any(v) for v in vectors):
-            raise Conflict("every embedding must be finite and not all zeros")
-        (dim,) = dims
-        with self.connect() as db:
-            known = db.execute("SELECT DISTINCT dim FROM embeddings WHERE model = ?", (model,)).fetchall()
-            if known and known[0][0] != dim:
-                raise Conflict(f"model {model[:12]} has embeddings of length {known[0][0]}, not {dim}")
+        return self.enroll_models(employee, {model: vectors}, name, replace)[model]
+
+    def enroll_models(self, employee: str, vectors: Mapping[str, Sequence[Sequence[float]]], name: str = "",
+                      replace: bool = False) -> dict[str, int]:
+        """`enroll` for several models in one transaction (a photo's embeddings, one per configured model): all
+        are stored, or on a Conflict none, so no one is left enrolled with some models only. Counts per model."""
+        if not vectors:
+            raise Conflict("embeddings of at least one model are needed")
+        dims: dict[str, int] = {}
+        for model, rows in vectors.items():
+            lengths = {len(v) for v in rows}
+            if not rows or len(lengths) != 1 or 0 in lengths:
+                raise Conflict("embeddings must be a non-empty list of vectors of one length")
+            if not all(math.isfinite(x) for v in rows for x in v) or any(not any(v) for v in rows):
+                raise Conflict("every embedding must be finite and not all zeros")
+            (dims[model],) = lengths
+        counts: dict[str, int] = {}
+        with self.connect() as db:  # a Conflict raised in the block rolls all of it back
             # A name given replaces the one stored; none keeps it.
             db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) "
                        "DO UPDATE SET name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
                        (employee, name, now()))
-            if replace:
-                db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
-            db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
-                           [(employee, model, dim, pack(v), now()) for v in vectors])
-            (count,) = db.execute("SELECT count(*) FROM embeddings WHERE employee = ? AND model = ?",
-                                  (employee, model)).fetchone()
-        return int(count)
+            for model, rows in vectors.items():
+                dim = dims[model]
+                known = db.execute("SELECT DISTINCT dim FROM embeddings WHERE model = ?", (model,)).fetchall()
+                if known and known[0][0] != dim:
+                    raise Conflict(f"model {model[:12]} has embeddings of length {known[0][0]}, not {dim}")
+                if replace:
+                    db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
+                db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
+                               [(employee, model, dim, pack(v), now()) for v in rows])
+                (count,) = db.execute("SELECT count(*) FROM embeddings WHERE employee = ? AND model = ?",
+                                      (employee, model)).fetchone()
+                counts[model] = int(count)
+        return counts
 
     def remove(self, employee: str) -> bool:
         with self.connect() as db:
             return db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
 
     def employees(self) -> dict[str, dict[str, object]]:
-        """Every employee: name and embeddings per model (counts, never the vectors)."""
+        """Every employee: name, embeddings per model (counts, never the vectors) and when the latest of them
+        were enrolled."""
         with self.connect() as db:
             people: dict[str, dict[str, object]] = {
-                emp: {"name": name, "embeddings": {}} for emp, name in db.execute("SELECT id, name FROM employees")}
-            for emp, model, count in db.execute(
-                    "SELECT employee, model, count(*) FROM embeddings GROUP BY employee, model"):
+                emp: {"name": name, "embeddings": {}, "enrolled": ""}
+                for emp, name in db.execute("SELECT id, name FROM employees")}
+            for emp, model, count, created in db.execute(
+                    "SELECT employee, model, count(*), max(created) FROM embeddings GROUP BY employee, model"):
                 people[emp]["embeddings"][model] = count  # type: ignore[index]
+                people[emp]["enrolled"] = max(str(people[emp]["enrolled"]), created)
         return people
 
     def gallery(self, model: str) -> Gallery:
@@ -187,18 +204,23 @@ class Store:
                     raise Conflict(f"Idempotency-Key {key} was used for another event")
         return new
 
-    def events(self, kiosk: str | None = None, employee: str | None = None, limit: int = 500) -> list[Event]:
-        """Newest first."""
+    def events(self, kiosk: str | None = None, employee: str | None = None, limit: int | None = 500,
+               since: str | None = None, until: str | None = None) -> list[Event]:
+        """Newest first; `limit` None: all. `since` (included) and `until` (excluded) bound the time as the kiosk
+        sent it, compared as text: "2026-11-26" to "2026-11-27" is that day in the kiosk's own time zone."""
         where, args = [], []
-        for column, value in (("kiosk", kiosk), ("employee", employee)):
+        for condition, value in (("kiosk = ?", kiosk), ("employee = ?", employee), ("at >= ?", since),
+                                 ("at < ?", until)):
             if value:
-                where.append(f"{column} = ?")
+                where.append(condition)
                 args.append(value)
         sql = ("SELECT idempotency_key, kiosk, employee, status, at, received, estimated FROM events"
-               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, row DESC LIMIT ?")
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, row DESC"
+               + (" LIMIT ?" if limit is not None else ""))
         with self.connect() as db:
             return [Event(key, kiosk, employee, status, at, received, bool(estimated))
-                    for key, kiosk, employee, status, at, received, estimated in db.execute(sql, (*args, limit))]
+                    for key, kiosk, employee, status, at, received, estimated
+                    in db.execute(sql, (*args, *([limit] if limit is not None else [])))]
 
     # Heartbeats.
 

@@ -1,6 +1,6 @@
 """Employees and their enrollment (admin token): embeddings sent as vectors, or computed from photos with
 the kiosk's pipeline (`uploads`: a router of its own, its bodies may be larger); the employee list (counts per
-model, never the vectors); removal."""
+model, never the vectors); removal. The employees page (employee_pages.py) enrolls through `enroll_uploads`."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 import tempfile
@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile
 from fastapi import Path as PathParam
 
-from ...config import Limits
+from ...config import Limits, Settings
 from ...photos import image_size
 from ...schemas import EMPLOYEE_ID, Enrollment
-from ...store import Conflict
+from ...store import Conflict, Store
 from ..deps import AdminDep, SettingsDep, StoreDep
 
 EmployeeId = Annotated[str, PathParam(pattern=EMPLOYEE_ID, description="employee id, e.g. E001")]
@@ -38,6 +38,13 @@ def enroll(employee: EmployeeId, body: Enrollment, _: AdminDep, store: StoreDep)
 def enroll_photos(employee: EmployeeId, _: AdminDep, settings: SettingsDep, store: StoreDep,
                   photos: Annotated[list[UploadFile], File(description="photos, each of exactly one face")],
                   name: Annotated[str, Query(max_length=200)] = "", replace: bool = False) -> dict[str, Any]:
+    return {"employee": employee, "embeddings": enroll_uploads(employee, photos, name, replace, settings, store)}
+
+
+def enroll_uploads(employee: str, photos: list[UploadFile], name: str, replace: bool, settings: Settings,
+                   store: Store) -> dict[str, int]:
+    """Enrolls the photos with every configured model (the photo API's and the employees page's one path): the
+    count per model, or an HTTPException naming the photo and what is wrong with it, with nothing stored."""
     from ... import photos as photo_enrollment  # the kiosk's pipeline: only with the photos extra
     if not settings.models:
         raise HTTPException(422, "no [models] in the server's configuration: photos cannot be embedded here; "
@@ -47,17 +54,24 @@ def enroll_photos(employee: EmployeeId, _: AdminDep, settings: SettingsDep, stor
                                  "(limits.photos); send the others in another request")
     # The photos exist only for this request: embeddings are kept, never the images.
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
+        paths: list[Path] = []
+        labels: dict[str, str] = {}  # each photo's temporary path: how messages name it
         for n, upload in enumerate(photos):
             path = Path(tmp) / f"{n}{Path(upload.filename or '').suffix.lower() or '.jpg'}"
-            path.write_bytes(checked_photo(upload, f"photo {path.name} ({upload.filename})", settings.limits))
+            labels[str(path)] = f"photo {path.name} ({upload.filename})"
+            path.write_bytes(checked_photo(upload, labels[str(path)], settings.limits))
             paths.append(path)
         try:
             vectors = photo_enrollment.embed(settings.models, paths)
         except photo_enrollment.PhotoError as exc:
-            raise HTTPException(422, str(exc).replace(tmp + "/", "photo ")) from None
-    counts = {model: store.enroll(employee, model, rows, name, replace) for model, rows in vectors.items()}
-    return {"employee": employee, "embeddings": counts}
+            message = str(exc)
+            for path_name, label in labels.items():
+                message = message.replace(path_name, label)
+            raise HTTPException(422, message) from None
+    try:
+        return store.enroll_models(employee, vectors, name, replace)
+    except Conflict as exc:  # e.g. a model whose stored embeddings have another length: the settings changed
+        raise HTTPException(422, str(exc)) from None
 
 
 def checked_photo(upload: UploadFile, label: str, limits: Limits) -> bytes:
