@@ -136,7 +136,7 @@ def test_enrollment_is_validated_and_replace_and_delete_work(client: TestClient)
     assert enroll("E 001", embeddings=[[1.0, 0.0]]) == 422
     assert enroll("E001", embeddings=[[0.5, 0.5]], replace=True) == 201
     assert client.get("/api/employees", headers=bearer(ADMIN)).json() == {
-        "employees": {"E001": {"name": "", "embeddings": {MODEL_A: 1}}}}
+        "employees": {"E001": {"name": "", "left": None, "embeddings": {MODEL_A: 1}}}}
     assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 204
     assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 404
     assert client.get("/api/employees/embeddings", params={"model": MODEL_A}, headers=bearer(LOBBY)).json()[
