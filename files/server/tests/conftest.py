@@ -1,11 +1,21 @@
-"""What the server's tests share: tokens, a client of a fresh server, a photo file of any declared size, the
-kiosk's pipeline with a small model and a photo of one face (the photos extra), a browser's headers."""
+"""What the server's tests share: tokens, a fresh database on each backend (SQLite, and PostgreSQL in a throwaway
+cluster of this session's own), a client of a fresh server on it, a photo file of any declared size, the kiosk's
+pipeline with a small model and a photo of one face (the photos extra), a browser's headers."""
 from __future__ import annotations
 
 import base64
+import glob
 import importlib.util
+import itertools
+import os
+import pwd
+import shutil
+import socket
 import struct
+import subprocess
+import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
 from attendance_server.config import EmbeddingModel, Settings
+from attendance_server.store import Store
 
 ADMIN = "admin-token-0123456789"
 LOBBY = "lobby-token-0123456789"
@@ -25,10 +36,95 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+PG_USER = "fleet"
+PG_PASSWORD = "pg-test-password"  # the cluster's TCP logins take a password (scram): the server's must get there
+INSTALL_POSTGRESQL = ("PostgreSQL's server programs (initdb, pg_ctl) are needed for the server's tests on "
+                      "PostgreSQL: install them with `apt-get install postgresql` (scripts/testbed-setup does), or "
+                      "set PI_FLEET_PG_BINDIR to the directory that holds them")
+
+
+def pg_bindir() -> Path:
+    """PI_FLEET_PG_BINDIR, else initdb on the PATH, else Debian's newest /usr/lib/postgresql/<version>/bin."""
+    if os.environ.get("PI_FLEET_PG_BINDIR"):
+        return Path(os.environ["PI_FLEET_PG_BINDIR"])
+    found = shutil.which("initdb") or max(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                                          key=lambda p: int(Path(p).parts[-3]), default=None)
+    if found is None:
+        pytest.fail(INSTALL_POSTGRESQL, pytrace=False)
+    return Path(found).parent
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for this session, on a free port of 127.0.0.1: the URL of its `postgres`
+    database, as the user who may create databases. initdb refuses root, so as root it runs as the `postgres`
+    user Debian's package creates; the cluster is stopped and its directory removed at the end."""
+    bindir = pg_bindir()
+    if not (bindir / "initdb").is_file() or not (bindir / "pg_ctl").is_file():
+        pytest.fail(f"no initdb or pg_ctl in {bindir}. {INSTALL_POSTGRESQL}", pytrace=False)
+    as_user: list[str] = []
+    top = Path(tempfile.mkdtemp(prefix="pi-fleet-pg-"))
+    if os.getuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(f"initdb refuses root and there is no postgres user to run it as. {INSTALL_POSTGRESQL}",
+                        pytrace=False)
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chown(top, owner.pw_uid, owner.pw_gid)
+    data, password = top / "data", top / "password"
+    run = [*as_user, "env", f"PATH={bindir}:/usr/bin:/bin"]
+    subprocess.run([*run, "sh", "-c", f"umask 077 && echo {PG_PASSWORD} >{password}"], check=True)
+    subprocess.run([*run, "initdb", "-D", str(data), "-U", PG_USER, f"--pwfile={password}", "--auth-local=trust",
+                    "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+                   check=True, capture_output=True, text=True)
+    with socket.socket() as s:  # a free port (the kernel's pick), let go for the cluster to take
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Durability is not tested here: without fsync the suite is quicker.
+    options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={top} -c fsync=off "
+               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+    started = subprocess.run([*run, "pg_ctl", "start", "-w", "-D", str(data), "-l", str(top / "log"), "-o", options],
+                             capture_output=True, text=True)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr + (top / "log").read_text()
+        yield f"postgresql://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run, "pg_ctl", "stop", "-D", str(data), "-m", "immediate"], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+NUMBERS = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """A fresh database: a SQLite file's path, or the URL of a new PostgreSQL database (dropped afterwards, with
+    whatever connections a test left open to it)."""
+    if request.param == "sqlite":
+        yield tmp_path / "attendance.sqlite3"
+        return
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail("psycopg is needed for the server's tests on PostgreSQL: scripts/bootstrap --dev installs it "
+                    "(requirements/dev.txt)", pytrace=False)
+    server: str = request.getfixturevalue("postgresql")
+    name = f"test_{next(NUMBERS)}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}".encode())
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> TestClient:
-    settings = Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY, "door": DOOR})
-    return TestClient(create_app(settings))
+def client(database: Path | str) -> Iterator[TestClient]:
+    settings = Settings(database, ADMIN, {"lobby": LOBBY, "door": DOOR})
+    client = TestClient(create_app(settings))
+    yield client
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    store.close()
 
 
 def png(width: int, height: int) -> bytes:

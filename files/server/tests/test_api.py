@@ -137,7 +137,8 @@ def test_enrollment_is_validated_and_replace_and_delete_work(client: TestClient)
     assert enroll("E 001", embeddings=[[1.0, 0.0]]) == 422
     assert enroll("E001", embeddings=[[0.5, 0.5]], replace=True) == 201
     listed = client.get("/api/employees", headers=bearer(ADMIN)).json()["employees"]
-    assert listed == {"E001": {"name": "", "embeddings": {MODEL_A: 1}, "enrolled": listed["E001"]["enrolled"]}}
+    assert listed == {"E001": {"name": "", "left": None, "embeddings": {MODEL_A: 1},
+                               "enrolled": listed["E001"]["enrolled"]}}
     assert datetime.fromisoformat(listed["E001"]["enrolled"]).tzinfo is not None  # when, with its offset (UTC)
     assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 204
     assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 404

@@ -14,8 +14,9 @@ from conftest import ADMIN, DOOR, LOBBY, bearer
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from attendance_server.backends import SQLite
 from attendance_server.config import ConfigError, parse
-from attendance_server.store import Store
+from attendance_server.store import MIGRATIONS, SCHEMA, Store
 
 MODEL = "c" * 64
 
@@ -104,13 +105,15 @@ def metrics(client: TestClient) -> dict[tuple[str, str], float]:
             for family in text_string_to_metric_families(got.text) for sample in family.samples}
 
 
-def test_metrics_per_kiosk_are_made_from_the_database_at_scrape_time(client: TestClient, tmp_path: Path) -> None:
+def test_metrics_per_kiosk_are_made_from_the_database_at_scrape_time(client: TestClient,
+                                                                    database: Path | str) -> None:
     assert metrics(client) == {("attendance_kiosk_up", "door"): 0.0, ("attendance_kiosk_up", "lobby"): 0.0}
     assert send(client, beat(status="camera_missing", reason="camera /dev/video0 missing", camera="missing",
                              throttled=0x50005, outbox_depth=3, clock_synchronized=False)) == 204
     old = datetime.now(UTC) - timedelta(hours=1)
     # Another server process sharing the database: what it stores is in this one's next scrape.
-    Store(tmp_path / "attendance.sqlite3").heartbeat("door", beat(throttled=0x50000, release=None), received=old)
+    with closing(Store(database)) as other:
+        other.heartbeat("door", beat(throttled=0x50000, release=None), received=old)
     got = metrics(client)
     assert got[("attendance_kiosk_up", "lobby")] == 1.0 and got[("attendance_kiosk_up", "door")] == 0.0
     assert abs(got[("attendance_kiosk_last_heartbeat_timestamp_seconds", "lobby")] - datetime.now(UTC).timestamp()) < 60
@@ -150,10 +153,8 @@ def test_silent_after_seconds_is_a_setting(tmp_path: Path) -> None:
 
 def test_a_database_of_an_earlier_release_gains_the_heartbeats(tmp_path: Path) -> None:
     path = tmp_path / "attendance.sqlite3"
-    Store(path)
-    with closing(sqlite3.connect(path)) as db, db:
-        db.execute("DROP TABLE heartbeats")
-        db.execute("PRAGMA user_version = 1")
+    with closing(sqlite3.connect(path)) as db, db:  # the release before heartbeats: its tables, at version 1
+        db.executescript(SCHEMA.format(**SQLite.types) + f"{MIGRATIONS[0]}; PRAGMA user_version = 1")
     store = Store(path)
     store.heartbeat("lobby", beat())
     assert store.heartbeats()["lobby"].body["status"] == "ok"

@@ -31,9 +31,9 @@ PHOTOS = "/api/employees/E001/photos"
 EMBEDDINGS = "/api/employees/E001/embeddings"
 
 
-def settings_for(tmp_path: Path, **extra: Any) -> Settings:
+def settings_for(database: Path | str, **extra: Any) -> Settings:
     # A model never loaded: these tests replace the pipeline (`decoded`) or send it no photo.
-    return Settings(tmp_path / "attendance.sqlite3", ADMIN, {"lobby": LOBBY, "door": DOOR},
+    return Settings(database, ADMIN, {"lobby": LOBBY, "door": DOOR},
                     {"m": EmbeddingModel(Path(__file__), "arcface")}, **extra)
 
 
@@ -51,9 +51,11 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 @pytest.fixture
-def guarded(tmp_path: Path, decoded: list[Path]) -> FastAPI:
-    """A server with LIMITS, its photo pipeline replaced by `decoded`."""
-    return create_app(settings_for(tmp_path, limits=LIMITS))
+def guarded(database: Path | str, decoded: list[Path]) -> Iterator[FastAPI]:
+    """A server with LIMITS, its photo pipeline replaced by `decoded`, on each backend."""
+    app = create_app(settings_for(database, limits=LIMITS))
+    yield app
+    app.state.store.close()
 
 
 def send(app: FastAPI, path: str, headers: dict[str, str], chunks: Iterator[bytes]) -> tuple[int, int]:
@@ -215,7 +217,7 @@ def test_limits_and_origins_are_read() -> None:
 ])
 def test_a_state_changing_request_from_another_sites_page_is_refused(
         tmp_path: Path, headers: dict[str, str], status: int) -> None:
-    client = TestClient(create_app(settings_for(tmp_path, trusted_origins=frozenset({"https://attendance.example"}))))
+    client = TestClient(create_app(settings_for(tmp_path / "attendance.sqlite3", trusted_origins=frozenset({"https://attendance.example"}))))
     r = client.post(EMBEDDINGS, json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
                     headers={**bearer(ADMIN), **headers})
     assert r.status_code == status, r.text
@@ -228,7 +230,7 @@ def test_a_state_changing_request_from_another_sites_page_is_refused(
 
 
 def test_the_origin_is_the_servers_own_behind_its_port_and_scheme(tmp_path: Path) -> None:
-    client = TestClient(create_app(settings_for(tmp_path)), base_url="https://attendance.example:8443")
+    client = TestClient(create_app(settings_for(tmp_path / "attendance.sqlite3")), base_url="https://attendance.example:8443")
     own = {**bearer(ADMIN), "Origin": "https://attendance.example:8443"}
     assert client.post(EMBEDDINGS, json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]}, headers=own).status_code == 201
     other = {**own, "Origin": "http://attendance.example:8443"}
@@ -245,7 +247,7 @@ def test_every_token_is_compared_in_constant_time(tmp_path: Path, monkeypatch: p
         return a == b
 
     monkeypatch.setattr(hmac, "compare_digest", compare_digest)
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path / "attendance.sqlite3")
     tokens = {t.encode() for t in (ADMIN, LOBBY, DOOR)}
     for token, who in ((ADMIN, "admin"), (DOOR, "kiosk:door"), ("unknown-token-0123456789", None)):
         compared.clear()

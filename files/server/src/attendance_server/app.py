@@ -4,6 +4,7 @@
   If-None-Match -> 304), `POST /toon/attendance` ({"E1", "S1", "TS1"} with an Idempotency-Key) and
   `POST /api/kiosk/heartbeat` (the kiosk's state; the last one is kept);
 - the admin token: enrollment (`POST /api/employees/{id}/embeddings`, `.../photos`), the employee list,
+  `POST /api/employees/{id}/left` (out of the galleries; embeddings deleted after `[retention] left_days`),
   `DELETE /api/employees/{id}`, `GET /api/attendance`, the kiosks' state (`GET /api/kiosks`, and `GET /metrics`
   for Prometheus) and the attendance page at `/` (a browser logs in with HTTP Basic, any user name and the
   admin token as password).
@@ -13,9 +14,12 @@ above its limit: 413 (the `[limits]` setting).
 """
 # This module builds the app; the routes are in api/routes/, the auth in api/guard.py and api/deps.py.
 # Everything in the docstring after its first paragraph is the API's description in the OpenAPI document (/docs).
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from . import __version__
+from . import __version__, retention
 from .api.guard import Guard
 from .api.main import api_router
 from .api.routes import health
@@ -24,11 +28,22 @@ from .store import Store
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    """The app on `store`, or on a store of the settings' database that it closes when it stops."""
+    own = store is None
+    store = store or Store(settings.database, settings.database_password)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with retention.pruning(store, settings.retention):
+            yield
+        if own:
+            store.close()
+
     app = FastAPI(title="pi-fleet attendance server", version=__version__,
-                  description=(__doc__ or "").split("\n\n", 1)[1])
+                  description=(__doc__ or "").split("\n\n", 1)[1], lifespan=lifespan)
     # The routes find these through api.deps (get_settings, get_store).
     app.state.settings = settings
-    app.state.store = store or Store(settings.database)
+    app.state.store = store
     app.include_router(api_router(settings.limits))
     # Anyone may ask these: the health check and the published contract (the OpenAPI document and its pages).
     public = {health.PATH, app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url}

@@ -1,6 +1,7 @@
 """The server's settings, from one TOML file (tokens are secrets: keep it readable by the server only).
 
-    database = "/var/lib/pi-fleet-server/attendance.sqlite3"
+    database = "/var/lib/pi-fleet-server/attendance.sqlite3"   # or "postgresql://user@host/dbname" (postgresql extra)
+    database_password_file = "/etc/pi-fleet-server/db-password"  # optional: a PostgreSQL password not in the URL
     admin_token = "..."                # enrollment, the employee list, the attendance page and /metrics
     silent_after_seconds = 180         # optional: a kiosk not heard from for longer is marked silent
     trusted_origins = ["https://attendance.example.com"]  # optional: pages that may post (api/guard.py)
@@ -10,6 +11,9 @@
     mobilefacenet = { path = "/srv/models/mobilefacenet.onnx", card = "arcface" }
     [limits]                           # optional: what one request may send (each omitted: Limits' default)
     photos = 10
+    [retention]                        # optional: how long the server keeps what it holds (each omitted: for ever)
+    events_days = 400
+    left_days = 30
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .backends import is_url, masked
+
 MIN_TOKEN = 16
 MiB = 1024 * 1024
 # OpenCV refuses to decode more pixels than this anyway (its CV_IO_MAX_IMAGE_PIXELS default).
@@ -31,6 +37,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # Three missed heartbeats at the kiosks' default interval (60 s): one lost on the way is no alarm.
 SILENT_AFTER_SECONDS = 180
 MAX_SILENT_AFTER_SECONDS = 7 * 86400
+# A century: more is a typo (and a cutoff before year 1 would not compute); omit a retention to keep for ever.
+MAX_RETENTION_DAYS = 36500
 
 
 class ConfigError(Exception):
@@ -60,8 +68,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the server keeps what it holds, in days; None: for ever (nothing is deleted unasked)."""
+    events_days: int | None = None  # attendance events, counted from when the server received them
+    left_days: int | None = None  # embeddings of people marked as having left, counted from the mark (0: at once)
+
+
+@dataclass(frozen=True)
 class Settings:
-    database: Path
+    database: Path | str  # a SQLite file's path, or a PostgreSQL URL (backends.py)
     admin_token: str
     kiosk_tokens: dict[str, str]
     models: dict[str, EmbeddingModel] = field(default_factory=dict)
@@ -70,6 +85,13 @@ class Settings:
     trusted_origins: frozenset[str] = frozenset()
     # A kiosk whose last heartbeat is older than this is silent: on the page, in GET /api/kiosks, in /metrics.
     silent_after_seconds: int = SILENT_AFTER_SECONDS
+    retention: Retention = field(default_factory=Retention)
+    # PostgreSQL's password when the URL holds none (database_password_file); never shown.
+    database_password: str | None = field(default=None, repr=False)
+
+    def database_shown(self) -> str:
+        """The database setting as messages and logs may show it: a URL's password masked."""
+        return masked(self.database)
 
     def principal(self, token: str) -> str | None:
         """"admin", "kiosk:<name>", or None for an unknown token."""
@@ -98,28 +120,85 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
                               f"(e.g. from `openssl rand -hex 24`), got {value!r:.20}")
         return value
 
-    unknown = set(data) - {"database", "admin_token", "trusted_origins", "silent_after_seconds", "kiosks", "models",
-                           "limits"}
+    unknown = set(data) - {"database", "database_password_file", "admin_token", "trusted_origins",
+                           "silent_after_seconds", "kiosks", "models", "limits", "retention"}
     if unknown:
-        raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} (allowed: database, admin_token, "
-                          "trusted_origins, silent_after_seconds, [kiosks], [models], [limits])")
-    if not isinstance(data.get("database"), str) or not data["database"]:
-        raise ConfigError(f"{origin}: database must be the SQLite file's path")
+        raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} (allowed: database, "
+                          "database_password_file, admin_token, trusted_origins, silent_after_seconds, [kiosks], "
+                          "[models], [limits], [retention])")
+    database, password = _database(data.get("database"), data.get("database_password_file"), origin)
     kiosks = data.get("kiosks", {})
     if not isinstance(kiosks, dict) or not kiosks:
         raise ConfigError(f"{origin}: [kiosks] must name at least one kiosk and its token")
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise ConfigError(f"{origin}: [models] must be a table of name = {{ path = ..., card = ... }}")
-    settings = Settings(Path(data["database"]), token(data.get("admin_token"), "admin_token"),
+    settings = Settings(database, token(data.get("admin_token"), "admin_token"),
                         {str(name): token(t, f"kiosks.{name}") for name, t in kiosks.items()},
                         {str(name): _model(str(name), entry, origin) for name, entry in models.items()},
                         _limits(data.get("limits", {}), origin), _origins(data.get("trusted_origins", []), origin),
-                        _silent_after(data.get("silent_after_seconds", SILENT_AFTER_SECONDS), origin))
+                        _silent_after(data.get("silent_after_seconds", SILENT_AFTER_SECONDS), origin),
+                        _retention(data.get("retention", {}), origin), password)
     tokens = [settings.admin_token, *settings.kiosk_tokens.values()]
     if len(set(tokens)) != len(tokens):
         raise ConfigError(f"{origin}: every kiosk and the admin need a token of their own")
     return settings
+
+
+def _database(value: Any, password_file: Any, origin: str) -> tuple[Path | str, str | None]:
+    """database = a SQLite file's path, or postgresql://user[:password]@host[:port]/dbname; the password from the
+    URL or from database_password_file (a file the server alone may read), not both."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{origin}: database must be the SQLite file's path or a postgresql://user@host/dbname URL")
+    if not is_url(value):
+        if password_file is not None:
+            raise ConfigError(f"{origin}: database_password_file is for a PostgreSQL database; "
+                              f"database = {value!r} is a SQLite file")
+        return Path(value), None
+    parts = urlsplit(value)
+    if not parts.path.strip("/"):
+        raise ConfigError(f"{origin}: database = {masked(value)!r}: name the database, e.g. "
+                          "postgresql://attendance@db.example/attendance")
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{origin}: database = {masked(value)!r} is PostgreSQL, and psycopg is not installed: "
+                          "install the server with its postgresql extra (pip install 'pi-fleet-server[postgresql]')"
+                          ) from None
+    if password_file is None:
+        return value, None
+    if parts.password is not None or "password=" in parts.query:
+        raise ConfigError(f"{origin}: database = {masked(value)!r} holds a password, and database_password_file "
+                          "names another: keep one")
+    if not isinstance(password_file, str) or not password_file:
+        raise ConfigError(f"{origin}: database_password_file must be a file's path, got {password_file!r:.40}")
+    path = Path(password_file)
+    try:
+        _private(path, "the database password")
+        password = path.read_text().strip("\n")
+    except OSError as exc:
+        raise ConfigError(f"{origin}: database_password_file: {exc}") from None
+    if not password:
+        raise ConfigError(f"{origin}: database_password_file {path} is empty")
+    return value, password
+
+
+def _retention(entry: Any, origin: str) -> Retention:
+    """[retention]: events_days a whole number from 1, left_days from 0 (at the next prune), each at most a
+    century; omitted: kept for ever."""
+    names = [f.name for f in dataclasses.fields(Retention)]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{origin}: [retention] must be a table of {', '.join(names)}")
+    unknown = set(entry) - set(names)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown retention settings {', '.join(sorted(unknown))} "
+                          f"(allowed: {', '.join(names)})")
+    for name, value in entry.items():
+        least = 0 if name == "left_days" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_RETENTION_DAYS:
+            raise ConfigError(f"{origin}: retention.{name} must be a whole number of days from {least} to "
+                              f"{MAX_RETENTION_DAYS} (omit it to keep for ever), got {value!r:.20}")
+    return Retention(**entry)
 
 
 def _builtin_cards() -> str:
@@ -201,11 +280,11 @@ def _origin(value: Any, origin: str) -> str:
                       "without a path, as browsers send it in Origin, e.g. \"https://attendance.example.com\"")
 
 
-def _private(path: Path) -> None:
-    """The file holds tokens: one that group or others may read (or change) stops the server."""
+def _private(path: Path, holds: str = "the tokens") -> None:
+    """The file holds secrets: one that group or others may read (or change) stops the server."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError(f"{path}: mode {mode:04o} lets group or others at the tokens it holds: "
+        raise ConfigError(f"{path}: mode {mode:04o} lets group or others at {holds} it holds: "
                           f"chmod 600 {path} (readable by the server's user alone)")
 
 

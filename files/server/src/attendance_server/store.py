@@ -1,17 +1,16 @@
-"""The server's SQLite database: employees, their embeddings per model, attendance events, each kiosk's last
-heartbeat.
+"""The server's database: employees, their embeddings per model, attendance events, each kiosk's last heartbeat;
+on SQLite or PostgreSQL (backends.py), with the same SQL.
 
-WAL mode, so the attendance page reads while kiosks write. A repeated Idempotency-Key is stored once
-(a UNIQUE column, not a set in memory): a kiosk that lost an answer sends the event again, and the
-server answers it as the first time without a second row. A model's gallery is named in the ETag the
-kiosks send back by the hash of what it holds, not by a counter: a counter repeats once a database is
-restored from a copy (or made anew) and changed again, and a kiosk would keep a gallery that is gone."""
+A repeated Idempotency-Key is stored once (a UNIQUE column and ON CONFLICT, not a set in memory, so several server
+processes sharing one database agree): a kiosk that lost an answer sends the event again, and the server answers it
+as the first time without a second row. A model's gallery is named in the ETag the kiosks send back by the hash of
+what it holds, not by a counter: a counter repeats once a database is restored from a copy (or made anew) and
+changed again, and a kiosk would keep a gallery that is gone. Times are ISO 8601 text, as the API returns them."""
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import sqlite3
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,39 +19,47 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .backends import Backend, Transaction, backend
+
+# {id}, {bytes} and {text} are each backend's types (backends.py): write TEXT columns as {text}, so that they
+# compare and sort alike on both. "row" is quoted: a keyword in PostgreSQL.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS employees (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL
+    id {text} PRIMARY KEY,
+    name {text} NOT NULL DEFAULT '',
+    created {text} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS embeddings (
-    row INTEGER PRIMARY KEY,
-    employee TEXT NOT NULL REFERENCES employees(id) ON DELETE CASCADE,
-    model TEXT NOT NULL,
+    "row" {id},
+    employee {text} NOT NULL REFERENCES employees(id) ON DELETE CASCADE,
+    model {text} NOT NULL,
     dim INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    created TEXT NOT NULL
+    vector {bytes} NOT NULL,
+    created {text} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS embeddings_by_model ON embeddings(model, employee);
 DROP TABLE IF EXISTS galleries;  -- each model's version counter, before ETags were the galleries' hashes
 CREATE TABLE IF NOT EXISTS events (
-    row INTEGER PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    kiosk TEXT NOT NULL,
-    employee TEXT NOT NULL,
-    status TEXT NOT NULL,
-    at TEXT NOT NULL,
-    received TEXT NOT NULL
+    "row" {id},
+    idempotency_key {text} NOT NULL UNIQUE,
+    kiosk {text} NOT NULL,
+    employee {text} NOT NULL,
+    status {text} NOT NULL,
+    at {text} NOT NULL,
+    received {text} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(at DESC);
 """
-# Entry n takes a database from user_version n to n + 1 (SCHEMA is the first release's tables).
+# Entry n takes a database from version n to n + 1 (SCHEMA is the first release's tables); one statement each.
 MIGRATIONS = (
-    # The kiosk's TS1_estimated: a time from a clock that was never synchronised (1), or a true one (0).
-    "ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",
+    # The kiosk's TS1_estimated: a time from a clock that was never synchronised (true), or a true one (false).
+    "ALTER TABLE events ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
     # Each kiosk's last heartbeat (its validated JSON body), replaced by the next: only the latest state matters.
-    "CREATE TABLE heartbeats (kiosk TEXT PRIMARY KEY, body TEXT NOT NULL, received TEXT NOT NULL)",
+    "CREATE TABLE heartbeats (kiosk {text} PRIMARY KEY, body {text} NOT NULL, received {text} NOT NULL)",
+    # When a person was marked as having left (NULL: still here): out of the galleries, embeddings deleted later.
+    "ALTER TABLE employees ADD COLUMN left_at {text}",
+    # Retention deletes events by the server's time of receipt.
+    "CREATE INDEX events_by_received ON events(received)",
 )
 
 
@@ -85,8 +92,13 @@ class Gallery:
     etag: str  # the hash of the model and every stored vector: the same tag, the same gallery
 
 
+def iso(at: datetime) -> str:
+    """How the store writes its own times: UTC to the second, so that text order is time order."""
+    return at.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return iso(datetime.now(UTC))
 
 
 def pack(vector: Sequence[float]) -> bytes:
@@ -98,33 +110,28 @@ def unpack(blob: bytes, dim: int) -> list[float]:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            for statement in MIGRATIONS[version:]:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
+    def __init__(self, database: Path | str, password: str | None = None) -> None:
+        """`database`: a SQLite file's path, or a PostgreSQL URL (`password`: when not in the URL)."""
+        self.backend: Backend = backend(database, password)
+        self.backend.migrate(SCHEMA.format(**self.backend.types),
+                             [m.format(**self.backend.types) for m in MIGRATIONS])
+
+    def close(self) -> None:
+        """Lets go of the database's connections (PostgreSQL's pool)."""
+        self.backend.close()
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """One connection per request (FastAPI runs them in threads); committed when the block ends."""
-        db = sqlite3.connect(self.path, timeout=10)
-        try:
-            db.execute("PRAGMA foreign_keys=ON")
-            with db:
-                yield db
-        finally:
-            db.close()
+    def connect(self) -> Iterator[Transaction]:
+        """One transaction (FastAPI runs requests in threads): committed when the block ends."""
+        with self.backend.transaction() as tx:
+            yield tx
 
     # Employees and their embeddings.
 
     def enroll(self, employee: str, model: str, vectors: Sequence[Sequence[float]], name: str = "",
                replace: bool = False) -> int:
-        """Adds (or with replace, replaces) an employee's embeddings for one model; returns how many they have."""
+        """Adds (or with replace, replaces) an employee's embeddings for one model; returns how many they have.
+        A person marked as having left is back."""
         return self.enroll_models(employee, {model: vectors}, name, replace)[model]
 
     def enroll_models(self, employee: str, vectors: Mapping[str, Sequence[Sequence[float]]], name: str = "",
@@ -144,8 +151,8 @@ class Store:
         counts: dict[str, int] = {}
         with self.connect() as db:  # a Conflict raised in the block rolls all of it back
             # A name given replaces the one stored; none keeps it.
-            db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) "
-                       "DO UPDATE SET name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
+            db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                       "name = CASE WHEN excluded.name = '' THEN employees.name ELSE excluded.name END, left_at = NULL",
                        (employee, name, now()))
             for model, rows in vectors.items():
                 dim = dims[model]
@@ -165,13 +172,22 @@ class Store:
         with self.connect() as db:
             return db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
 
+    def mark_left(self, employee: str, at: datetime | None = None) -> str | None:
+        """Marks a person as having left, now (or at `at`: tests): out of every gallery at once, their embeddings
+        deleted by retention (`left_days`) counted from the first mark. Returns that time; None: no such person."""
+        with self.connect() as db:
+            db.execute("UPDATE employees SET left_at = ? WHERE id = ? AND left_at IS NULL",
+                       (iso(at or datetime.now(UTC)), employee))
+            row = db.execute("SELECT left_at FROM employees WHERE id = ?", (employee,)).fetchone()
+        return None if row is None else str(row[0])
+
     def employees(self) -> dict[str, dict[str, object]]:
-        """Every employee: name, embeddings per model (counts, never the vectors) and when the latest of them
-        were enrolled."""
+        """Every employee: name, when they left (None: still here), embeddings per model (counts, never the
+        vectors) and when the latest of them were enrolled."""
         with self.connect() as db:
             people: dict[str, dict[str, object]] = {
-                emp: {"name": name, "embeddings": {}, "enrolled": ""}
-                for emp, name in db.execute("SELECT id, name FROM employees")}
+                emp: {"name": name, "left": left, "embeddings": {}, "enrolled": ""}
+                for emp, name, left in db.execute("SELECT id, name, left_at FROM employees ORDER BY id")}
             for emp, model, count, created in db.execute(
                     "SELECT employee, model, count(*), max(created) FROM embeddings GROUP BY employee, model"):
                 people[emp]["embeddings"][model] = count  # type: ignore[index]
@@ -179,11 +195,13 @@ class Store:
         return people
 
     def gallery(self, model: str) -> Gallery:
+        """The model's embeddings of everyone who has not left."""
         digest = hashlib.sha256(model.encode())
         employees: dict[str, list[list[float]]] = {}
         with self.connect() as db:
             for emp, dim, blob in db.execute(
-                    "SELECT employee, dim, vector FROM embeddings WHERE model = ? ORDER BY employee, row", (model,)):
+                    'SELECT e.employee, e.dim, e.vector FROM embeddings e JOIN employees p ON p.id = e.employee '
+                    'WHERE e.model = ? AND p.left_at IS NULL ORDER BY e.employee, e."row"', (model,)):
                 employees.setdefault(emp, []).append(unpack(blob, dim))
                 digest.update(f"\0{emp}\0{dim}\0".encode() + blob)  # ids hold no NUL: one reading only
         return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"')
@@ -192,7 +210,8 @@ class Store:
 
     def record(self, key: str, kiosk: str, employee: str, status: str, at: str, estimated: bool) -> bool:
         """Stores an event once per key: True when new, False for a replay of the same event;
-        Conflict when the key was used for another event."""
+        Conflict when the key was used for another event. Under concurrency too: of several processes inserting
+        one key, the database lets one in, and the others read what it stored."""
         with self.connect() as db:
             new = db.execute("INSERT INTO events (idempotency_key, kiosk, employee, status, at, received, estimated) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
@@ -200,7 +219,7 @@ class Store:
             if not new:
                 stored = db.execute("SELECT kiosk, employee, status, at, estimated FROM events "
                                     "WHERE idempotency_key = ?", (key,)).fetchone()
-                if tuple(stored) != (kiosk, employee, status, at, estimated):
+                if (*stored[:4], bool(stored[4])) != (kiosk, employee, status, at, estimated):
                     raise Conflict(f"Idempotency-Key {key} was used for another event")
         return new
 
@@ -215,22 +234,34 @@ class Store:
                 where.append(condition)
                 args.append(value)
         sql = ("SELECT idempotency_key, kiosk, employee, status, at, received, estimated FROM events"
-               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY at DESC, row DESC"
+               + (" WHERE " + " AND ".join(where) if where else "") + ' ORDER BY at DESC, "row" DESC'
                + (" LIMIT ?" if limit is not None else ""))
         with self.connect() as db:
             return [Event(key, kiosk, employee, status, at, received, bool(estimated))
                     for key, kiosk, employee, status, at, received, estimated
                     in db.execute(sql, (*args, *([limit] if limit is not None else [])))]
 
+    # Retention: each delete is idempotent, so several processes may run it at once.
+
+    def forget_events(self, received_before: datetime) -> int:
+        """Deletes the events the server received before this time; returns how many."""
+        with self.connect() as db:
+            return db.execute("DELETE FROM events WHERE received < ?", (iso(received_before),)).rowcount
+
+    def forget_left(self, left_before: datetime) -> int:
+        """Deletes the embeddings of the people marked as having left before this time; returns how many."""
+        with self.connect() as db:
+            return db.execute("DELETE FROM embeddings WHERE employee IN "
+                              "(SELECT id FROM employees WHERE left_at < ?)", (iso(left_before),)).rowcount
+
     # Heartbeats.
 
     def heartbeat(self, kiosk: str, body: dict[str, Any], received: datetime | None = None) -> None:
         """Keeps `body` as the kiosk's last heartbeat, received now (or at `received`: tests)."""
-        at = (received or datetime.now(UTC)).isoformat(timespec="seconds")
         with self.connect() as db:
             db.execute("INSERT INTO heartbeats (kiosk, body, received) VALUES (?, ?, ?) ON CONFLICT(kiosk) "
                        "DO UPDATE SET body = excluded.body, received = excluded.received",
-                       (kiosk, json.dumps(body), at))
+                       (kiosk, json.dumps(body), iso(received or datetime.now(UTC))))
 
     def heartbeats(self) -> dict[str, LastHeartbeat]:
         with self.connect() as db:

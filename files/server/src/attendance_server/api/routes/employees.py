@@ -1,9 +1,11 @@
 """Employees and their enrollment (admin token): embeddings sent as vectors, or computed from photos with
 the kiosk's pipeline (`uploads`: a router of its own, its bodies may be larger); the employee list (counts per
-model, never the vectors); removal. The employees page (employee_pages.py) enrolls through `enroll_uploads`."""
+model, never the vectors); a person marked as having left; removal. The employees page (employee_pages.py) enrolls
+through `enroll_uploads`."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from fastapi import Path as PathParam
 from ...config import Limits, Settings
 from ...photos import image_size
 from ...schemas import EMPLOYEE_ID, Enrollment
-from ...store import Conflict, Store
+from ...store import Conflict, Store, iso
 from ..deps import AdminDep, SettingsDep, StoreDep
 
 EmployeeId = Annotated[str, PathParam(pattern=EMPLOYEE_ID, description="employee id, e.g. E001")]
@@ -93,6 +95,19 @@ def checked_photo(upload: UploadFile, label: str, limits: Limits) -> bytes:
 @router.get("/api/employees")
 def employees(_: AdminDep, store: StoreDep) -> dict[str, Any]:
     return {"employees": store.employees()}
+
+
+@router.post("/api/employees/{employee}/left", responses={404: {"description": "no such employee"}})
+def left(employee: EmployeeId, _: AdminDep, settings: SettingsDep, store: StoreDep) -> dict[str, Any]:
+    """Marks the person as having left: out of every gallery at once (the kiosks' next sync drops them), their
+    embeddings deleted `[retention] left_days` after the first mark (`null`: kept until the person is deleted).
+    Marking again keeps the first time; enrolling them again brings them back."""
+    at = store.mark_left(employee)
+    if at is None:
+        raise HTTPException(404, f"no employee {employee}")
+    days = settings.retention.left_days
+    until = None if days is None else iso(datetime.fromisoformat(at) + timedelta(days=days))
+    return {"employee": employee, "left": at, "embeddings_deleted_after": until}
 
 
 @router.delete("/api/employees/{employee}", status_code=204)
