@@ -5,7 +5,12 @@ WAL mode, so the attendance page reads while kiosks write. A repeated Idempotenc
 (a UNIQUE column, not a set in memory): a kiosk that lost an answer sends the event again, and the
 server answers it as the first time without a second row. A model's gallery is named in the ETag the
 kiosks send back by the hash of what it holds, not by a counter: a counter repeats once a database is
-restored from a copy (or made anew) and changed again, and a kiosk would keep a gallery that is gone."""
+restored from a copy (or made anew) and changed again, and a kiosk would keep a gallery that is gone.
+
+Removing a person erases them (biometric data: GDPR Art. 9, BIPA): their embeddings at once, their attendance
+events unless they must be kept (payroll law), and a tombstone (id, erased_at) is kept for ERASED_DAYS so that
+every gallery answer in that window tells the kiosks to erase their own copies. A later enrolment of the same id
+clears the tombstone: the person is enrolled again."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +21,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +58,12 @@ MIGRATIONS = (
     "ALTER TABLE events ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",
     # Each kiosk's last heartbeat (its validated JSON body), replaced by the next: only the latest state matters.
     "CREATE TABLE heartbeats (kiosk TEXT PRIMARY KEY, body TEXT NOT NULL, received TEXT NOT NULL)",
+    # Who was erased and when (UTC, ISO 8601: compared as text), sent to the kiosks for ERASED_DAYS.
+    "CREATE TABLE erasures (employee TEXT PRIMARY KEY, erased_at TEXT NOT NULL)",
 )
+# How long tombstones are sent to the kiosks: longer than any kiosk stays offline and still syncs (a kiosk
+# offline for longer keeps the person until an operator runs `pi-kiosk forget`: files/kiosk/README.md).
+ERASED_DAYS = 400
 
 
 class Conflict(Exception):
@@ -82,11 +92,17 @@ class LastHeartbeat:
 class Gallery:
     model: str
     employees: dict[str, list[list[float]]]
-    etag: str  # the hash of the model and every stored vector: the same tag, the same gallery
+    etag: str  # the hash of the model, every stored vector and every tombstone: the same tag, the same gallery
+    erased: list[str]  # ids erased within ERASED_DAYS: the kiosks erase them too
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def erased_cutoff() -> str:
+    """Tombstones older than this are no longer sent, and are pruned."""
+    return (datetime.now(UTC) - timedelta(days=ERASED_DAYS)).isoformat(timespec="seconds")
 
 
 def pack(vector: Sequence[float]) -> bytes:
@@ -115,6 +131,8 @@ class Store:
         db = sqlite3.connect(self.path, timeout=10)
         try:
             db.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten with zeros, so an erased person's vectors do not survive in free pages.
+            db.execute("PRAGMA secure_delete=ON")
             with db:
                 yield db
         finally:
@@ -139,6 +157,7 @@ class Store:
             db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) "
                        "DO UPDATE SET name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END",
                        (employee, name, now()))
+            db.execute("DELETE FROM erasures WHERE employee = ?", (employee,))  # enrolled again after an erasure
             if replace:
                 db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
             db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
@@ -147,9 +166,17 @@ class Store:
                                   (employee, model)).fetchone()
         return int(count)
 
-    def remove(self, employee: str) -> bool:
+    def remove(self, employee: str, keep_events: bool = False) -> int | None:
+        """Erases an employee: their embeddings, their events unless `keep_events`, and records the tombstone the
+        kiosks erase them by. Returns how many events were deleted, or None for an unknown employee."""
         with self.connect() as db:
-            return db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
+            if db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount == 0:
+                return None
+            events = 0 if keep_events else db.execute("DELETE FROM events WHERE employee = ?", (employee,)).rowcount
+            db.execute("INSERT INTO erasures (employee, erased_at) VALUES (?, ?) ON CONFLICT (employee) "
+                       "DO UPDATE SET erased_at = excluded.erased_at", (employee, now()))
+            db.execute("DELETE FROM erasures WHERE erased_at < ?", (erased_cutoff(),))
+        return int(events)
 
     def employees(self) -> dict[str, dict[str, object]]:
         """Every employee: name and embeddings per model (counts, never the vectors)."""
@@ -169,7 +196,12 @@ class Store:
                     "SELECT employee, dim, vector FROM embeddings WHERE model = ? ORDER BY employee, row", (model,)):
                 employees.setdefault(emp, []).append(unpack(blob, dim))
                 digest.update(f"\0{emp}\0{dim}\0".encode() + blob)  # ids hold no NUL: one reading only
-        return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"')
+            erased = [emp for (emp,) in db.execute("SELECT employee FROM erasures WHERE erased_at >= ? "
+                                                   "ORDER BY employee", (erased_cutoff(),))]
+        # A new tombstone changes the tag, so a kiosk whose gallery never held the person still hears of it.
+        if erased:  # none: the tag stays what it was before tombstones existed
+            digest.update(b"\0\0erased" + "".join(f"\0{emp}" for emp in erased).encode())
+        return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"', erased)
 
     # Attendance.
 

@@ -1,6 +1,6 @@
 """Employees and their enrollment (admin token): embeddings sent as vectors, or computed from photos with
 the kiosk's pipeline (`uploads`: a router of its own, its bodies may be larger); the employee list (counts per
-model, never the vectors); removal."""
+model, never the vectors); erasure (embeddings, events unless kept, a tombstone for the kiosks)."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 import tempfile
@@ -81,8 +81,13 @@ def employees(_: AdminDep, store: StoreDep) -> dict[str, Any]:
     return {"employees": store.employees()}
 
 
-@router.delete("/api/employees/{employee}", status_code=204)
-def remove(employee: EmployeeId, _: AdminDep, store: StoreDep) -> Response:
-    if not store.remove(employee):
+@router.delete("/api/employees/{employee}", status_code=204, responses={404: {"description": "no such employee"}})
+def remove(employee: EmployeeId, _: AdminDep, store: StoreDep,
+           keep_events: Annotated[bool, Query(description=(
+               "keep the person's attendance events (a law requires them kept, e.g. for payroll); by default they "
+               "are erased with the person"))] = False) -> Response:
+    """Erase a person: their embeddings at once, their attendance events unless keep_events, and a tombstone that
+    every kiosk's next gallery sync carries (`erased`), so that each erases its own copies."""
+    if store.remove(employee, keep_events) is None:
         raise HTTPException(404, f"no employee {employee}")
     return Response(status_code=204)
