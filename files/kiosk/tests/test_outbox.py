@@ -435,7 +435,7 @@ def test_an_outbox_that_cannot_record_a_delivery_pauses_instead_of_resending(
     s = sender(box, server.url, clock=clock)
     delivered = box.delivered
 
-    def disk_full(key: str) -> None:
+    def disk_full(key: str, keep_seconds: float) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(box, "delivered", disk_full)

@@ -136,6 +136,29 @@ def test_a_photo_enrolled_on_the_server_reaches_the_kiosk_once(
         assert fetched is not None and len(fetched) == 0
 
 
+def test_a_person_erased_on_the_server_is_erased_by_the_kiosk_s_next_sync(
+        tmp_path: Path, settings: Settings, mobilefacenet: Path) -> None:
+    model = file_sha256(mobilefacenet)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    erased: list[frozenset[str]] = []
+    with bound_socket() as sock, serving(settings, sock) as url:
+        for employee, seed in (("E001", 1), ("E002", 2)):
+            vector = np.random.default_rng(seed).standard_normal(512).tolist()
+            r = requests.post(f"{url}/api/employees/{employee}/embeddings", headers=admin, timeout=30,
+                              json={"model": model, "embeddings": [vector]})
+            assert r.status_code == 201, r.text
+        sync = sync_for(tmp_path, url, mobilefacenet)
+        sync.on_erased = erased.append
+        first = sync.fetch()
+        assert first is not None and first.ids == ("E001", "E002") and erased == []
+
+        assert requests.delete(f"{url}/api/employees/E001", headers=admin, timeout=30).status_code == 204
+        after = sync.fetch()  # a new ETag: the kiosk gets the answer and its tombstone
+        assert after is not None and after.ids == ("E002",) and erased == [frozenset({"E001"})]
+        assert sync.fetch() is None  # and then nothing until the next change
+        assert requests.delete(f"{url}/api/employees/E001", headers=admin, timeout=30).status_code == 404
+
+
 def test_a_photo_without_exactly_one_face_is_refused_and_nothing_is_stored(
         tmp_path: Path, settings: Settings) -> None:
     blank = tmp_path / "blank.png"

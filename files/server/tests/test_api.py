@@ -74,7 +74,7 @@ def test_a_kiosk_gets_only_its_models_embeddings_with_an_etag(client: TestClient
                         headers=bearer(ADMIN))
         assert r.status_code == 201 and r.json()["embeddings"] == 1
     got = client.get("/api/employees/embeddings", params={"model": MODEL_A}, headers=bearer(LOBBY))
-    assert got.json() == {"model": MODEL_A, "employees": [{"id": "E001", "embeddings": [[1.0, 0.0]]}]}
+    assert got.json() == {"model": MODEL_A, "employees": [{"id": "E001", "embeddings": [[1.0, 0.0]]}], "erased": []}
     etag = got.headers["ETag"]
     same = client.get("/api/employees/embeddings", params={"model": MODEL_A},
                       headers={**bearer(LOBBY), "If-None-Match": etag})
@@ -86,7 +86,7 @@ def test_a_kiosk_gets_only_its_models_embeddings_with_an_etag(client: TestClient
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
     assert [e["id"] for e in changed.json()["employees"]] == ["E001", "E002"]
     unknown = client.get("/api/employees/embeddings", params={"model": "c" * 64}, headers=bearer(LOBBY))
-    assert unknown.json() == {"model": "c" * 64, "employees": []}
+    assert unknown.json() == {"model": "c" * 64, "employees": [], "erased": []}
     bad = client.get("/api/employees/embeddings", params={"model": "not-a-sha"}, headers=bearer(LOBBY))
     assert bad.status_code == 422
 
@@ -144,6 +144,61 @@ def test_enrollment_is_validated_and_replace_and_delete_work(client: TestClient)
     assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 404
     assert client.get("/api/employees/embeddings", params={"model": MODEL_A}, headers=bearer(LOBBY)).json()[
         "employees"] == []
+
+
+def gallery(client: TestClient, etag: str = "") -> tuple[int, str, dict[str, object]]:
+    r = client.get("/api/employees/embeddings", params={"model": MODEL_A},
+                   headers={**bearer(LOBBY), **({"If-None-Match": etag} if etag else {})})
+    return r.status_code, r.headers["ETag"], r.json() if r.status_code == 200 else {}
+
+
+def test_an_erased_person_is_a_tombstone_in_every_gallery_answer_until_enrolled_again(client: TestClient) -> None:
+    for employee, vector in (("E001", [1.0, 0.0]), ("E002", [0.0, 1.0])):
+        client.post(f"/api/employees/{employee}/embeddings", json={"model": MODEL_A, "embeddings": [vector]},
+                    headers=bearer(ADMIN))
+    _, before, _ = gallery(client)
+    assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 204
+    status, erased_tag, body = gallery(client, before)
+    assert status == 200 and erased_tag != before  # a new tag: every kiosk hears of it, holding E001 or not
+    assert body["employees"] == [{"id": "E002", "embeddings": [[0.0, 1.0]]}] and body["erased"] == ["E001"]
+    # Another model's gallery never held E001, and carries the tombstone all the same.
+    other = client.get("/api/employees/embeddings", params={"model": MODEL_B}, headers=bearer(LOBBY)).json()
+    assert other == {"model": MODEL_B, "employees": [], "erased": ["E001"]}
+    assert gallery(client, erased_tag)[0] == 304
+    # Enrolled again: the tombstone is gone, the person is in the gallery again.
+    client.post("/api/employees/E001/embeddings", json={"model": MODEL_A, "embeddings": [[0.6, 0.8]]},
+                headers=bearer(ADMIN))
+    status, again, body = gallery(client, erased_tag)
+    assert status == 200 and again not in (before, erased_tag)
+    assert [e["id"] for e in body["employees"]] == ["E001", "E002"] and body["erased"] == []  # type: ignore[index]
+
+
+def test_erasure_deletes_the_events_unless_they_must_be_kept(client: TestClient) -> None:
+    for employee in ("E001", "E002", "E003"):
+        client.post(f"/api/employees/{employee}/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
+                    headers=bearer(ADMIN))
+        assert post(client, event(employee), key=f"k-{employee}") == 201
+    assert client.delete("/api/employees/E001", headers=bearer(ADMIN)).status_code == 204
+    assert client.delete("/api/employees/E002", params={"keep_events": "true"},
+                         headers=bearer(ADMIN)).status_code == 204
+    rows = client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"]
+    assert sorted(r["employee"] for r in rows) == ["E002", "E003"]  # E002's kept for payroll, E001's erased
+    assert gallery(client)[2]["erased"] == ["E001", "E002"]
+
+
+def test_old_tombstones_leave_the_answer_and_are_pruned(client: TestClient, tmp_path: Path) -> None:
+    client.post("/api/employees/E001/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
+                headers=bearer(ADMIN))
+    client.post("/api/employees/E002/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
+                headers=bearer(ADMIN))
+    client.delete("/api/employees/E001", headers=bearer(ADMIN))
+    database = tmp_path / "attendance.sqlite3"
+    with closing(sqlite3.connect(database)) as db, db:
+        db.execute("UPDATE erasures SET erased_at = '2020-01-01T00:00:00+00:00'")  # past ERASED_DAYS
+    assert gallery(client)[2]["erased"] == []
+    client.delete("/api/employees/E002", headers=bearer(ADMIN))  # a new erasure prunes the old tombstones
+    with closing(sqlite3.connect(database)) as db:
+        assert [row[0] for row in db.execute("SELECT employee FROM erasures")] == ["E002"]
 
 
 def test_photos_need_configured_models(client: TestClient) -> None:

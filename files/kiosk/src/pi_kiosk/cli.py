@@ -1,4 +1,4 @@
-"""`pi-kiosk`: run, check, enroll, outbox, bench, quantize, synthetic-model, convert-dlib."""
+"""`pi-kiosk`: run, check, enroll, forget, outbox, bench, quantize, synthetic-model, convert-dlib."""
 from __future__ import annotations
 
 import argparse
@@ -146,6 +146,28 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase people from everything this kiosk stores, at once, beside the running service (which notices the
+    rewritten files within a second and drops them from memory too). An id found nowhere is not an error: a fleet
+    runs this on every kiosk, and most never saw the person."""
+    from .erase import erase_stored, totals
+    from .outbox import Outbox
+
+    _refuse_root(args, "sync.enrolled_path, sync.cache_path and the outbox database (outbox.path)")
+    cfg = _load(args)
+    outbox = Outbox(cfg.outbox.path) if cfg.outbox.path.is_file() else None  # never created here
+    try:
+        found = erase_stored(args.ids, cfg.sync, outbox)
+    finally:
+        if outbox is not None:
+            outbox.close()
+    log.info("forget: %s", totals(found))  # the journal: counts only
+    for employee in dict.fromkeys(args.ids):  # the operator's own ids, each once, in their order
+        erased = found.get(employee)
+        print(f"{employee}: removed {erased.describe()}" if erased else f"{employee}: not found on this kiosk")
+    return 0
+
+
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from .outbox_admin import existing_outbox, listing
 
@@ -225,6 +247,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _employee_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an employee id must not be empty")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     from .synthetic import ARCHITECTURES
 
@@ -257,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
                          "and start a new one")
     sp.add_argument("photos", nargs="+", type=Path, help="photos, each with exactly one face")
     sp.set_defaults(func=cmd_enroll)
+    sp = with_config("forget", "erase people from this kiosk at once: gallery cache, enrollments, outbox")
+    sp.add_argument("ids", nargs="+", type=_employee_id, metavar="ID", help="employee ids, e.g. E001")
+    sp.set_defaults(func=cmd_forget)
     outbox = sub.add_parser("outbox", help="the queue of attendance events (as the service's user, beside the "
                             "running service)")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)

@@ -105,6 +105,9 @@ class OutboxConfig:
     # Events kept in memory while the outbox cannot be written (a full disk), ~0.6 kB each: the
     # default holds days of a busy kiosk's events in ~6 MB (outbox_writer.py).
     memory_events: int = field(default=10000, metadata=_range(1, 1000000))
+    # Days delivered and rejected events are kept (personal data: bounded); 0 deletes an event once delivered.
+    # Delivered events go after a day in any case (all the cooldown needs); pending ones are never pruned.
+    keep_days: int = field(default=30, metadata=_range(0, 3650))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ the events its outbox still holds, so that a person still in view is not reporte
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 
 class Cooldown:
@@ -36,3 +36,8 @@ class Cooldown:
         seen = self._clock() - max(0.0, seconds_ago)
         self._last_seen[employee_id] = max(seen, self._last_seen.get(employee_id, seen))
         return True
+
+    def forget(self, ids: Collection[str]) -> None:
+        """Erased people: nothing of them is kept, not even when they were seen."""
+        for employee_id in ids:
+            self._last_seen.pop(employee_id, None)

@@ -14,7 +14,7 @@ from .detect import Detector
 from .embed import Embedder
 from .errors import CaptureError, EnrollError
 from .match import Gallery
-from .store import load_for_model, load_gallery, model_label, save_gallery
+from .store import load_for_model, load_gallery, locked, model_label, save_gallery
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedde
     if not photos:
         raise EnrollError("give at least one photo")
     rows = embed_photos(photos, detector, embedder)
+    with locked(path):  # the service and `pi-kiosk forget` rewrite the file too
+        return _add(employee_id, rows, embedder, path, replace, new_model)
+
+
+def _add(employee_id: str, rows: np.ndarray, embedder: Embedder, path: Path, replace: bool,
+         new_model: bool) -> Gallery:
     current = Gallery.empty(embedder.dim, embedder.card)
     if path.exists():
         stored = load_gallery(path, embedder.card)
@@ -88,10 +94,9 @@ def enroll(employee_id: str, photos: Sequence[Path], detector: Detector, embedde
             aside = set_aside(path, stored.model)
             log.warning("enrollments of %s kept in %s; starting %s for model %s", model_label(stored.model), aside,
                         path, embedder.model_sha256[:12])
-    if replace and len(current):
-        keep = [i for i, e in enumerate(current.ids) if e != employee_id]
-        current = Gallery([current.ids[i] for i in keep], current.matrix[keep], embedder.card)
-    updated = current.merged(Gallery([employee_id] * len(photos), rows, embedder.card))
+    if replace:
+        current = current.without({employee_id})
+    updated = current.merged(Gallery([employee_id] * len(rows), rows, embedder.card))
     save_gallery(path, updated, embedder.model_sha256)
-    log.info("enrolled %s from %d photo(s); %d people in %s", employee_id, len(photos), updated.people, path)
+    log.info("enrolled %s from %d photo(s); %d people in %s", employee_id, len(rows), updated.people, path)
     return updated

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,7 @@ class Gallery:
             matrix /= norms[:, None]
         self.card = card
         self.ids: tuple[str, ...] = tuple(ids)
+        self._people = frozenset(self.ids)
         self.matrix: F32 = matrix
         self._euclidean = card.metric == "euclidean"
         # -||b||^2 / 2 per row: computed once per gallery, never per frame.
@@ -89,7 +90,17 @@ class Gallery:
 
     @property
     def people(self) -> int:
-        return len(set(self.ids))
+        return len(self._people)
+
+    def __contains__(self, employee_id: object) -> bool:
+        return employee_id in self._people
+
+    def without(self, ids: Collection[str]) -> Gallery:
+        """This gallery less the rows of `ids` (itself when it holds none of them)."""
+        if self._people.isdisjoint(ids):
+            return self
+        keep = [n for n, employee in enumerate(self.ids) if employee not in ids]
+        return Gallery([self.ids[n] for n in keep], self.matrix[keep], self.card)
 
     def merged(self, other: Gallery) -> Gallery:
         if (other.card.metric, other.card.l2_normalize) != (self.card.metric, self.card.l2_normalize):

@@ -14,7 +14,10 @@ Each event keeps how its time is known (timekeeping.py): an event recorded while
 synchronised waits, unsent, until the clock is synchronised in the same boot and place() gives it
 its true time; one of an earlier boot that never was is sent with its estimate, flagged. Delivered
 events are kept for a day (the longest report.cooldown_seconds) beside the pending and rejected ones,
-so that a restarted service knows whom it reported lately (reported()).
+so that a restarted service knows whom it reported lately (reported()), and no longer than
+`outbox.keep_days`, which bounds the rejected ones too (prune()). An erased person's events go in every
+state (forget()); deleted rows are overwritten with zeros (secure_delete) and the write-ahead log is
+truncated after an erasure, so no copy of them survives in the file's free pages or in old log frames.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +38,7 @@ import requests
 
 from .backoff import doubling
 from .client import ServerClient
+from .config import OutboxConfig
 from .delivery import Action, DeliveryStatus, DeliveryTracker, Verdict, judge, unreachable
 from .errors import OutboxError
 from .redact import redact_url
@@ -67,6 +71,8 @@ _SCHEMA = (
 SYNCHRONIZED, UNSYNCHRONIZED, ESTIMATED = "synchronized", "unsynchronized", "estimated"
 # Delivered events are kept this long for the cooldown (the largest report.cooldown_seconds).
 KEEP_DELIVERED_SECONDS = 86400.0
+# How often the sender deletes the delivered and rejected events past outbox.keep_days.
+PRUNE_SECONDS = 3600.0
 # Entry n takes a database from user_version n to n + 1. Kiosks hold outbox files already, so
 # the schema only ever grows this way.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -89,6 +95,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 # What every table keeps of an event besides its key and payload, in one order for the copies between them.
 _TIME_COLUMNS = "created_at, clock, boot_id, boot_seconds"
+# The tables by what their events are, for forget().
+_STATES = {"pending": "outbox", "delivered": "delivered", "rejected": "rejected"}
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,8 @@ class Outbox:
         # FULL: a committed event survives a power cut, not just a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Deleted events are overwritten with zeros: an erased person's id does not survive in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
         with self._lock, self._transaction():
             self._migrate()
 
@@ -196,16 +206,46 @@ class Outbox:
                 (UNSYNCHRONIZED, limit)).fetchall()
         return [Event(key, json.loads(payload), attempts) for key, payload, attempts in rows]
 
-    def delivered(self, key: str) -> None:
-        """Move a delivered event aside, kept a day for the cooldown; older ones go."""
+    def delivered(self, key: str, keep_seconds: float = KEEP_DELIVERED_SECONDS) -> None:
+        """Move a delivered event aside, kept `keep_seconds` for the cooldown (0: not kept); older ones go."""
         now = time.time()
         with self._lock, self._transaction():
-            self._db.execute(
-                f"INSERT OR REPLACE INTO delivered (idempotency_key, payload, delivered_at, {_TIME_COLUMNS}) "
-                f"SELECT idempotency_key, payload, ?, {_TIME_COLUMNS} FROM outbox WHERE idempotency_key = ?",
-                (now, key))
+            if keep_seconds > 0:
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO delivered (idempotency_key, payload, delivered_at, {_TIME_COLUMNS}) "
+                    f"SELECT idempotency_key, payload, ?, {_TIME_COLUMNS} FROM outbox WHERE idempotency_key = ?",
+                    (now, key))
             self._db.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
-            self._db.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - KEEP_DELIVERED_SECONDS,))
+            self._db.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - keep_seconds,))
+
+    def prune(self, keep_delivered: float, keep_rejected: float, now: float | None = None) -> int:
+        """Delete delivered and rejected events older than these (seconds since delivered or rejected); pending
+        events are never pruned: they are not delivered yet. Returns how many went."""
+        now = time.time() if now is None else now
+        with self._lock, self._transaction():
+            return sum(self._db.execute(f"DELETE FROM {table} WHERE {column} < ?", (now - keep,)).rowcount
+                       for table, column, keep in (("delivered", "delivered_at", keep_delivered),
+                                                   ("rejected", "rejected_at", keep_rejected)))
+
+    def forget(self, ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """Delete every event of these people, in every state; returns {id: {state: count}} for those found.
+        The log is then truncated (waiting for readers, busy_timeout): its old frames held the events."""
+        found: dict[str, dict[str, int]] = {}
+        with self._lock:
+            with self._transaction():
+                for state, table in _STATES.items():
+                    for key, payload in self._db.execute(f"SELECT idempotency_key, payload FROM {table}").fetchall():
+                        employee = str(json.loads(payload).get("E1", ""))
+                        if employee in ids:
+                            self._db.execute(f"DELETE FROM {table} WHERE idempotency_key = ?", (key,))
+                            counts = found.setdefault(employee, dict.fromkeys(_STATES, 0))
+                            counts[state] += 1
+            if found:
+                (busy, _, _) = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:  # counts only: the ids are personal
+                    log.warning("%s: erased events deleted, but a reader kept the write-ahead log from being "
+                                "truncated; its old frames are overwritten as the log is reused", self.path)
+        return found
 
     def place(self, boot_id: str, wall_at: Callable[[float], float]) -> int:
         """Give the unsynchronized events of boot `boot_id` their true time, `wall_at(their CLOCK_BOOTTIME)`,
@@ -321,8 +361,13 @@ class Sender:
 
     def __init__(self, outbox: Outbox, server: ServerClient, *, retry_initial: float = 2.0, retry_max: float = 300.0,
                  on_change: Callable[[DeliveryStatus], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, timekeeper: Timekeeper | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, timekeeper: Timekeeper | None = None,
+                 keep_days: int = OutboxConfig.keep_days) -> None:
         self.outbox = outbox
+        # outbox.keep_days bounds both; a delivered event is kept no longer than the cooldown needs it.
+        self.keep_rejected = keep_days * 86400.0
+        self.keep_delivered = min(KEEP_DELIVERED_SECONDS, self.keep_rejected)
+        self._prune_at = 0.0  # clock() of the next prune
         self.timekeeper = timekeeper  # each pass places this boot's unsynchronized events once it can
         self.server = server
         self.url = redact_url(server.attendance_url)  # for messages
@@ -383,7 +428,7 @@ class Sender:
                 # The server judged the event: it is reachable, takes the token and knows the URL.
                 self.tracker.resumed()
                 if verdict.action is Action.DELIVERED:
-                    self.outbox.delivered(event.key)
+                    self.outbox.delivered(event.key, self.keep_delivered)
                     delivered += 1
                 else:
                     self.outbox.reject(event.key, resp.status_code, resp.text)
@@ -397,6 +442,19 @@ class Sender:
             self._back_off()
             log.warning("attendance delivery paused for %.0f s: the outbox database failed: %s", self.retry_in(), exc)
         return delivered
+
+    def _prune(self) -> None:
+        """At most every PRUNE_SECONDS: delete the delivered and rejected events past their keep."""
+        if self._clock() < self._prune_at:
+            return
+        self._prune_at = self._clock() + PRUNE_SECONDS
+        try:
+            pruned = self.outbox.prune(self.keep_delivered, self.keep_rejected)
+        except sqlite3.Error as exc:  # a failing disk: tried again at the next prune
+            log.warning("could not delete old events from the outbox: %s", exc)
+            return
+        if pruned:
+            log.info("outbox: %d delivered or rejected event(s) older than outbox.keep_days deleted", pruned)
 
     def _place_unsynchronized(self) -> None:
         keeper = self.timekeeper
@@ -413,6 +471,7 @@ class Sender:
             # what was added meanwhile (checked after the pass, such events stayed until the next start).
             stopping = stop.is_set()
             self.deliver_due()
+            self._prune()
             if stopping:
                 return
             due = self.outbox.depth() > self.outbox.unsynchronized()  # those wait for the clock, not a retry

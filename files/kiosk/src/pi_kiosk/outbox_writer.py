@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from .outbox import Event, Outbox, new_event
@@ -86,6 +86,13 @@ class OutboxWriter:
         """From the frame loop: write the held events, at most once per RETRY_SECONDS."""
         if self._held and self._clock() >= self._retry_at:
             self._write_held()
+
+    def drop(self, ids: Collection[str]) -> int:
+        """Drop the held events of erased people (reporting them would re-create their data); returns how many."""
+        kept = deque(held for held in self._held if held[0].payload["E1"] not in ids)
+        dropped = len(self._held) - len(kept)
+        self._held = kept
+        return dropped
 
     def close(self) -> None:
         """At stop: a last try; events that still cannot be written are lost, and each is logged."""

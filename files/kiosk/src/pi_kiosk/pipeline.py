@@ -58,7 +58,8 @@ class Pipeline:
         followed = self._previous if isinstance(self.detector, Tracker) and self.detector.followed else []
         results: list[Recognition] = []
         for i, face in enumerate(faces):
-            if i < len(followed) and followed[i].match.employee_id is not None:
+            # Only while the gallery still holds the person: one erased meanwhile is not reported again.
+            if i < len(followed) and followed[i].match.employee_id in gallery:
                 results.append(Recognition(face, followed[i].match))
                 continue
             t0 = clock()

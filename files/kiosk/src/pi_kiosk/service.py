@@ -1,10 +1,18 @@
 """The running kiosk: capture -> motion gate -> pipeline -> cooldown -> outbox, with sync, sender, heartbeat and
-health threads."""
+health threads.
+
+Erasure (erase.py) reaches the service two ways: the sync thread gets the server's tombstones, and another process
+(`pi-kiosk forget`) rewrites the embeddings files, which the frame loop notices (their inode and mtime, checked once
+a second) and reloads. Either way the person leaves the gallery at once, and the frame loop, which alone owns the
+cooldown and the events held in memory, drops them there before its next frame, and from the outbox once more (an
+event recorded between the erasure and that frame)."""
 from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import threading
+from pathlib import Path
 
 import numpy as np
 import requests
@@ -13,6 +21,8 @@ from .camera import CameraWait
 from .capture import frames
 from .config import Config
 from .cooldown import Cooldown
+from .enroll import load_enrolled
+from .erase import erase_stored, totals
 from .errors import GalleryError
 from .heartbeat import Heartbeat
 from .metrics import HealthServer, Metrics
@@ -27,6 +37,18 @@ from .timekeeping import ClockStatus, Timekeeper
 
 log = logging.getLogger(__name__)
 
+# How often the frame loop looks whether another process changed the embeddings files.
+STORES_CHECK_SECONDS = 1.0
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now: a rewrite (a new file renamed over it) changes its inode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
 
 class Service:
     def __init__(self, cfg: Config, clock: Timekeeper | None = None) -> None:
@@ -40,6 +62,13 @@ class Service:
         self.server, self.sync, self.enrolled, self.pipeline = (
             recognizer.server, recognizer.sync, recognizer.enrolled, recognizer.pipeline)
         embedder, gallery = self.pipeline.embedder, self.pipeline.gallery
+        self.sync.on_erased = self._erased_by_server
+        # The sync thread and the frame loop each change the gallery files and what was loaded from them.
+        self._stores_lock = threading.Lock()
+        self._stores = self._stores_version()  # as this process last read or wrote them
+        self._stores_check_at = 0.0
+        self._erased: set[str] = set()  # erased by the sync, still to be dropped by the frame loop
+        self._erased_lock = threading.Lock()
         # Warm-up: first runs allocate and plan; READY=1 should mean frames are processed at full speed.
         self.pipeline.detector.detect(np.zeros((cfg.camera.height, cfg.camera.width, 3), dtype=np.uint8))
         self.metrics.gallery_size.set(len(gallery))
@@ -51,7 +80,7 @@ class Service:
         self.sender = Sender(self.outbox, self.server, retry_initial=cfg.outbox.retry_initial_seconds,
                              retry_max=cfg.outbox.retry_max_seconds,
                              on_change=lambda status: self.notifier.status(f"running; delivery {status.describe()}"),
-                             clock=self.clock.monotonic, timekeeper=self.clock)
+                             clock=self.clock.monotonic, timekeeper=self.clock, keep_days=cfg.outbox.keep_days)
         self.metrics.track_outbox(self.outbox.depth, self.outbox.rejected_count, lambda: self.sender.status)
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_events, on_written=self.sender.wake,
                                    clock=self.clock.monotonic)
@@ -107,9 +136,13 @@ class Service:
                 log.info("attendance: %s (score %.2f)", employee, r.match.score)
 
     def sync_once(self) -> None:
+        with self._stores_lock:
+            self._sync()
+
+    def _sync(self) -> None:
         try:
             fresh = self.sync.fetch()
-        except (requests.RequestException, GalleryError, OSError) as exc:
+        except (requests.RequestException, GalleryError, OSError, sqlite3.Error) as exc:
             self._sync_failed(str(exc))
             log.warning("gallery sync failed (%d in a row), keeping the current gallery: %s", self._sync_failures, exc)
             return
@@ -123,6 +156,72 @@ class Service:
         if fresh is not None:
             self.pipeline.gallery = fresh.merged(self.enrolled)
             self.metrics.gallery_size.set(len(self.pipeline.gallery))
+            self._stores = self._stores_version()
+
+    def _stores_version(self) -> tuple[tuple[int, int] | None, ...]:
+        return tuple(_version(path) for path in (self.cfg.sync.cache_path, self.cfg.sync.enrolled_path))
+
+    def _erased_by_server(self, ids: frozenset[str]) -> None:
+        """The sync thread, with an answer's tombstones, before the answer is cached."""
+        self.pipeline.gallery = self.pipeline.gallery.without(ids)  # recognised no more, from the next face on
+        self.enrolled = self.enrolled.without(ids)
+        found = erase_stored(ids, self.cfg.sync, self.outbox)
+        if found:
+            log.info("erased on the server, erased here: %s", totals(found))
+        with self._erased_lock:
+            self._erased |= ids
+
+    def _catch_up(self) -> None:
+        """The frame loop, before a frame: drop whom the sync erased, and reload the embeddings files once another
+        process changed them (skipped while the sync thread holds them: looked at again a second later)."""
+        self._drop_erased()
+        now = self.clock.monotonic()
+        if now < self._stores_check_at:
+            return
+        self._stores_check_at = now + STORES_CHECK_SECONDS
+        if self._stores_version() != self._stores and self._stores_lock.acquire(blocking=False):
+            try:
+                self._reload_stores()
+            finally:
+                self._stores_lock.release()
+
+    def _drop_erased(self) -> None:
+        if not self._erased:
+            return
+        with self._erased_lock:
+            ids, self._erased = frozenset(self._erased), set()
+        self._forget_in_memory(ids)
+
+    def _reload_stores(self) -> None:
+        """Another process (`pi-kiosk forget`, `enroll`) rewrote the embeddings files: whoever left them is erased."""
+        self._stores = self._stores_version()  # before reading: a change made meanwhile is seen at the next check
+        try:
+            enrolled = load_enrolled(self.cfg.sync.enrolled_path, self.pipeline.embedder)
+            gallery = self.sync.load_cached().merged(enrolled)
+        except (GalleryError, OSError) as exc:
+            log.warning("the embeddings files changed, but could not be read again (keeping the gallery): %s", exc)
+            return
+        removed = frozenset(self.pipeline.gallery.ids) - frozenset(gallery.ids)
+        self.pipeline.gallery, self.enrolled = gallery, enrolled
+        self.metrics.gallery_size.set(len(gallery))
+        log.info("embeddings files changed by another process: %d people in the gallery, %d erased", gallery.people,
+                 len(removed))
+        self._forget_in_memory(removed)
+
+    def _forget_in_memory(self, ids: frozenset[str]) -> None:
+        """The frame loop's part of an erasure: the cooldown, the events held in memory, the outbox once more."""
+        if not ids:
+            return
+        self.cooldown.forget(ids)
+        dropped = self.writer.drop(ids)
+        try:
+            found = self.outbox.forget(ids)
+        except sqlite3.Error as exc:  # a failing disk: the next answer with the tombstones retries
+            log.warning("could not erase from the outbox: %s", exc)
+            return
+        late = sum(sum(events.values()) for events in found.values())
+        if dropped or late:
+            log.info("erasure: %d event(s) held in memory dropped, %d recorded meanwhile deleted", dropped, late)
 
     def _sync_failed(self, error: str) -> None:
         self._sync_failures += 1
@@ -172,6 +271,7 @@ class Service:
                                 camera=self.camera):
                 if self.stop_event.is_set():
                     break
+                self._catch_up()
                 self.writer.retry()
                 now = clock.monotonic()
                 if self.gate.should_process(frame, now):
@@ -191,6 +291,7 @@ class Service:
                         next_frame = clock.monotonic()
         finally:
             self.notifier.stopping()
+            self._drop_erased()  # none of them is written by the last try
             self.writer.close()  # before the sender's last pass, which sends what it writes
             self.stop()
             for worker in (sender, heartbeat):

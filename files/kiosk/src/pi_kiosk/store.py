@@ -4,15 +4,20 @@ A write goes to a temporary file in the same directory, is fsynced, renamed over
 and the directory fsynced: after a power cut the file is either the old or the new version,
 never a torn one, and a kiosk can always start offline from the last good copy. Each file
 records the sha256 of the embedding model whose vectors it holds.
+
+A file that is read, changed and written back (an enrollment added, a person erased) is changed under
+`locked(path)`: the service (erasures from the sync) and the commands (`enroll`, `forget`) may do so at once.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
 import tempfile
 import zipfile
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,41 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock for a read-modify-write of `path`: an flock on the empty file `.<name>.lock` beside it
+    (a lock on `path` itself would be lost when the write renames a new file over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_ids(path: Path, ids: Collection[str]) -> dict[str, int]:
+    """Rewrite an embeddings file of any model without the rows of `ids` (under locked(path)); returns the rows
+    removed per id. Arrays are copied as stored, never renormalised: the other people's rows stay bit for bit."""
+    with locked(path):
+        if not path.exists():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise GalleryError(f"{path}: not a readable embeddings file: {exc}") from None
+        stored = [str(i) for i in arrays["ids"]]
+        removed = {employee: stored.count(employee) for employee in set(ids) & set(stored)}
+        if removed:
+            keep = [n for n, employee in enumerate(stored) if employee not in removed]
+            arrays["ids"], arrays["vectors"] = arrays["ids"][keep], arrays["vectors"][keep]
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            write_private(path, buf.getvalue())
+    return removed
 
 
 @dataclass(frozen=True)

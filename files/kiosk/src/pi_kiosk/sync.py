@@ -2,7 +2,10 @@
 
 `GET {server}/api/employees/embeddings?model=<sha256 of the embedding model>` answers
     {"model": "<sha256>", "employees": [{"id": "E001", "embeddings": [[0.01, ...], ...]}, ...]}
-("model" optional) with an ETag; the next request sends If-None-Match and a 304 costs nothing.
+("model" optional) with an ETag; the next request sends If-None-Match and a 304 costs nothing. Its optional
+"erased": ["E007", ...] lists the people erased on the server lately (its tombstones): each answer's are handed
+to `on_erased` (the service erases them from everything the kiosk stores: erase.py) before the new gallery is
+cached, so that a kiosk stopped in between meets them again (its ETag is still the old one).
 A new answer is validated (the model, when named, is ours; every vector finite, non-zero, of
 the model's dimension) before it replaces the cached copy, so a bad response never takes a
 working gallery away. "Bad" includes what a broken or hostile server can send to break the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +87,18 @@ def parse_embeddings(body: Any, dim: int, card: Card) -> Gallery:
     return Gallery(ids, matrix, card)
 
 
+def parse_erased(body: dict[str, Any]) -> frozenset[str]:
+    """The answer's tombstones (none when it has no "erased": a server without erasure)."""
+    erased = body.get("erased", [])
+    if not isinstance(erased, list) or not all(isinstance(e, str) and e for e in erased):
+        raise GalleryError('"erased" must be a list of non-empty string ids')
+    return frozenset(erased)
+
+
 class GallerySync:
     def __init__(self, server: ServerClient, cache_path: Path, dim: int, model: str, card: Card, *,
-                 max_bytes: int = SyncConfig.max_response_mb * MB) -> None:
+                 max_bytes: int = SyncConfig.max_response_mb * MB,
+                 on_erased: Callable[[frozenset[str]], None] | None = None) -> None:
         self.server = server
         self.card = card  # the model's: how the synced embeddings are matched
         self.url = redact_url(server.embeddings_url)  # for messages
@@ -94,6 +107,7 @@ class GallerySync:
         self.dim = dim
         self.model = model  # the embedding model's sha256
         self.etag = ""
+        self.on_erased = on_erased  # called with an answer's tombstones before it is cached
 
     def load_cached(self) -> Gallery:
         """The last gallery synced for this model, or an empty one (first start, or a new model)."""
@@ -123,8 +137,13 @@ class GallerySync:
                 raise GalleryError(f"{self.url}: the answer holds embeddings of model {str(body['model'])[:12]!r}, "
                                    f"this kiosk's model is {self.model[:12]}; keeping the cached gallery")
             gallery = parse_embeddings(body, self.dim, self.card)
+            erased = parse_erased(body)
         except BAD_ANSWER as exc:
             raise GalleryError(f"{self.url}: bad answer: {type(exc).__name__}: {str(exc)[:200]}") from None
+        if erased:
+            gallery = gallery.without(erased)  # an id both enrolled and erased in one answer: the erasure wins
+            if self.on_erased is not None:
+                self.on_erased(erased)
         save_gallery(self.cache_path, gallery, self.model, etag)
         self.etag = etag
         # Counts only: the embeddings themselves are never logged.

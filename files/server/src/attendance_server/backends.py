@@ -99,6 +99,8 @@ class SQLite:
         db = sqlite3.connect(self.path, timeout=10)
         try:
             db.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten with zeros, so an erased person's vectors do not survive in free pages.
+            db.execute("PRAGMA secure_delete=ON")
             with db:
                 yield SQLiteTransaction(db)
         finally:

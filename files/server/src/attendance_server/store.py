@@ -5,7 +5,12 @@ A repeated Idempotency-Key is stored once (a UNIQUE column and ON CONFLICT, not 
 processes sharing one database agree): a kiosk that lost an answer sends the event again, and the server answers it
 as the first time without a second row. A model's gallery is named in the ETag the kiosks send back by the hash of
 what it holds, not by a counter: a counter repeats once a database is restored from a copy (or made anew) and
-changed again, and a kiosk would keep a gallery that is gone. Times are ISO 8601 text, as the API returns them."""
+changed again, and a kiosk would keep a gallery that is gone. Times are ISO 8601 text, as the API returns them.
+
+Removing a person erases them (biometric data: GDPR Art. 9, BIPA): their embeddings at once, their attendance
+events unless they must be kept (payroll law), and a tombstone (id, erased_at) is kept for ERASED_DAYS so that
+every gallery answer in that window tells the kiosks to erase their own copies. A later enrolment of the same id
+clears the tombstone: the person is enrolled again."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +20,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +65,12 @@ MIGRATIONS = (
     "ALTER TABLE employees ADD COLUMN left_at {text}",
     # Retention deletes events by the server's time of receipt.
     "CREATE INDEX events_by_received ON events(received)",
+    # Who was erased and when (UTC, ISO 8601: compared as text), sent to the kiosks for ERASED_DAYS.
+    "CREATE TABLE erasures (employee {text} PRIMARY KEY, erased_at {text} NOT NULL)",
 )
+# How long tombstones are sent to the kiosks: longer than any kiosk stays offline and still syncs (a kiosk
+# offline for longer keeps the person until an operator runs `pi-kiosk forget`: files/kiosk/README.md).
+ERASED_DAYS = 400
 
 
 class Conflict(Exception):
@@ -89,7 +99,8 @@ class LastHeartbeat:
 class Gallery:
     model: str
     employees: dict[str, list[list[float]]]
-    etag: str  # the hash of the model and every stored vector: the same tag, the same gallery
+    etag: str  # the hash of the model, every stored vector and every tombstone: the same tag, the same gallery
+    erased: list[str]  # ids erased within ERASED_DAYS: the kiosks erase them too
 
 
 def iso(at: datetime) -> str:
@@ -99,6 +110,11 @@ def iso(at: datetime) -> str:
 
 def now() -> str:
     return iso(datetime.now(UTC))
+
+
+def erased_cutoff() -> str:
+    """Tombstones older than this are no longer sent, and are pruned."""
+    return (datetime.now(UTC) - timedelta(days=ERASED_DAYS)).isoformat(timespec="seconds")
 
 
 def pack(vector: Sequence[float]) -> bytes:
@@ -154,6 +170,7 @@ class Store:
             db.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                        "name = CASE WHEN excluded.name = '' THEN employees.name ELSE excluded.name END, left_at = NULL",
                        (employee, name, now()))
+            db.execute("DELETE FROM erasures WHERE employee = ?", (employee,))  # enrolled again after an erasure
             for model, rows in vectors.items():
                 dim = dims[model]
                 known = db.execute("SELECT DISTINCT dim FROM embeddings WHERE model = ?", (model,)).fetchall()
@@ -168,9 +185,17 @@ class Store:
                 counts[model] = int(count)
         return counts
 
-    def remove(self, employee: str) -> bool:
+    def remove(self, employee: str, keep_events: bool = False) -> int | None:
+        """Erases an employee: their embeddings, their events unless `keep_events`, and records the tombstone the
+        kiosks erase them by. Returns how many events were deleted, or None for an unknown employee."""
         with self.connect() as db:
-            return db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount > 0
+            if db.execute("DELETE FROM employees WHERE id = ?", (employee,)).rowcount == 0:
+                return None
+            events = 0 if keep_events else db.execute("DELETE FROM events WHERE employee = ?", (employee,)).rowcount
+            db.execute("INSERT INTO erasures (employee, erased_at) VALUES (?, ?) ON CONFLICT (employee) "
+                       "DO UPDATE SET erased_at = excluded.erased_at", (employee, now()))
+            db.execute("DELETE FROM erasures WHERE erased_at < ?", (erased_cutoff(),))
+        return int(events)
 
     def mark_left(self, employee: str, at: datetime | None = None) -> str | None:
         """Marks a person as having left, now (or at `at`: tests): out of every gallery at once, their embeddings
@@ -204,7 +229,12 @@ class Store:
                     'WHERE e.model = ? AND p.left_at IS NULL ORDER BY e.employee, e."row"', (model,)):
                 employees.setdefault(emp, []).append(unpack(blob, dim))
                 digest.update(f"\0{emp}\0{dim}\0".encode() + blob)  # ids hold no NUL: one reading only
-        return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"')
+            erased = [emp for (emp,) in db.execute("SELECT employee FROM erasures WHERE erased_at >= ? "
+                                                   "ORDER BY employee", (erased_cutoff(),))]
+        # A new tombstone changes the tag, so a kiosk whose gallery never held the person still hears of it.
+        if erased:  # none: the tag stays what it was before tombstones existed
+            digest.update(b"\0\0erased" + "".join(f"\0{emp}" for emp in erased).encode())
+        return Gallery(model, employees, f'"{digest.hexdigest()[:32]}"', erased)
 
     # Attendance.
 

@@ -116,10 +116,12 @@ def confirm_removal(who: Person, models: Models, problem: str = "") -> str:
     return document(f"Delete {who.id}?", "employees", f"""<h1>Delete {escape(who.id)}?</h1>
 {error(problem)}
 <p><strong>{escape(who.id)}</strong> {escape(who.name)}: {_models(who, models)}</p>
-<p>Their embeddings are deleted from the server, and each kiosk forgets them at its next sync. Their attendance
-events are kept.</p>
+<p>They are erased: their embeddings and their attendance events on the server at once, and on every kiosk at
+its next sync, from everything it keeps.</p>
 <form method=post action="{escape(_href(who.id, "/delete"))}" id=remove>
 <input type=hidden name=confirm value="{escape(who.id)}">
+<p><label><input type=checkbox name=keep_events value=yes> Keep their attendance events (where a law requires them
+kept, e.g. for payroll)</label></p>
 <button class=danger>Delete {escape(who.id)}</button>
 <a class="button quiet" href="{escape(_href(who.id))}">Cancel</a>
 </form>""")

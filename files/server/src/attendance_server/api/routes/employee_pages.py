@@ -117,14 +117,15 @@ def confirm_removal(employee: str, _: AdminDep, settings: SettingsDep, store: St
 
 @router.post("/employees/{employee}/delete", response_class=HTMLResponse)
 def remove(employee: str, _: AdminDep, settings: SettingsDep, store: StoreDep,
-           confirm: Annotated[str, Form()] = "") -> Response:
-    """Deletes once confirmed: the confirmation page's form names the person again (`confirm`)."""
+           confirm: Annotated[str, Form()] = "", keep_events: Annotated[str, Form()] = "") -> Response:
+    """Erases once confirmed: the confirmation page's form names the person again (`confirm`); their attendance
+    events too unless the form keeps them (`keep_events`)."""
     who = _people(store).get(employee)
     if who is None:
         return HTMLResponse(pages.unknown(employee), 404)
     if confirm != employee:
         return HTMLResponse(pages.confirm_removal(who, _models(settings), "not deleted: confirm it with the button "
                                                                          "below"), 400)
-    store.remove(employee)
+    store.remove(employee, keep_events=keep_events == "yes")
     return RedirectResponse(f"/employees?removed={employee}", 303)
 

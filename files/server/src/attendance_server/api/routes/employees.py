@@ -1,7 +1,7 @@
 """Employees and their enrollment (admin token): embeddings sent as vectors, or computed from photos with
 the kiosk's pipeline (`uploads`: a router of its own, its bodies may be larger); the employee list (counts per
-model, never the vectors); a person marked as having left; removal. The employees page (employee_pages.py) enrolls
-through `enroll_uploads`."""
+model, never the vectors); a person marked as having left; erasure (embeddings, events unless kept, a tombstone
+for the kiosks). The employees page (employee_pages.py) enrolls through `enroll_uploads`."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
 
 import tempfile
@@ -110,8 +110,13 @@ def left(employee: EmployeeId, _: AdminDep, settings: SettingsDep, store: StoreD
     return {"employee": employee, "left": at, "embeddings_deleted_after": until}
 
 
-@router.delete("/api/employees/{employee}", status_code=204)
-def remove(employee: EmployeeId, _: AdminDep, store: StoreDep) -> Response:
-    if not store.remove(employee):
+@router.delete("/api/employees/{employee}", status_code=204, responses={404: {"description": "no such employee"}})
+def remove(employee: EmployeeId, _: AdminDep, store: StoreDep,
+           keep_events: Annotated[bool, Query(description=(
+               "keep the person's attendance events (a law requires them kept, e.g. for payroll); by default they "
+               "are erased with the person"))] = False) -> Response:
+    """Erase a person: their embeddings at once, their attendance events unless keep_events, and a tombstone that
+    every kiosk's next gallery sync carries (`erased`), so that each erases its own copies."""
+    if store.remove(employee, keep_events) is None:
         raise HTTPException(404, f"no employee {employee}")
     return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""The kiosks' API: the gallery sync (`GET /api/employees/embeddings`, ETag and If-None-Match -> 304),
+"""The kiosks' API: the gallery sync (`GET /api/employees/embeddings`, ETag and If-None-Match -> 304; `erased`: the
+ids erased lately, which each kiosk erases from everything it stores),
 attendance events (`POST /toon/attendance`, once per Idempotency-Key) and heartbeats (`POST /api/kiosk/heartbeat`,
 the last one kept per kiosk)."""
 # No `from __future__ import annotations`: FastAPI reads the dependencies from the annotations at run time.
@@ -24,7 +25,8 @@ def embeddings(request: Request, _: PrincipalDep, store: StoreDep,
     if request.headers.get("If-None-Match") == gallery.etag:
         return Response(status_code=304, headers=headers)
     body = {"model": model, "employees": [{"id": emp, "embeddings": vectors}
-                                          for emp, vectors in gallery.employees.items()]}
+                                          for emp, vectors in gallery.employees.items()],
+            "erased": gallery.erased}
     return JSONResponse(body, headers=headers)
 
 
