@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
 from attendance_server.config import ConfigError, EmbeddingModel, Settings, parse
-from attendance_server.store import MIGRATIONS
+from attendance_server.store import MIGRATIONS, Store
 
 
 def event(employee: str = "E001", at: str = "2026-11-26T09:00:00+01:00") -> dict[str, str]:
@@ -186,19 +186,19 @@ def test_erasure_deletes_the_events_unless_they_must_be_kept(client: TestClient)
     assert gallery(client)[2]["erased"] == ["E001", "E002"]
 
 
-def test_old_tombstones_leave_the_answer_and_are_pruned(client: TestClient, tmp_path: Path) -> None:
+def test_old_tombstones_leave_the_answer_and_are_pruned(client: TestClient) -> None:
     client.post("/api/employees/E001/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
                 headers=bearer(ADMIN))
     client.post("/api/employees/E002/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
                 headers=bearer(ADMIN))
     client.delete("/api/employees/E001", headers=bearer(ADMIN))
-    database = tmp_path / "attendance.sqlite3"
-    with closing(sqlite3.connect(database)) as db, db:
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    with store.connect() as db:  # on either backend
         db.execute("UPDATE erasures SET erased_at = '2020-01-01T00:00:00+00:00'")  # past ERASED_DAYS
     assert gallery(client)[2]["erased"] == []
     client.delete("/api/employees/E002", headers=bearer(ADMIN))  # a new erasure prunes the old tombstones
-    with closing(sqlite3.connect(database)) as db:
-        assert [row[0] for row in db.execute("SELECT employee FROM erasures")] == ["E002"]
+    with store.connect() as db:
+        assert [row[0] for row in db.execute("SELECT employee FROM erasures").fetchall()] == ["E002"]
 
 
 def test_photos_need_configured_models(client: TestClient) -> None:
