@@ -5,6 +5,7 @@
     demo.py scores DIR                   score the camera video with the card's published threshold
     demo.py enroll DIR URL               enroll the photo's person on the server (once)
     demo.py wait DIR URL KIOSK...        until every kiosk has recognised her once and seen the stranger
+    demo.py erase DIR URL KIOSK...       erase her on the server; then no kiosk recognises her, none keeps her data
 
 The model is the deploy role's default one, dlib's trained face-recognition ResNet converted to ONNX,
 made exactly as the role makes it (its controller_models.py, the sdist pinned in its vars/main.yml, the
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import struct
 import subprocess
 import sys
 import time
@@ -211,12 +213,15 @@ def enroll(out: Path, url: str) -> None:
     print(f"enrolled {PERSON} from {PERSON}.png: {r.json()['embeddings']} (the photo is not kept)")
 
 
-def _counters(kiosk: str) -> dict[str, float]:
-    """The kiosk's Prometheus counters, read on the Pi itself (the metrics port listens on its loopback)."""
+def _metrics(kiosk: str) -> dict[str, float]:
+    """The kiosk's Prometheus counters and its gallery's size ("gallery"), read on the Pi itself (the metrics port
+    listens on its loopback)."""
     fetch = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())"
     text = subprocess.run(["podman", "exec", kiosk, "python3", "-c", fetch],
                           capture_output=True, text=True, timeout=60).stdout
-    return {m[1]: float(m[2]) for m in re.finditer(r"^kiosk_(\w+)_total (\S+)$", text, re.M)}
+    found = {m[1]: float(m[2]) for m in re.finditer(r"^kiosk_(\w+)_total (\S+)$", text, re.M)}
+    gallery = re.search(r"^kiosk_gallery_embeddings (\S+)$", text, re.M)
+    return found | {"gallery": float(gallery[1]) if gallery else -1.0}
 
 
 def seen_all(counts: dict[str, dict[str, float]]) -> bool:
@@ -240,7 +245,7 @@ def wait(out: Path, url: str, kiosks: list[str], timeout: float) -> None:
     start, shown = time.monotonic(), ""
     while True:
         events = requests.get(f"{url}/api/attendance", headers=_admin(out), timeout=10).json()["events"]
-        counts = {k: _counters(k) for k in kiosks}
+        counts = {k: _metrics(k) for k in kiosks}
         lines = [f"  {k}: {c.get('frames', 0):.0f} frames, {c.get('faces', 0):.0f} faces, "
                  f"{c.get('matches', 0):.0f} recognised as {PERSON}, {c.get('unknowns', 0):.0f} unknown; "
                  f"{sum(e['kiosk'] == k for e in events)} attendance event(s) on the server" for k, c in counts.items()]
@@ -259,8 +264,69 @@ def wait(out: Path, url: str, kiosks: list[str], timeout: float) -> None:
         print(f"  {e['at']}  {e['kiosk']:<18} {e['employee']}  ({e['status']})")
 
 
+# What a kiosk keeps (files/kiosk/README.md): its state, its cache, its configuration. Every file's bytes are read,
+# SQLite's and numpy's included; her id as UTF-8 and as numpy writes strings (UTF-32), her vectors as float32.
+SCAN = """
+import os, sys
+needles = [bytes.fromhex(h) for h in sys.argv[1:]]
+for top in ("/var/lib/pi-kiosk", "/var/cache/pi-kiosk", "/etc/pi-kiosk"):
+    for root, _, names in os.walk(top):
+        for name in names:
+            path = os.path.join(root, name)
+            data = open(path, "rb").read()
+            for n, needle in enumerate(needles):
+                if needle in data:
+                    print(path, n)
+"""
+
+
+def erase(out: Path, url: str, kiosks: list[str], timeout: float) -> None:
+    """Erases her on the server; then every kiosk drops her at its next gallery sync, goes on seeing her face in
+    the video without recognising anyone or reporting her, and no file it keeps holds her id or vectors."""
+    sha = default_model()["card"].sha256
+    gallery = requests.get(f"{url}/api/employees/embeddings", params={"model": sha}, headers=_admin(out), timeout=30)
+    gallery.raise_for_status()
+    vectors = next((e["embeddings"] for e in gallery.json()["employees"] if e["id"] == PERSON), [])
+    if not vectors:
+        raise SystemExit(f"demo: {PERSON} is not enrolled for model {sha[:12]}: run the enroll and wait stages first")
+    needles = [PERSON.encode(), PERSON.encode("utf-32-le")] + [struct.pack(f"<{len(v)}f", *v)[:32] for v in vectors]
+    requests.delete(f"{url}/api/employees/{PERSON}", headers=_admin(out), timeout=30).raise_for_status()
+    start = time.monotonic()
+    print(f"erased {PERSON} on the server (her {len(vectors)} embedding(s) and her attendance events); "
+          "each kiosk learns it at its next gallery sync", flush=True)
+    # Each kiosk's metrics when its gallery was first seen empty (her tombstone applied); then two more faces seen
+    # (hers among them: the video shows her most), recognised as no one.
+    dropped: dict[str, dict[str, float]] = {}
+    while True:
+        now = {k: _metrics(k) for k in kiosks}
+        for k, m in now.items():
+            if m["gallery"] == 0:
+                dropped.setdefault(k, m)
+        if len(dropped) == len(kiosks) and all(now[k].get("faces", 0) >= dropped[k].get("faces", 0) + 2
+                                               for k in kiosks):
+            break
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"demo: after {timeout:.0f} s only {sorted(dropped)} dropped {PERSON} and saw faces since")
+        time.sleep(10)
+    print(f"[{time.monotonic() - start:4.0f} s] every kiosk's gallery is empty and it has seen faces since", flush=True)
+    recognised = [k for k in kiosks if now[k].get("matches", 0) > dropped[k].get("matches", 0)]
+    events = requests.get(f"{url}/api/attendance", params={"employee": PERSON}, headers=_admin(out),
+                          timeout=10).json()["events"]
+    holding = {k: subprocess.run(["podman", "exec", k, "python3", "-c", SCAN, *(n.hex() for n in needles)],
+                                 capture_output=True, text=True, timeout=300, check=True).stdout.split()
+               for k in kiosks}
+    if recognised or events or any(holding.values()):
+        raise SystemExit(f"demo: {PERSON} survives her erasure: recognised after it by {recognised}, "
+                         f"{len(events)} event(s) on the server, files holding her data {holding}")
+    for k in kiosks:
+        print(f"  {k}: {now[k].get('faces', 0) - dropped[k].get('faces', 0):.0f} faces seen since it erased her, "
+              f"recognised as no one; no file under /var/lib/pi-kiosk, /var/cache/pi-kiosk or /etc/pi-kiosk "
+              f"holds her id or any of her {len(vectors)} vector(s)")
+    print(f"the server holds no event of {PERSON}; the next demo run enrols her again")
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) < 2 or argv[0] not in {"assets", "scores", "enroll", "wait"}:
+    if len(argv) < 2 or argv[0] not in {"assets", "scores", "enroll", "wait", "erase"}:
         raise SystemExit(__doc__)
     out = Path(argv[1])
     if argv[0] == "assets":
@@ -269,8 +335,10 @@ def main(argv: list[str]) -> None:
         scores(out)
     elif argv[0] == "enroll":
         enroll(out, argv[2])
-    else:
+    elif argv[0] == "wait":
         wait(out, argv[2], argv[3:], timeout=float(os.environ.get("DEMO_TIMEOUT", str(WAIT_SECONDS))))
+    else:
+        erase(out, argv[2], argv[3:], timeout=float(os.environ.get("DEMO_TIMEOUT", str(WAIT_SECONDS))))
 
 
 if __name__ == "__main__":

@@ -192,3 +192,33 @@ def test_the_verdict_wants_one_event_per_kiosk_and_none_of_others(demo: ModuleTy
         demo.check_events([event(k) for k in [*KIOSKS, "demo-pi4-01"]], KIOSKS)
     with pytest.raises(SystemExit, match=r"events of others.*cameraman"):
         demo.check_events([event(k) for k in KIOSKS] + [event("demo-pi3-01", "cameraman")], KIOSKS)
+
+
+def test_erasure_is_proven_on_every_kiosk_or_the_demo_stops(demo: ModuleType, model: dict[str, Any], out: Path,
+                                                            server: str, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Her gallery entry gone from each kiosk, faces seen since and none recognised, no file holding her: passes;
+    a kiosk that still holds a file with her vector stops the demo, naming the file."""
+    faces = iter(range(1000))
+    monkeypatch.setattr(demo, "_metrics", lambda kiosk: {"gallery": 0.0, "faces": float(next(faces) * 3),
+                                                         "matches": 1.0})
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    scans: list[list[str]] = []
+
+    def scan(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        scans.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=held.get(argv[2], ""))
+
+    monkeypatch.setattr(demo.subprocess, "run", scan)
+    held: dict[str, str] = {}
+    demo.enroll(out, server)
+    demo.erase(out, server, KIOSKS, timeout=60)
+    assert "no file under /var/lib/pi-kiosk" in capsys.readouterr().out
+    assert [argv[2] for argv in scans] == KIOSKS and all(len(argv) == 9 for argv in scans)  # her id twice, her vector
+    assert requests.get(f"{server}/api/attendance", params={"employee": "astronaut"},
+                        headers={"Authorization": f"Bearer {(out / 'tokens/admin').read_text().strip()}"},
+                        timeout=10).json()["events"] == []
+    held["demo-pi3-01"] = "/var/lib/pi-kiosk/gallery.npz 2"
+    demo.enroll(out, server)
+    with pytest.raises(SystemExit, match=r"survives her erasure.*demo-pi3-01.*gallery.npz"):
+        demo.erase(out, server, KIOSKS, timeout=60)

@@ -186,6 +186,19 @@ def test_erasure_deletes_the_events_unless_they_must_be_kept(client: TestClient)
     assert gallery(client)[2]["erased"] == ["E001", "E002"]
 
 
+def test_an_event_of_a_person_erased_since_is_not_stored(client: TestClient) -> None:
+    """A kiosk that saw her before its next sync reports her: the server answers (the kiosk must not retry) and
+    stores nothing; enrolled again, she is recorded again."""
+    enrol = {"model": MODEL_A, "embeddings": [[1.0, 0.0]]}
+    client.post("/api/employees/E001/embeddings", json=enrol, headers=bearer(ADMIN))
+    client.delete("/api/employees/E001", headers=bearer(ADMIN))
+    r = client.post("/toon/attendance", json=event(), headers={**bearer(LOBBY), "Idempotency-Key": "after"})
+    assert (r.status_code, r.json()["recorded"], r.json()["erased"]) == (200, False, True)
+    assert client.get("/api/attendance", headers=bearer(ADMIN)).json()["events"] == []
+    client.post("/api/employees/E001/embeddings", json=enrol, headers=bearer(ADMIN))
+    assert post(client, event(), key="again") == 201
+
+
 def test_old_tombstones_leave_the_answer_and_are_pruned(client: TestClient) -> None:
     client.post("/api/employees/E001/embeddings", json={"model": MODEL_A, "embeddings": [[1.0, 0.0]]},
                 headers=bearer(ADMIN))

@@ -238,11 +238,14 @@ class Store:
 
     # Attendance.
 
-    def record(self, key: str, kiosk: str, employee: str, status: str, at: str, estimated: bool) -> bool:
-        """Stores an event once per key: True when new, False for a replay of the same event;
-        Conflict when the key was used for another event. Under concurrency too: of several processes inserting
-        one key, the database lets one in, and the others read what it stored."""
+    def record(self, key: str, kiosk: str, employee: str, status: str, at: str, estimated: bool) -> bool | None:
+        """Stores an event once per key: True when new, False for a replay of the same event, None (nothing stored)
+        for a person erased within ERASED_DAYS: a kiosk that saw them before its next sync must not bring their data
+        back. Conflict when the key was used for another event. Under concurrency too: of several processes
+        inserting one key, the database lets one in, and the others read what it stored."""
         with self.connect() as db:
+            if db.execute("SELECT 1 FROM erasures WHERE employee = ?", (employee,)).fetchone():
+                return None
             new = db.execute("INSERT INTO events (idempotency_key, kiosk, employee, status, at, received, estimated) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
                              (key, kiosk, employee, status, at, now(), estimated)).rowcount > 0

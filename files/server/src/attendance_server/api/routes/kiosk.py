@@ -31,7 +31,8 @@ def embeddings(request: Request, _: PrincipalDep, store: StoreDep,
 
 
 @router.post("/toon/attendance", status_code=201,
-             responses={200: {"description": "a replay of a recorded event (same Idempotency-Key): nothing added"},
+             responses={200: {"description": "a replay of a recorded event (same Idempotency-Key), or an event of a "
+                                             "person erased since (`erased`: true): nothing added"},
                         400: {"description": "no Idempotency-Key"},
                         422: {"description": "an invalid event, or a key reused for another event"}})
 def attendance(event: AttendanceEvent, response: Response, name: KioskDep, store: StoreDep,
@@ -42,6 +43,9 @@ def attendance(event: AttendanceEvent, response: Response, name: KioskDep, store
         new = store.record(idempotency_key, name, event.E1, event.S1, event.TS1.isoformat(), event.TS1_estimated)
     except Conflict as exc:
         raise HTTPException(422, str(exc)) from None
+    if new is None:  # the person was erased: nothing stored, and the kiosk erases its copy at its next sync
+        response.status_code = 200
+        return {"recorded": False, "erased": True, "kiosk": name, "employee": event.E1}
     if not new:
         response.status_code = 200  # a replay: the kiosk lost the first answer and gets one now
     return {"recorded": new, "kiosk": name, "employee": event.E1}
