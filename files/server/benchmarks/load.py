@@ -1,0 +1,521 @@
+"""Load test: the traffic of a fleet of kiosks against the reference server, on loopback, in one bounded run.
+
+    python files/server/benchmarks/load.py [--kiosks 10000] [--minutes 2] [--database sqlite|postgresql]
+                                            [--processes 1] [--report load.json]
+
+Starts its own server on a fresh database (a SQLite file, or a throwaway PostgreSQL cluster:
+attendance_server.pg_cluster, as the tests start theirs) with a generated settings file of `--kiosks` kiosk tokens,
+enrols a gallery (`--gallery` people, one `--dim` embedding each), then sends, open-loop (each request at its time
+whether or not earlier ones were answered, so latency under overload is measured from when the kiosk would have
+sent, not from when the client got round to it):
+
+- heartbeats: each kiosk one every `--heartbeat-interval` s (60, the kiosks' default), at a phase of its own, the
+  body pi-kiosk's heartbeat.py sends;
+- gallery syncs: each kiosk's GET /api/employees/embeddings?model=<sha256> every `--sync-interval` s (300, the
+  kiosks' default) with the ETag it holds (a 304), but `--fresh-syncs` of them without it (a kiosk that lost its
+  cache, or the gallery changed: the whole gallery);
+- the 9 a.m. burst: `--burst-kiosks` kiosks (5,000) each post `--events-per-kiosk` attendance events (2) at times
+  spread over `--burst-seconds` (60) in the middle of the run, as the kiosk's outbox posts them
+  ({"E1", "S1", "TS1"} and a fresh Idempotency-Key each).
+
+Events that got no 2xx are then sent again with the same key, as the kiosk's outbox would, and the database is read:
+every event sent must be stored exactly once (no key missing, none twice, nothing else). Exit status 1 when not.
+
+Prints per kind the rate asked and achieved, latency p50/p99/max (from each request's scheduled time), errors by
+status, requests the generator sent late, and the CPU of the client, the server processes, PostgreSQL and the whole
+machine over the run: on a small machine the client shares the cores with the server, and the figures say how much
+it took. With `--processes K` (PostgreSQL only: SQLite is one server process's database) K `pi-fleet-server serve`
+processes listen on K ports and kiosk n talks to port n mod K, as a proxy spreading the kiosks' connections evenly
+would. One client process (uvloop when installed), HTTP/1.1 keep-alive over at most `--connections` connections.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+from attendance_server import pg_cluster
+from attendance_server.store import Store
+
+KINDS = ("heartbeat", "sync", "event")
+OK = {"heartbeat": {204}, "sync": {200, 304}, "event": {201}}
+LATE_SECONDS = 0.010  # a request sent this much after its time counts as late: the generator fell behind
+START_SECONDS = 60.0  # for each server process to answer /healthz
+RESENDS = 5  # attempts per event after the run, as the kiosk's outbox retries (with the same key)
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class Request:
+    at: float  # seconds from the run's start
+    kind: str
+    kiosk: int
+    key: str = ""  # an event's Idempotency-Key
+    body: bytes = b""  # an event's body: the same on every attempt (the server refuses a key reused for another)
+    fresh: bool = False  # a sync without the ETag
+    taken: bool = False  # an event the server answered 201 (recorded) or 200 (already recorded)
+
+
+@dataclass
+class Fleet:
+    """What the client knows: the kiosks' tokens, the servers' base URLs, the admin token, the gallery."""
+    tokens: list[str]
+    urls: list[str]
+    admin: str
+    model: str
+    employees: list[str]
+    etag: str = ""
+
+    def url(self, kiosk: int) -> str:
+        return self.urls[kiosk % len(self.urls)]
+
+
+@dataclass
+class Outcome:
+    """Each answered (or failed) request of one kind: latency from its scheduled time, status or error name."""
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    first_at: float = math.inf
+    last_done: float = 0.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kiosks", type=int, default=10_000, help="kiosks in the fleet (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=2.0, help="simulated time, at real rate (default: %(default)s)")
+    p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--processes", type=int, default=1, help="server processes (PostgreSQL; default: %(default)s)")
+    p.add_argument("--heartbeat-interval", type=float, default=60.0, help="seconds (default: %(default)s)")
+    p.add_argument("--sync-interval", type=float, default=300.0, help="seconds (default: %(default)s)")
+    p.add_argument("--fresh-syncs", type=float, default=0.01,
+                   help="share of syncs without the ETag: the whole gallery (default: %(default)s)")
+    p.add_argument("--burst-kiosks", type=int, default=5_000, help="kiosks in the burst (default: %(default)s)")
+    p.add_argument("--events-per-kiosk", type=int, default=2, help="(default: %(default)s)")
+    p.add_argument("--burst-seconds", type=float, default=60.0, help="the burst's length (default: %(default)s)")
+    p.add_argument("--gallery", type=int, default=200, help="people enrolled (default: %(default)s)")
+    p.add_argument("--dim", type=int, default=128, help="embedding length (default: %(default)s)")
+    p.add_argument("--connections", type=int, default=256, help="the client's connections (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="for the kiosks' phases and the burst (default: %(default)s)")
+    p.add_argument("--report", type=Path, help="also write the figures here as JSON")
+    args = p.parse_args(argv)
+    duration = args.minutes * 60
+    problems = [
+        (args.kiosks < 1, "--kiosks must be at least 1"),
+        (duration <= 0, "--minutes must be positive"),
+        (args.processes < 1, "--processes must be at least 1"),
+        (args.processes > 1 and args.database != "postgresql",
+         "--processes above 1 needs --database postgresql (SQLite is one server process's database)"),
+        (not 0 <= args.burst_kiosks <= args.kiosks, "--burst-kiosks must be from 0 to --kiosks"),
+        (not 0 < args.burst_seconds <= duration, "--burst-seconds must be positive and fit in --minutes"),
+        (args.heartbeat_interval <= 0 or args.sync_interval <= 0, "the intervals must be positive"),
+        (not 0 <= args.fresh_syncs <= 1, "--fresh-syncs is a share, from 0 to 1"),
+        (args.gallery < 1 or args.dim < 1, "--gallery and --dim must be at least 1"),
+        (args.connections < 1 or args.timeout <= 0, "--connections and --timeout must be positive"),
+    ]
+    for bad, message in problems:
+        if bad:
+            p.error(message)
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as s:  # the kernel's pick, let go for the server to take
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_settings(path: Path, database: str, admin: str, tokens: list[str]) -> None:
+    """The server's settings: mode 600 from the start (the server refuses a file others may read)."""
+    lines = [f"database = {json.dumps(database)}", f'admin_token = "{admin}"', "[kiosks]"]
+    lines += [f'kiosk-{n:05d} = "{token}"' for n, token in enumerate(tokens)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def servers(settings: Path, count: int, logs: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+    """`count` server processes as an operator starts them, each on a port of its own; their base URLs and
+    processes. Their access logs go to files in `logs` (the server logs every request: part of what it costs)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for n in range(count):
+            port = free_port()
+            with open(logs / f"server-{n}.log", "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, "-m", "attendance_server", "serve", "--config",
+                                               str(settings), "--port", str(port)], stdout=log, stderr=log))
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + START_SECONDS
+        for n, (url, proc) in enumerate(zip(urls, procs, strict=True)):
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"load: server {n} exited ({proc.returncode}):\n"
+                                     + (logs / f"server-{n}.log").read_text()[-3000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"load: server {n} did not answer {url}/healthz within {START_SECONDS:g} s")
+                time.sleep(0.2)
+        yield urls, procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# CPU time, in seconds, from /proc: the server processes and PostgreSQL are not this process's children to getrusage.
+
+def process_cpu(pid: int, children: bool = False) -> float:
+    """A process's user + system time (with `children`, also that of its children it has reaped)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / TICKS
+
+
+def cluster_cpu(postmaster: int) -> float:
+    """PostgreSQL's: the postmaster, its live backends, and the backends that have exited (reaped by it)."""
+    total = process_cpu(postmaster, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def machine_busy() -> tuple[float, float]:
+    """The whole machine's busy and total time in ticks (/proc/stat, all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values[:8])  # guest time is counted within user time already
+    return total - values[3] - values[4], total  # idle, iowait
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def schedule(args: argparse.Namespace, fleet: Fleet) -> list[Request]:
+    """Every request of the run, in time order: each kiosk's heartbeats and syncs at a phase of its own, and the
+    burst's events spread over its window in the middle of the run."""
+    rng = random.Random(args.seed)
+    duration = args.minutes * 60
+    plan: list[Request] = []
+    for kind, interval in (("heartbeat", args.heartbeat_interval), ("sync", args.sync_interval)):
+        for kiosk in range(args.kiosks):
+            at = rng.uniform(0, interval)
+            while at < duration:
+                plan.append(Request(at, kind, kiosk, fresh=kind == "sync" and rng.random() < args.fresh_syncs))
+                at += interval
+    start = (duration - args.burst_seconds) / 2
+    wall = datetime.now().astimezone()  # TS1: the kiosk's local time with its offset, to the second (outbox.py)
+    for kiosk in rng.sample(range(args.kiosks), args.burst_kiosks):
+        for _ in range(args.events_per_kiosk):
+            at = start + rng.uniform(0, args.burst_seconds)
+            body = {"E1": rng.choice(fleet.employees), "S1": "IN",
+                    "TS1": (wall + timedelta(seconds=at)).isoformat(timespec="seconds")}
+            plan.append(Request(at, "event", kiosk, str(uuid.uuid4()), json.dumps(body).encode()))
+    plan.sort(key=lambda r: r.at)
+    return plan
+
+
+def heartbeat_body(fleet: Fleet, kiosk: int) -> bytes:
+    """What pi-kiosk's Heartbeat.body() sends from a healthy kiosk: the same keys, plausible values."""
+    return json.dumps({
+        "release": "0.1.0-3f2a9c1e", "version": "0.1.0", "model_sha256": fleet.model, "status": "ok", "reason": "",
+        "camera": "ok", "camera_problem": "", "clock_synchronized": True, "clock_waiting_events": 0,
+        "outbox_depth": 0, "outbox_rejected": 0, "seconds_since_last_frame": 0.1, "temperature_celsius": 52.6,
+        "throttled": 0, "sent_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "boot_id": f"{kiosk:032x}", "boot_seconds": round(time.monotonic(), 3),
+    }).encode()
+
+
+async def send(client: httpx.AsyncClient, fleet: Fleet, r: Request) -> str:
+    """One request as the kiosk makes it; its status, or the name of the error that stopped it."""
+    headers = {"Authorization": f"Bearer {fleet.tokens[r.kiosk]}"}
+    url = fleet.url(r.kiosk)
+    try:
+        if r.kind == "heartbeat":
+            headers["Content-Type"] = "application/json"
+            answer = await client.post(url + "/api/kiosk/heartbeat", content=heartbeat_body(fleet, r.kiosk),
+                                       headers=headers)
+        elif r.kind == "event":
+            headers |= {"Content-Type": "application/json", "Idempotency-Key": r.key}
+            answer = await client.post(url + "/toon/attendance", content=r.body, headers=headers)
+        else:
+            if not r.fresh:
+                headers["If-None-Match"] = fleet.etag
+            answer = await client.get(url + "/api/employees/embeddings", params={"model": fleet.model},
+                                      headers=headers)
+    except httpx.TimeoutException:
+        return "timeout"
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return str(answer.status_code)
+
+
+async def bounded(limit: int, jobs: Iterable[Awaitable[None]]) -> None:
+    """The jobs, at most `limit` at a time."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[None]) -> None:
+        async with gate:
+            await job
+
+    await asyncio.gather(*(one(job) for job in jobs))
+
+
+async def enrol(fleet: Fleet, dim: int, seed: int, timeout: float) -> None:
+    """The gallery: one unit-length embedding per person, then its ETag as every kiosk holds it after a sync."""
+    rng = random.Random(seed)
+    admin = {"Authorization": f"Bearer {fleet.admin}"}
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        await enrol_with(client, fleet, dim, rng, admin)
+
+
+async def enrol_with(client: httpx.AsyncClient, fleet: Fleet, dim: int, rng: random.Random,
+                     admin: dict[str, str]) -> None:
+
+    async def person(employee: str) -> None:
+        vector = [rng.gauss(0, 1) for _ in range(dim)]
+        norm = math.sqrt(sum(x * x for x in vector))
+        answer = await client.post(f"{fleet.urls[0]}/api/employees/{employee}/embeddings", headers=admin,
+                                   json={"model": fleet.model, "embeddings": [[x / norm for x in vector]],
+                                         "name": f"Person {employee}"})
+        if answer.status_code != 201:
+            raise SystemExit(f"load: enrolling {employee}: {answer.status_code} {answer.text[:300]}")
+
+    await bounded(8, (person(e) for e in fleet.employees))
+    answer = await client.get(f"{fleet.urls[0]}/api/employees/embeddings", params={"model": fleet.model},
+                              headers=admin)
+    if answer.status_code != 200 or len(answer.json()["employees"]) != len(fleet.employees):
+        raise SystemExit(f"load: the gallery is not what was enrolled: {answer.status_code} {answer.text[:300]}")
+    fleet.etag = answer.headers["etag"]
+
+
+async def run(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tuple[dict[str, Outcome], int, float]:
+    """The schedule, open-loop: each request's task is started at its time, whatever is still in flight. Returns
+    the outcomes per kind, how many were sent late, and the run's wall time."""
+    outcomes = {kind: Outcome() for kind in KINDS}
+    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+    loop = asyncio.get_running_loop()
+    in_flight: set[asyncio.Task[None]] = set()
+    late = 0
+    async with httpx.AsyncClient(limits=limits, timeout=args.timeout) as client:
+        async def timed(r: Request, due: float) -> None:
+            status = await send(client, fleet, r)
+            done = loop.time()
+            outcome = outcomes[r.kind]
+            outcome.latencies.append(done - due)
+            outcome.statuses[status] += 1
+            outcome.first_at = min(outcome.first_at, due)
+            outcome.last_done = max(outcome.last_done, done)
+            r.taken = status == "201"
+
+        start = loop.time() + 0.2
+        for r in plan:
+            due = start + r.at
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > LATE_SECONDS:
+                late += 1
+            task = loop.create_task(timed(r, due))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        # Each request ends within its timeout (connect, pool wait, write and read are each bounded): so does this.
+        if in_flight:
+            await asyncio.wait(in_flight)
+        return outcomes, late, loop.time() - start
+
+
+async def resend(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tuple[int, Counter[str]]:
+    """The events that got no 201 in the run, sent again with their keys until a 2xx, as the kiosk's outbox does:
+    how many were sent again, and the last answer of those still not taken."""
+    pending = [r for r in plan if r.kind == "event" and not r.taken]
+    sent, failed = len(pending), Counter[str]()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32), timeout=args.timeout) as client:
+        for attempt in range(RESENDS):
+            statuses: dict[str, str] = {}
+
+            async def again(r: Request, statuses: dict[str, str] = statuses) -> None:
+                statuses[r.key] = await send(client, fleet, r)
+
+            await bounded(32, (again(r) for r in pending))
+            failed = Counter(statuses[r.key] for r in pending if statuses[r.key] not in ("200", "201"))
+            pending = [r for r in pending if statuses[r.key] not in ("200", "201")]
+            if not pending:
+                break
+            await asyncio.sleep(2 ** attempt)
+    return sent, failed
+
+
+def stored_keys(database: str) -> Counter[str]:
+    """Every event's key in the database, read with the server's own store (either backend)."""
+    store = Store(database)
+    try:
+        return Counter(e.key for e in store.events(limit=None))
+    finally:
+        store.close()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)] if sorted_values else 0
+
+
+def summary(args: argparse.Namespace, plan: list[Request], outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    duration = args.minutes * 60
+    figures: dict[str, Any] = {}
+    for kind in KINDS:
+        o = outcomes[kind]
+        asked = sum(1 for r in plan if r.kind == kind)
+        span = args.burst_seconds if kind == "event" else duration  # the time the kind's requests were asked over
+        ok = sum(n for status, n in o.statuses.items() if status.isdigit() and int(status) in OK[kind])
+        latencies = sorted(o.latencies)
+        figures[kind] = {
+            "requests": asked, "asked_per_s": asked / span,
+            # Answers that succeeded, over the time from the first's scheduled time to the last answer.
+            "achieved_per_s": ok / (o.last_done - o.first_at) if ok else 0.0,
+            "p50_ms": 1000 * percentile(latencies, 0.50), "p99_ms": 1000 * percentile(latencies, 0.99),
+            "max_ms": 1000 * (latencies[-1] if latencies else 0),
+            "ok": ok, "statuses": dict(sorted(o.statuses.items())),
+            "errors": {s: n for s, n in sorted(o.statuses.items()) if not (s.isdigit() and int(s) in OK[kind])},
+        }
+    figures["sync"]["not_modified"] = outcomes["sync"].statuses.get("304", 0)
+    return figures
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{os.cpu_count()} x {model}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    s = report["setup"]
+    print(f"{s['kiosks']} kiosks, {s['minutes']:g} min, {s['database']}, {s['processes']} server process(es), "
+          f"{s['connections']} client connections, event loop {s['loop']}; machine: {s['machine']}")
+    heads = ("requests", "asked/s", "done/s", "p50 ms", "p99 ms", "max ms")
+    print(f"{'kind':<10} " + " ".join(f"{h:>8}" for h in heads) + "  errors")
+    for kind in KINDS:
+        k = report[kind]
+        errors = ", ".join(f"{s}: {n}" for s, n in k["errors"].items()) or "none"
+        print(f"{kind:<10} {k['requests']:>8} {k['asked_per_s']:>8.1f} {k['achieved_per_s']:>8.1f} "
+              f"{k['p50_ms']:>8.1f} {k['p99_ms']:>8.1f} {k['max_ms']:>8.1f}  {errors}")
+    print(f"syncs answered 304: {report['sync']['not_modified']} of {report['sync']['requests']}; "
+          f"requests sent more than {LATE_SECONDS * 1000:g} ms late by the generator: {report['late']}")
+    c = report["cpu"]
+    pg = f", PostgreSQL {c['postgresql']:.0%}" if c["postgresql"] is not None else ""
+    print(f"CPU over the run's {c['wall_seconds']:.1f} s, in cores: client {c['client']:.0%}, "
+          f"server(s) {c['servers']:.0%}{pg}; the machine's {os.cpu_count()} cores were {c['machine_busy']:.0%} busy")
+    e = report["exactly_once"]
+    verdict = "yes" if e["ok"] else "NO"
+    print(f"every event stored exactly once: {verdict} ({e['stored']} stored of {e['sent']} sent; missing "
+          f"{e['missing']}, duplicated {e['duplicated']}, unexpected {e['unexpected']}; sent again after the run "
+          f"{e['resent']}, still not taken {e['still_failing'] or 0})")
+
+
+def load(args: argparse.Namespace, database: str, postmaster: int | None, work: Path) -> dict[str, Any]:
+    tokens = [f"kiosk-{n:05d}-{uuid.uuid4().hex}" for n in range(args.kiosks)]
+    admin = f"admin-{uuid.uuid4().hex}"
+    settings = work / "server.toml"
+    write_settings(settings, database, admin, tokens)
+    with servers(settings, args.processes, work) as (urls, procs):
+        fleet = Fleet(tokens, urls, admin, hashlib.sha256(b"load-test model").hexdigest(),
+                      [f"E{n:05d}" for n in range(args.gallery)])
+        runner = asyncio.Runner(loop_factory=loop_factory())
+        with runner:
+            runner.run(enrol(fleet, args.dim, args.seed, args.timeout))
+            plan = schedule(args, fleet)
+            before = (client_cpu(), [process_cpu(p.pid) for p in procs],
+                      cluster_cpu(postmaster) if postmaster else 0.0, machine_busy())
+            outcomes, late, wall = runner.run(run(args, fleet, plan))
+            after = (client_cpu(), [process_cpu(p.pid) for p in procs],
+                     cluster_cpu(postmaster) if postmaster else 0.0, machine_busy())
+            resent, still_failing = runner.run(resend(args, fleet, plan))
+    keys = stored_keys(database)
+    sent = {r.key for r in plan if r.kind == "event"}
+    missing, unexpected = len(sent - keys.keys()), len(keys.keys() - sent)
+    duplicated = sum(n - 1 for n in keys.values())
+    busy = (after[3][0] - before[3][0]) / max(1, after[3][1] - before[3][1])
+    return {
+        "setup": {"kiosks": args.kiosks, "minutes": args.minutes, "database": args.database,
+                  "processes": args.processes, "connections": args.connections, "loop": loop_name(),
+                  "machine": machine(), "burst_kiosks": args.burst_kiosks, "gallery": [args.gallery, args.dim]},
+        **summary(args, plan, outcomes), "late": late,
+        "cpu": {"wall_seconds": wall, "client": (after[0] - before[0]) / wall,
+                "servers": (sum(after[1]) - sum(before[1])) / wall,
+                "postgresql": (after[2] - before[2]) / wall if postmaster else None, "machine_busy": busy},
+        "exactly_once": {"ok": not (missing or unexpected or duplicated) and len(sent) == sum(keys.values()),
+                         "sent": len(sent), "stored": sum(keys.values()), "missing": missing,
+                         "duplicated": duplicated, "unexpected": unexpected, "resent": resent,
+                         "still_failing": dict(still_failing)},
+    }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (a cheaper client), else asyncio's own."""
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def loop_name() -> str:
+    return "uvloop" if loop_factory() else "asyncio"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The servers' sockets and the client's: each kiosk's requests may hold one of --connections at a time.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.connections + 256)), hard))
+    with tempfile.TemporaryDirectory(prefix="pi-fleet-load-") as tmp:
+        work = Path(tmp)
+        if args.database == "sqlite":
+            report = load(args, str(work / "attendance.sqlite3"), None, work)
+        else:
+            try:
+                with pg_cluster.throwaway_cluster() as cluster:
+                    report = load(args, cluster.url, cluster.pid(), work)
+            except pg_cluster.ClusterError as exc:
+                raise SystemExit(f"load: {exc}") from None
+    print_report(report)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    return 0 if report["exactly_once"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
