@@ -62,6 +62,7 @@ OK = {"heartbeat": {204}, "sync": {200, 304}, "event": {201}}
 LATE_SECONDS = 0.010  # a request sent this much after its time counts as late: the generator fell behind
 START_SECONDS = 60.0  # for each server process to answer /healthz
 RESENDS = 5  # attempts per event after the run, as the kiosk's outbox retries (with the same key)
+RESEND_SECONDS = 120.0  # the resends' bound: an event not taken by then is reported, not waited for
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -88,6 +89,9 @@ class Fleet:
 
     def url(self, kiosk: int) -> str:
         return self.urls[kiosk % len(self.urls)]
+
+    def gallery_url(self, kiosk: int) -> str:
+        return f"{self.url(kiosk)}/api/employees/embeddings?model={self.model}"
 
 
 @dataclass
@@ -259,24 +263,25 @@ def heartbeat_body(fleet: Fleet, kiosk: int) -> bytes:
     }).encode()
 
 
-async def send(client: httpx.AsyncClient, fleet: Fleet, r: Request) -> str:
-    """One request as the kiosk makes it; its status, or the name of the error that stopped it."""
+async def send(client: httpx.AsyncClient, fleet: Fleet, r: Request, timeout: float) -> str:
+    """One request as the kiosk makes it, within `timeout` in all (httpx bounds each of its phases alone: waiting
+    for a connection, connecting, writing, reading); its status, or the name of the error that stopped it."""
     headers = {"Authorization": f"Bearer {fleet.tokens[r.kiosk]}"}
     url = fleet.url(r.kiosk)
     try:
-        if r.kind == "heartbeat":
-            headers["Content-Type"] = "application/json"
-            answer = await client.post(url + "/api/kiosk/heartbeat", content=heartbeat_body(fleet, r.kiosk),
-                                       headers=headers)
-        elif r.kind == "event":
-            headers |= {"Content-Type": "application/json", "Idempotency-Key": r.key}
-            answer = await client.post(url + "/toon/attendance", content=r.body, headers=headers)
-        else:
-            if not r.fresh:
-                headers["If-None-Match"] = fleet.etag
-            answer = await client.get(url + "/api/employees/embeddings", params={"model": fleet.model},
-                                      headers=headers)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(timeout):
+            if r.kind == "heartbeat":
+                headers["Content-Type"] = "application/json"
+                answer = await client.post(url + "/api/kiosk/heartbeat", content=heartbeat_body(fleet, r.kiosk),
+                                           headers=headers)
+            elif r.kind == "event":
+                headers |= {"Content-Type": "application/json", "Idempotency-Key": r.key}
+                answer = await client.post(url + "/toon/attendance", content=r.body, headers=headers)
+            else:
+                if not r.fresh:
+                    headers["If-None-Match"] = fleet.etag
+                answer = await client.get(fleet.gallery_url(r.kiosk), headers=headers)
+    except (TimeoutError, httpx.TimeoutException):
         return "timeout"
     except httpx.HTTPError as exc:
         return type(exc).__name__
@@ -299,24 +304,17 @@ async def enrol(fleet: Fleet, dim: int, seed: int, timeout: float) -> None:
     rng = random.Random(seed)
     admin = {"Authorization": f"Bearer {fleet.admin}"}
     async with httpx.AsyncClient(timeout=timeout) as client:
-        await enrol_with(client, fleet, dim, rng, admin)
+        async def person(employee: str) -> None:
+            vector = [rng.gauss(0, 1) for _ in range(dim)]
+            norm = math.sqrt(sum(x * x for x in vector))
+            answer = await client.post(f"{fleet.urls[0]}/api/employees/{employee}/embeddings", headers=admin,
+                                       json={"model": fleet.model, "embeddings": [[x / norm for x in vector]],
+                                             "name": f"Person {employee}"})
+            if answer.status_code != 201:
+                raise SystemExit(f"load: enrolling {employee}: {answer.status_code} {answer.text[:300]}")
 
-
-async def enrol_with(client: httpx.AsyncClient, fleet: Fleet, dim: int, rng: random.Random,
-                     admin: dict[str, str]) -> None:
-
-    async def person(employee: str) -> None:
-        vector = [rng.gauss(0, 1) for _ in range(dim)]
-        norm = math.sqrt(sum(x * x for x in vector))
-        answer = await client.post(f"{fleet.urls[0]}/api/employees/{employee}/embeddings", headers=admin,
-                                   json={"model": fleet.model, "embeddings": [[x / norm for x in vector]],
-                                         "name": f"Person {employee}"})
-        if answer.status_code != 201:
-            raise SystemExit(f"load: enrolling {employee}: {answer.status_code} {answer.text[:300]}")
-
-    await bounded(8, (person(e) for e in fleet.employees))
-    answer = await client.get(f"{fleet.urls[0]}/api/employees/embeddings", params={"model": fleet.model},
-                              headers=admin)
+        await bounded(8, (person(e) for e in fleet.employees))
+        answer = await client.get(fleet.gallery_url(0), headers=admin)
     if answer.status_code != 200 or len(answer.json()["employees"]) != len(fleet.employees):
         raise SystemExit(f"load: the gallery is not what was enrolled: {answer.status_code} {answer.text[:300]}")
     fleet.etag = answer.headers["etag"]
@@ -332,7 +330,7 @@ async def run(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tu
     late = 0
     async with httpx.AsyncClient(limits=limits, timeout=args.timeout) as client:
         async def timed(r: Request, due: float) -> None:
-            status = await send(client, fleet, r)
+            status = await send(client, fleet, r, args.timeout)
             done = loop.time()
             outcome = outcomes[r.kind]
             outcome.latencies.append(done - due)
@@ -352,31 +350,31 @@ async def run(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tu
             task = loop.create_task(timed(r, due))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        # Each request ends within its timeout (connect, pool wait, write and read are each bounded): so does this.
+        # Each request ends within its timeout: so does this, at most that long after the last was sent.
         if in_flight:
             await asyncio.wait(in_flight)
         return outcomes, late, loop.time() - start
 
 
 async def resend(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tuple[int, Counter[str]]:
-    """The events that got no 201 in the run, sent again with their keys until a 2xx, as the kiosk's outbox does:
-    how many were sent again, and the last answer of those still not taken."""
+    """The events that got no 201 in the run, sent again with their keys until a 2xx, as the kiosk's outbox does
+    (at most RESENDS times each, RESEND_SECONDS in all): how many were sent again, and the last answer of each
+    still not taken."""
     pending = [r for r in plan if r.kind == "event" and not r.taken]
-    sent, failed = len(pending), Counter[str]()
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32), timeout=args.timeout) as client:
-        for attempt in range(RESENDS):
-            statuses: dict[str, str] = {}
+    last = {r.key: "not sent again" for r in pending}
+    sent = len(pending)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(RESEND_SECONDS), httpx.AsyncClient(timeout=args.timeout) as client:
+            async def again(r: Request) -> None:
+                last[r.key] = await send(client, fleet, r, args.timeout)
 
-            async def again(r: Request, statuses: dict[str, str] = statuses) -> None:
-                statuses[r.key] = await send(client, fleet, r)
-
-            await bounded(32, (again(r) for r in pending))
-            failed = Counter(statuses[r.key] for r in pending if statuses[r.key] not in ("200", "201"))
-            pending = [r for r in pending if statuses[r.key] not in ("200", "201")]
-            if not pending:
-                break
-            await asyncio.sleep(2 ** attempt)
-    return sent, failed
+            for attempt in range(RESENDS):
+                await bounded(32, (again(r) for r in pending))
+                pending = [r for r in pending if last[r.key] not in ("200", "201")]
+                if not pending:
+                    break
+                await asyncio.sleep(2 ** attempt)
+    return sent, Counter(status for status in last.values() if status not in ("200", "201"))
 
 
 def stored_keys(database: str) -> Counter[str]:
@@ -507,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             report = load(args, str(work / "attendance.sqlite3"), None, work)
         else:
             try:
-                with pg_cluster.throwaway_cluster() as cluster:
+                with pg_cluster.throwaway_cluster(durable=True) as cluster:
                     report = load(args, cluster.url, cluster.pid(), work)
             except pg_cluster.ClusterError as exc:
                 raise SystemExit(f"load: {exc}") from None

@@ -50,10 +50,11 @@ def bindir() -> Path:
 
 
 @contextmanager
-def throwaway_cluster(max_connections: int = 300) -> Iterator[Cluster]:
-    """A cluster of its own, on a free port of 127.0.0.1. initdb
-    refuses root, so as root it runs as the `postgres` user Debian's package creates. Durability is not what it is
-    for: without fsync it is quicker."""
+def throwaway_cluster(max_connections: int = 300, durable: bool = False) -> Iterator[Cluster]:
+    """A cluster of its own, on a free port of 127.0.0.1. initdb refuses root, so as root it runs as the `postgres`
+    user Debian's package creates. Not `durable` (the tests: durability is not what they test), it neither syncs
+    nor waits for the disk, and is quicker; `durable`, it commits as a production server does (the load
+    benchmark, whose figures must not flatter PostgreSQL against SQLite, which syncs each commit)."""
     programs = bindir()
     if not (programs / "initdb").is_file() or not (programs / "pg_ctl").is_file():
         raise ClusterError(f"no initdb or pg_ctl in {programs}. {INSTALL}")
@@ -79,8 +80,10 @@ def throwaway_cluster(max_connections: int = 300) -> Iterator[Cluster]:
         with socket.socket() as s:  # a free port (the kernel's pick), let go for the cluster to take
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={top} -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={max_connections}")
+        options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={top} "
+                   f"-c max_connections={max_connections}")
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         started = subprocess.run([*run, "pg_ctl", "start", "-w", "-D", str(data), "-l", str(top / "log"),
                                   "-o", options], capture_output=True, text=True)
         try:
