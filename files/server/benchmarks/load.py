@@ -26,7 +26,8 @@ status, requests the generator sent late, and the CPU of the client, the server 
 machine over the run: on a small machine the client shares the cores with the server, and the figures say how much
 it took. With `--processes K` (PostgreSQL only: SQLite is one server process's database) K `pi-fleet-server serve`
 processes listen on K ports and kiosk n talks to port n mod K, as a proxy spreading the kiosks' connections evenly
-would. One client process (uvloop when installed), HTTP/1.1 keep-alive over at most `--connections` connections.
+would. One client process (uvloop when installed), HTTP/1.1 keep-alive over `--connections` connections (a small
+client of its own on asyncio's streams: see Connection), each kiosk's requests queued for its server's connections.
 """
 from __future__ import annotations
 
@@ -44,15 +45,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import httpx2 as httpx
+from urllib.parse import urlsplit
 
 from attendance_server import pg_cluster
 from attendance_server.store import Store
@@ -87,11 +88,8 @@ class Fleet:
     employees: list[str]
     etag: str = ""
 
-    def url(self, kiosk: int) -> str:
-        return self.urls[kiosk % len(self.urls)]
-
-    def gallery_url(self, kiosk: int) -> str:
-        return f"{self.url(kiosk)}/api/employees/embeddings?model={self.model}"
+    def gallery_target(self) -> str:
+        return f"/api/employees/embeddings?model={self.model}"
 
 
 @dataclass
@@ -178,8 +176,8 @@ def servers(settings: Path, count: int, logs: Path) -> Iterator[tuple[list[str],
                 if proc.poll() is not None:
                     raise SystemExit(f"load: server {n} exited ({proc.returncode}):\n"
                                      + (logs / f"server-{n}.log").read_text()[-3000:])
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as answer:
+                    if answer.status == 200:
                         break
                 if time.monotonic() > deadline:
                     raise SystemExit(f"load: server {n} did not answer {url}/healthz within {START_SECONDS:g} s")
@@ -263,83 +261,175 @@ def heartbeat_body(fleet: Fleet, kiosk: int) -> bytes:
     }).encode()
 
 
-async def send(client: httpx.AsyncClient, fleet: Fleet, r: Request, timeout: float) -> str:
-    """One request as the kiosk makes it, within `timeout` in all (httpx bounds each of its phases alone: waiting
-    for a connection, connecting, writing, reading); its status, or the name of the error that stopped it."""
-    headers = {"Authorization": f"Bearer {fleet.tokens[r.kiosk]}"}
-    url = fleet.url(r.kiosk)
-    try:
-        async with asyncio.timeout(timeout):
-            if r.kind == "heartbeat":
-                headers["Content-Type"] = "application/json"
-                answer = await client.post(url + "/api/kiosk/heartbeat", content=heartbeat_body(fleet, r.kiosk),
-                                           headers=headers)
-            elif r.kind == "event":
-                headers |= {"Content-Type": "application/json", "Idempotency-Key": r.key}
-                answer = await client.post(url + "/toon/attendance", content=r.body, headers=headers)
+class Connection:
+    """One keep-alive HTTP/1.1 connection to a server, opened when first used and again after a failure. The load's
+    own client, not httpx's: httpx2's pool looks at every connection for each request it places, which at a few
+    hundred connections was most of the client's CPU (profiled), and the client shares the machine with the server.
+    It reads what this server answers: a Content-Length body, a chunked one, or none (204, 304)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def request(self, method: str, target: str, headers: dict[str, str],
+                      body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        """The answer's status, headers (names in lower case) and body. As HTTP clients do, a connection the server
+        closed while it was idle (uvicorn does after 5 s) is not used, and a request that met such a close as it
+        went out (nothing of an answer read) is sent once more on a new connection: the server never read it."""
+        if self.streams is not None and self.streams[0].at_eof():
+            self.close()
+        reused = self.streams is not None
+        try:
+            return await self.exchange(method, target, headers, body)
+        except asyncio.IncompleteReadError as exc:
+            if not reused or exc.partial:
+                raise
+        return await self.exchange(method, target, headers, body)
+
+    async def exchange(self, method: str, target: str, headers: dict[str, str],
+                       body: bytes) -> tuple[int, dict[str, str], bytes]:
+        try:
+            if self.streams is None:
+                self.streams = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self.streams
+            lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                     *(f"{name}: {value}" for name, value in headers.items())]
+            if body or method == "POST":
+                lines.append(f"Content-Length: {len(body)}")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(head[0].split(" ", 2)[1])
+            answer = {name.strip().lower(): value.strip() for name, _, value in
+                      (line.partition(":") for line in head[1:] if line)}
+            content = b""
+            if status in (204, 304):
+                pass
+            elif "content-length" in answer:
+                content = await reader.readexactly(int(answer["content-length"]))
+            elif answer.get("transfer-encoding") == "chunked":
+                while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                    content += (await reader.readexactly(size + 2))[:-2]
+                await reader.readuntil(b"\r\n")  # the empty trailer
             else:
-                if not r.fresh:
-                    headers["If-None-Match"] = fleet.etag
-                answer = await client.get(fleet.gallery_url(r.kiosk), headers=headers)
-    except (TimeoutError, httpx.TimeoutException):
-        return "timeout"
-    except httpx.HTTPError as exc:
-        return type(exc).__name__
-    return str(answer.status_code)
+                raise ConnectionError(f"{status} answer with neither Content-Length nor chunks")
+            if answer.get("connection") == "close":
+                self.close()
+            return status, answer, content
+        except BaseException:  # a timeout or failure halfway leaves the connection in no known state
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
 
 
-async def bounded(limit: int, jobs: Iterable[Awaitable[None]]) -> None:
-    """The jobs, at most `limit` at a time."""
-    gate = asyncio.Semaphore(limit)
+async def send(connection: Connection, fleet: Fleet, r: Request) -> str:
+    """One request as the kiosk makes it; its status."""
+    headers = {"Authorization": f"Bearer {fleet.tokens[r.kiosk]}"}
+    if r.kind == "heartbeat":
+        headers["Content-Type"] = "application/json"
+        status, _, _ = await connection.request("POST", "/api/kiosk/heartbeat", headers,
+                                                heartbeat_body(fleet, r.kiosk))
+    elif r.kind == "event":
+        headers |= {"Content-Type": "application/json", "Idempotency-Key": r.key}
+        status, _, _ = await connection.request("POST", "/toon/attendance", headers, r.body)
+    else:
+        if not r.fresh:
+            headers["If-None-Match"] = fleet.etag
+        status, _, _ = await connection.request("GET", fleet.gallery_target(), headers)
+    return str(status)
 
-    async def one(job: Awaitable[None]) -> None:
-        async with gate:
-            await job
 
-    await asyncio.gather(*(one(job) for job in jobs))
+class Client:
+    """`connections` kept-alive connections spread over the servers, each a worker that takes the next request for its
+    server from a queue: the requests are put there at their time, whether or not the earlier ones were answered.
+    A request answered after its deadline, or not taken from the queue by then, is a timeout (its connection is
+    closed, as a kiosk's would be); `done(request, status, at)` is told each outcome."""
+
+    def __init__(self, fleet: Fleet, connections: int, timeout: float,
+                 done: Callable[[Request, str, float], None]) -> None:
+        self.fleet, self.timeout, self.done = fleet, timeout, done
+        self.queues: list[asyncio.Queue[tuple[Request, float | None]]] = [asyncio.Queue() for _ in fleet.urls]
+        self.workers = [asyncio.create_task(self.work(Connection(fleet.urls[n % len(fleet.urls)]),
+                                                      self.queues[n % len(fleet.urls)]))
+                        for n in range(max(connections, len(fleet.urls)))]
+
+    def submit(self, r: Request, due: float | None) -> None:
+        """`due`: when the kiosk sent it (the deadline counts from then); None: when a connection takes it."""
+        self.queues[r.kiosk % len(self.queues)].put_nowait((r, due))
+
+    async def work(self, connection: Connection, queue: asyncio.Queue[tuple[Request, float | None]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            r, due = await queue.get()
+            deadline = (loop.time() if due is None else due) + self.timeout
+            try:
+                if loop.time() >= deadline:
+                    status = "timeout"
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        status = await send(connection, self.fleet, r)
+            except TimeoutError:
+                status = "timeout"
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                status = type(exc).__name__
+            self.done(r, status, loop.time())
+            queue.task_done()
+
+    async def drain(self) -> None:
+        """Until every request submitted has its outcome: at most the timeout after the last was submitted."""
+        for queue in self.queues:
+            await queue.join()
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
 
 
-async def enrol(fleet: Fleet, dim: int, seed: int, timeout: float) -> None:
+async def enrol(fleet: Fleet, dim: int, seed: int) -> None:
     """The gallery: one unit-length embedding per person, then its ETag as every kiosk holds it after a sync."""
     rng = random.Random(seed)
-    admin = {"Authorization": f"Bearer {fleet.admin}"}
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        async def person(employee: str) -> None:
+    admin = {"Authorization": f"Bearer {fleet.admin}", "Content-Type": "application/json"}
+    connection = Connection(fleet.urls[0])
+    try:
+        for employee in fleet.employees:
             vector = [rng.gauss(0, 1) for _ in range(dim)]
             norm = math.sqrt(sum(x * x for x in vector))
-            answer = await client.post(f"{fleet.urls[0]}/api/employees/{employee}/embeddings", headers=admin,
-                                       json={"model": fleet.model, "embeddings": [[x / norm for x in vector]],
-                                             "name": f"Person {employee}"})
-            if answer.status_code != 201:
-                raise SystemExit(f"load: enrolling {employee}: {answer.status_code} {answer.text[:300]}")
-
-        await bounded(8, (person(e) for e in fleet.employees))
-        answer = await client.get(fleet.gallery_url(0), headers=admin)
-    if answer.status_code != 200 or len(answer.json()["employees"]) != len(fleet.employees):
-        raise SystemExit(f"load: the gallery is not what was enrolled: {answer.status_code} {answer.text[:300]}")
-    fleet.etag = answer.headers["etag"]
+            body = {"model": fleet.model, "embeddings": [[x / norm for x in vector]], "name": f"Person {employee}"}
+            status, _, answer = await connection.request("POST", f"/api/employees/{employee}/embeddings", admin,
+                                                         json.dumps(body).encode())
+            if status != 201:
+                raise SystemExit(f"load: enrolling {employee}: {status} {answer[:300]!r}")
+        status, headers, answer = await connection.request("GET", fleet.gallery_target(), admin)
+    finally:
+        connection.close()
+    if status != 200 or len(json.loads(answer)["employees"]) != len(fleet.employees):
+        raise SystemExit(f"load: the gallery is not what was enrolled: {status} {answer[:300]!r}")
+    fleet.etag = headers["etag"]
 
 
 async def run(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tuple[dict[str, Outcome], int, float]:
-    """The schedule, open-loop: each request's task is started at its time, whatever is still in flight. Returns
-    the outcomes per kind, how many were sent late, and the run's wall time."""
+    """The schedule, open-loop: each request is submitted at its time, whatever is still waiting or in flight.
+    Returns the outcomes per kind, how many the generator itself submitted late, and the run's wall time."""
     outcomes = {kind: Outcome() for kind in KINDS}
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     loop = asyncio.get_running_loop()
-    in_flight: set[asyncio.Task[None]] = set()
+    start = loop.time() + 0.2
     late = 0
-    async with httpx.AsyncClient(limits=limits, timeout=args.timeout) as client:
-        async def timed(r: Request, due: float) -> None:
-            status = await send(client, fleet, r, args.timeout)
-            done = loop.time()
-            outcome = outcomes[r.kind]
-            outcome.latencies.append(done - due)
-            outcome.statuses[status] += 1
-            outcome.first_at = min(outcome.first_at, due)
-            outcome.last_done = max(outcome.last_done, done)
-            r.taken = status == "201"
 
-        start = loop.time() + 0.2
+    def done(r: Request, status: str, at: float) -> None:
+        outcome, due = outcomes[r.kind], start + r.at
+        outcome.latencies.append(at - due)
+        outcome.statuses[status] += 1
+        outcome.first_at = min(outcome.first_at, due)
+        outcome.last_done = max(outcome.last_done, at)
+        r.taken = status == "201"
+
+    client = Client(fleet, args.connections, args.timeout, done)
+    try:
         for r in plan:
             due = start + r.at
             delay = due - loop.time()
@@ -347,13 +437,11 @@ async def run(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tu
                 await asyncio.sleep(delay)
             elif -delay > LATE_SECONDS:
                 late += 1
-            task = loop.create_task(timed(r, due))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        # Each request ends within its timeout: so does this, at most that long after the last was sent.
-        if in_flight:
-            await asyncio.wait(in_flight)
-        return outcomes, late, loop.time() - start
+            client.submit(r, due)
+        await client.drain()
+    finally:
+        await client.close()
+    return outcomes, late, loop.time() - start
 
 
 async def resend(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) -> tuple[int, Counter[str]]:
@@ -362,19 +450,26 @@ async def resend(args: argparse.Namespace, fleet: Fleet, plan: list[Request]) ->
     still not taken."""
     pending = [r for r in plan if r.kind == "event" and not r.taken]
     last = {r.key: "not sent again" for r in pending}
-    sent = len(pending)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(RESEND_SECONDS), httpx.AsyncClient(timeout=args.timeout) as client:
-            async def again(r: Request) -> None:
-                last[r.key] = await send(client, fleet, r, args.timeout)
 
+    def done(r: Request, status: str, _: float) -> None:
+        last[r.key] = status
+
+    client = Client(fleet, min(32, args.connections), args.timeout, done)
+    try:
+        async with asyncio.timeout(RESEND_SECONDS):
             for attempt in range(RESENDS):
-                await bounded(32, (again(r) for r in pending))
+                for r in pending:
+                    client.submit(r, None)
+                await client.drain()
                 pending = [r for r in pending if last[r.key] not in ("200", "201")]
                 if not pending:
                     break
                 await asyncio.sleep(2 ** attempt)
-    return sent, Counter(status for status in last.values() if status not in ("200", "201"))
+    except TimeoutError:
+        pass  # what is still not taken is reported
+    finally:
+        await client.close()
+    return len(last), Counter(status for status in last.values() if status not in ("200", "201"))
 
 
 def stored_keys(database: str) -> Counter[str]:
@@ -452,7 +547,7 @@ def load(args: argparse.Namespace, database: str, postmaster: int | None, work: 
                       [f"E{n:05d}" for n in range(args.gallery)])
         runner = asyncio.Runner(loop_factory=loop_factory())
         with runner:
-            runner.run(enrol(fleet, args.dim, args.seed, args.timeout))
+            runner.run(enrol(fleet, args.dim, args.seed))
             plan = schedule(args, fleet)
             before = (client_cpu(), [process_cpu(p.pid) for p in procs],
                       cluster_cpu(postmaster) if postmaster else 0.0, machine_busy())
