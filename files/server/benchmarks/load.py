@@ -530,6 +530,9 @@ def print_report(report: dict[str, Any]) -> None:
     pg = f", PostgreSQL {c['postgresql']:.0%}" if c["postgresql"] is not None else ""
     print(f"CPU over the run's {c['wall_seconds']:.1f} s, in cores: client {c['client']:.0%}, "
           f"server(s) {c['servers']:.0%}{pg}; the machine's {os.cpu_count()} cores were {c['machine_busy']:.0%} busy")
+    pg = (f", PostgreSQL {c['postgresql_ms_per_request']:.2f} ms" if c["postgresql_ms_per_request"] is not None
+          else "")
+    print(f"CPU per request: server(s) {c['server_ms_per_request']:.2f} ms{pg}")
     e = report["exactly_once"]
     verdict = "yes" if e["ok"] else "NO"
     print(f"every event stored exactly once: {verdict} ({e['stored']} stored of {e['sent']} sent; missing "
@@ -560,14 +563,19 @@ def load(args: argparse.Namespace, database: str, postmaster: int | None, work: 
     missing, unexpected = len(sent - keys.keys()), len(keys.keys() - sent)
     duplicated = sum(n - 1 for n in keys.values())
     busy = (after[3][0] - before[3][0]) / max(1, after[3][1] - before[3][1])
+    answered = sum(sum(o.statuses.values()) for o in outcomes.values())
+    server_cpu, postgresql_cpu = sum(after[1]) - sum(before[1]), after[2] - before[2]
     return {
         "setup": {"kiosks": args.kiosks, "minutes": args.minutes, "database": args.database,
                   "processes": args.processes, "connections": args.connections, "loop": loop_name(),
                   "machine": machine(), "burst_kiosks": args.burst_kiosks, "gallery": [args.gallery, args.dim]},
         **summary(args, plan, outcomes), "late": late,
-        "cpu": {"wall_seconds": wall, "client": (after[0] - before[0]) / wall,
-                "servers": (sum(after[1]) - sum(before[1])) / wall,
-                "postgresql": (after[2] - before[2]) / wall if postmaster else None, "machine_busy": busy},
+        # In cores (CPU seconds per second of the run), and the servers' and PostgreSQL's CPU per request: what
+        # sizes a machine for a fleet, and holds better than latency when other jobs share the cores.
+        "cpu": {"wall_seconds": wall, "client": (after[0] - before[0]) / wall, "servers": server_cpu / wall,
+                "postgresql": postgresql_cpu / wall if postmaster else None, "machine_busy": busy,
+                "server_ms_per_request": 1000 * server_cpu / max(1, answered),
+                "postgresql_ms_per_request": 1000 * postgresql_cpu / max(1, answered) if postmaster else None},
         "exactly_once": {"ok": not (missing or unexpected or duplicated),
                          "sent": len(sent), "stored": sum(keys.values()), "missing": missing,
                          "duplicated": duplicated, "unexpected": unexpected, "resent": resent,
