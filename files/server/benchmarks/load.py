@@ -28,6 +28,9 @@ it took. With `--processes K` (PostgreSQL only: SQLite is one server process's d
 processes listen on K ports and kiosk n talks to port n mod K, as a proxy spreading the kiosks' connections evenly
 would. One client process (uvloop when installed), HTTP/1.1 keep-alive over `--connections` connections (a small
 client of its own on asyncio's streams: see Connection), each kiosk's requests queued for its server's connections.
+
+Needs the server importable (installed, or files/server/src on PYTHONPATH: its processes inherit the environment),
+with the postgresql extra and Debian's PostgreSQL server programs for `--database postgresql`.
 """
 from __future__ import annotations
 

@@ -95,5 +95,3 @@ def throwaway_cluster(max_connections: int = 300, durable: bool = False) -> Iter
             subprocess.run([*run, "pg_ctl", "stop", "-D", str(data), "-m", "immediate"], capture_output=True)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-
-
