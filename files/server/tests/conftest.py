@@ -4,16 +4,9 @@ pipeline with a small model and a photo of one face (the photos extra), a browse
 from __future__ import annotations
 
 import base64
-import glob
 import importlib.util
 import itertools
-import os
-import pwd
-import shutil
-import socket
 import struct
-import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from attendance_server import pg_cluster
 from attendance_server.app import create_app
 from attendance_server.config import EmbeddingModel, Settings
 from attendance_server.store import Store
@@ -36,62 +30,18 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-PG_USER = "fleet"
-PG_PASSWORD = "pg-test-password"  # the cluster's TCP logins take a password (scram): the server's must get there
-INSTALL_POSTGRESQL = ("PostgreSQL's server programs (initdb, pg_ctl) are needed for the server's tests on "
-                      "PostgreSQL: install them with `apt-get install postgresql` (scripts/testbed-setup does), or "
-                      "set PI_FLEET_PG_BINDIR to the directory that holds them")
-
-
-def pg_bindir() -> Path:
-    """PI_FLEET_PG_BINDIR, else initdb on the PATH, else Debian's newest /usr/lib/postgresql/<version>/bin."""
-    if os.environ.get("PI_FLEET_PG_BINDIR"):
-        return Path(os.environ["PI_FLEET_PG_BINDIR"])
-    found = shutil.which("initdb") or max(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                                          key=lambda p: int(Path(p).parts[-3]), default=None)
-    if found is None:
-        pytest.fail(INSTALL_POSTGRESQL, pytrace=False)
-    return Path(found).parent
+PG_PASSWORD = pg_cluster.PASSWORD
 
 
 @pytest.fixture(scope="session")
 def postgresql() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster for this session, on a free port of 127.0.0.1: the URL of its `postgres`
-    database, as the user who may create databases. initdb refuses root, so as root it runs as the `postgres`
-    user Debian's package creates; the cluster is stopped and its directory removed at the end."""
-    bindir = pg_bindir()
-    if not (bindir / "initdb").is_file() or not (bindir / "pg_ctl").is_file():
-        pytest.fail(f"no initdb or pg_ctl in {bindir}. {INSTALL_POSTGRESQL}", pytrace=False)
-    as_user: list[str] = []
-    top = Path(tempfile.mkdtemp(prefix="pi-fleet-pg-"))
-    if os.getuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail(f"initdb refuses root and there is no postgres user to run it as. {INSTALL_POSTGRESQL}",
-                        pytrace=False)
-        as_user = ["runuser", "-u", "postgres", "--"]
-        os.chown(top, owner.pw_uid, owner.pw_gid)
-    data, password = top / "data", top / "password"
-    run = [*as_user, "env", f"PATH={bindir}:/usr/bin:/bin"]
-    subprocess.run([*run, "sh", "-c", f"umask 077 && echo {PG_PASSWORD} >{password}"], check=True)
-    subprocess.run([*run, "initdb", "-D", str(data), "-U", PG_USER, f"--pwfile={password}", "--auth-local=trust",
-                    "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-                   check=True, capture_output=True, text=True)
-    with socket.socket() as s:  # a free port (the kernel's pick), let go for the cluster to take
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # Durability is not tested here: without fsync the suite is quicker.
-    options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={top} -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-    started = subprocess.run([*run, "pg_ctl", "start", "-w", "-D", str(data), "-l", str(top / "log"), "-o", options],
-                             capture_output=True, text=True)
+    """A throwaway PostgreSQL cluster for this session (attendance_server.pg_cluster): the URL of its `postgres`
+    database, as the user who may create databases; stopped and removed at the end."""
     try:
-        assert started.returncode == 0, started.stdout + started.stderr + (top / "log").read_text()
-        yield f"postgresql://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*run, "pg_ctl", "stop", "-D", str(data), "-m", "immediate"], capture_output=True)
-        shutil.rmtree(top, ignore_errors=True)
+        with pg_cluster.throwaway_cluster() as cluster:
+            yield cluster.url
+    except pg_cluster.ClusterError as exc:
+        pytest.fail(f"the server's tests on PostgreSQL: {exc}", pytrace=False)
 
 
 NUMBERS = itertools.count()
