@@ -235,22 +235,13 @@ def row_of(host: str, hostvars: Any) -> dict[str, Any]:
 
 
 def fleet(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report's rows, problems first, and its summary. The fleet's release is the one most kiosks run (none on
-    a tie: mid-rollout either may be the one meant); a kiosk running another is a problem of the fleet's."""
+    """The report's rows, problems first, and its summary, with the releases the kiosks run and how many run each
+    (the fleet's: the one most run, none on a tie). Another release is not a kiosk's problem: a release is built
+    per platform, and a board of another one, or with a Coral accelerator, runs a release of its own."""
     releases = Counter(row["kiosk"]["live"] for row in rows if row.get("reachable") and row["kiosk"].get("live"))
     ranked = releases.most_common(2)
     release = ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else None
-    judged_rows = []
-    for row in rows:
-        judged = dict(row["judged"])
-        live = (row.get("kiosk") or {}).get("live")
-        if release and live and live != release:
-            judged["issues"] = [*judged["issues"], "release differs from the fleet's"]
-            judged["problems"] = [*judged["problems"], f"release {live} differs from the fleet's {release} "
-                                  f"({releases[release]} of {releases.total()} kiosks run it)"]
-            judged["flagged"] = sorted({*judged["flagged"], "release"})
-        judged_rows.append({**row, "judged": judged})
-    judged_rows.sort(key=lambda row: (not row["judged"]["problems"], row["host"]))
+    judged_rows = sorted(rows, key=lambda row: (not row["judged"]["problems"], row["host"]))
     issues = Counter(issue for row in judged_rows for issue in row["judged"]["issues"])
     troubled = sum(1 for row in judged_rows if row["judged"]["problems"])
     return {"rows": judged_rows, "kiosks": len(judged_rows), "ok": len(judged_rows) - troubled,
