@@ -75,56 +75,46 @@ class Metrics:
         self.frames.inc()
         self.last_frame = self.clock()
 
+    # Each state is read at scrape time, so its figures are never stale: one collector per concern, registered when
+    # the service tracks it (until then /healthz reads the defaults above, and /metrics has none of its figures).
+
     def track_outbox(self, depth: Callable[[], int], rejected: Callable[[], int],
                      delivery: Callable[[], DeliveryStatus]) -> None:
         self.delivery, self.outbox_depth, self.outbox_rejected = delivery, depth, rejected
-        self.registry.register(_OutboxCollector(depth, rejected, delivery, self.clock))
+        self.registry.register(_Scraped(self._outbox_metrics))
 
     def track_writes(self, writes: Callable[[], WriteStatus]) -> None:
         self.writes = writes
-        self.registry.register(_WritesCollector(writes))
+        self.registry.register(_Scraped(self._writes_metrics))
 
     def track_sync(self, status: Callable[[], SyncStatus]) -> None:
         self.sync = status
-        self.registry.register(_SyncCollector(status))
+        self.registry.register(_Scraped(self._sync_metrics))
 
     def track_camera(self, status: Callable[[], CameraStatus]) -> None:
         self.camera = status
-        self.registry.register(_CameraCollector(status, self.clock))
+        self.registry.register(_Scraped(self._camera_metrics))
 
     def track_clock(self, status: Callable[[], ClockStatus]) -> None:
         self.clock_status = status
-        self.registry.register(_ClockCollector(status))
+        self.registry.register(_Scraped(self._clock_metrics))
 
     def track_heartbeat(self, status: Callable[[], HeartbeatStatus]) -> None:
         self.heartbeat = status
-        self.registry.register(_HeartbeatCollector(status))
+        self.registry.register(_Scraped(self._heartbeat_metrics))
 
-
-class _OutboxCollector(Collector):
-    """The outbox figures, read at scrape time so they are never stale."""
-
-    def __init__(self, depth: Callable[[], int], rejected: Callable[[], int],
-                 delivery: Callable[[], DeliveryStatus], clock: Callable[[], float]) -> None:
-        self._depth, self._rejected, self._delivery, self._clock = depth, rejected, delivery, clock
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._delivery()
-        yield GaugeMetricFamily("kiosk_outbox_depth", "Attendance events not yet delivered", value=self._depth())
+    def _outbox_metrics(self) -> Iterator[Metric]:
+        status = self.delivery()
+        yield GaugeMetricFamily("kiosk_outbox_depth", "Attendance events not yet delivered", value=self.outbox_depth())
         yield GaugeMetricFamily("kiosk_outbox_rejected", "Attendance events the server refused, set aside "
-                                "(pi-kiosk outbox list)", value=self._rejected())
+                                "(pi-kiosk outbox list)", value=self.outbox_rejected())
         yield StateSetMetricFamily("kiosk_outbox_delivery", "Attendance delivery: ok, or what blocks it",
                                    {state: state == status.state for state in STATES})
         yield GaugeMetricFamily("kiosk_outbox_blocked_seconds", "Seconds attendance delivery has been blocked "
-                                "(0 while it works)", value=status.blocked_seconds(self._clock()))
+                                "(0 while it works)", value=status.blocked_seconds(self.clock()))
 
-
-class _WritesCollector(Collector):
-    def __init__(self, writes: Callable[[], WriteStatus]) -> None:
-        self._writes = writes
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._writes()
+    def _writes_metrics(self) -> Iterator[Metric]:
+        status = self.writes()
         yield StateSetMetricFamily("kiosk_outbox_write", "Writing events to the outbox: ok, disk_full, or error "
                                    "(another write failure)", {s: s == status.state for s in outbox_writer.STATES})
         yield GaugeMetricFamily("kiosk_outbox_held_events", "Attendance events held in memory because the outbox "
@@ -132,53 +122,43 @@ class _WritesCollector(Collector):
         yield CounterMetricFamily("kiosk_outbox_dropped_events", "Attendance events dropped because "
                                   "outbox.memory_events were held in memory already", value=status.dropped)
 
-
-class _SyncCollector(Collector):
-    def __init__(self, status: Callable[[], SyncStatus]) -> None:
-        self._status = status
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._status()
+    def _sync_metrics(self) -> Iterator[Metric]:
+        status = self.sync()
         yield StateSetMetricFamily("kiosk_gallery_sync", "Gallery sync: ok, failing (failed repeatedly) or "
                                    "stopped (its thread ended)", {s: s == status.state for s in sync.STATES})
         yield GaugeMetricFamily("kiosk_gallery_sync_failures", "Consecutive failed gallery syncs",
                                 value=status.failures)
 
-
-class _CameraCollector(Collector):
-    def __init__(self, status: Callable[[], CameraStatus], clock: Callable[[], float]) -> None:
-        self._status, self._clock = status, clock
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._status()
+    def _camera_metrics(self) -> Iterator[Metric]:
+        status = self.camera()
         yield GaugeMetricFamily("kiosk_camera_missing", "1 while the camera is missing (the kiosk waits for it and "
                                 "reopens it with backoff), 0 while it delivers frames", value=int(status.missing))
         yield GaugeMetricFamily("kiosk_camera_missing_seconds", "Seconds the camera has been missing (0 while it "
-                                "delivers frames)", value=status.missing_seconds(self._clock()))
+                                "delivers frames)", value=status.missing_seconds(self.clock()))
 
-
-class _ClockCollector(Collector):
-    def __init__(self, status: Callable[[], ClockStatus]) -> None:
-        self._status = status
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._status()
+    def _clock_metrics(self) -> Iterator[Metric]:
+        status = self.clock_status()
         yield GaugeMetricFamily("kiosk_clock_synchronized", "1 once the system clock is synchronised in this boot "
                                 "(clock.synchronized_path exists), 0 before", value=int(status.synchronized))
         yield GaugeMetricFamily("kiosk_clock_waiting_events", "Attendance events recorded while the clock was not "
                                 "synchronised, waiting for it before they are sent", value=status.waiting)
 
-
-class _HeartbeatCollector(Collector):
-    def __init__(self, status: Callable[[], HeartbeatStatus]) -> None:
-        self._status = status
-
-    def collect(self) -> Iterator[Metric]:
-        status = self._status()
+    def _heartbeat_metrics(self) -> Iterator[Metric]:
+        status = self.heartbeat()
         yield GaugeMetricFamily("kiosk_heartbeat_last_success_timestamp_seconds", "Unix time the attendance server "
                                 "last took a heartbeat (0: never)", value=status.last_ok or 0)
         yield GaugeMetricFamily("kiosk_heartbeat_failures", "Consecutive failed heartbeats (0 while they work)",
                                 value=status.failures)
+
+
+class _Scraped(Collector):
+    """Metrics `make` makes when /metrics is read."""
+
+    def __init__(self, make: Callable[[], Iterator[Metric]]) -> None:
+        self._make = make
+
+    def collect(self) -> Iterator[Metric]:
+        return self._make()
 
 
 class HealthServer:
