@@ -6,8 +6,10 @@
 - the admin token: enrollment (`POST /api/employees/{id}/embeddings`, `.../photos`), the employee list,
   `POST /api/employees/{id}/left` (out of the galleries; embeddings deleted after `[retention] left_days`),
   `DELETE /api/employees/{id}`, `GET /api/attendance`, the kiosks' state (`GET /api/kiosks`, and `GET /metrics`
-  for Prometheus) and the attendance page at `/` (a browser logs in with HTTP Basic, any user name and the
-  admin token as password).
+  for Prometheus), the registered Pis (`GET /api/registrations`, `DELETE /api/registrations/{serial}`) and the
+  attendance page at `/` (a browser logs in with HTTP Basic, any user name and the admin token as password);
+- the registration token (a fresh Pi's first boot): `POST /api/register` (its serial, hostname, model, revision,
+  address and SSH host key).
 
 Without a valid token: 401; a state-changing request a browser sends from another site's page: 403; a body
 above its limit: 413 (the `[limits]` setting).

@@ -43,6 +43,11 @@ def masked(database: Path | str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+class UniqueViolation(Exception):
+    """A write a UNIQUE constraint refused, on either database: the transaction was rolled back, and the store says
+    what it means."""
+
+
 class Cursor(Protocol):
     """What the store reads of a statement's result, alike from sqlite3 and psycopg."""
     @property
@@ -63,7 +68,7 @@ class Backend(Protocol):
     types: ClassVar[dict[str, str]]
 
     def transaction(self) -> AbstractContextManager[Transaction]:
-        """Committed when the block ends, rolled back on an exception."""
+        """Committed when the block ends, rolled back on an exception (a UNIQUE constraint's: UniqueViolation)."""
         ...
 
     def migrate(self, schema: str, migrations: Sequence[str]) -> None:
@@ -103,6 +108,10 @@ class SQLite:
             db.execute("PRAGMA secure_delete=ON")
             with db:
                 yield SQLiteTransaction(db)
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname not in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+                raise
+            raise UniqueViolation(str(exc)) from exc
         finally:
             db.close()
 
@@ -158,8 +167,13 @@ class PostgreSQL:
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        with self.pool.connection() as db, db.transaction():
-            yield PostgreSQLTransaction(db)
+        from psycopg import errors
+
+        try:
+            with self.pool.connection() as db, db.transaction():
+                yield PostgreSQLTransaction(db)
+        except errors.UniqueViolation as exc:
+            raise UniqueViolation(str(exc)) from exc
 
     def migrate(self, schema: str, migrations: Sequence[str]) -> None:
         with self.transaction() as tx:

@@ -3,6 +3,8 @@
     database = "/var/lib/pi-fleet-server/attendance.sqlite3"   # or "postgresql://user@host/dbname" (postgresql extra)
     database_password_file = "/etc/pi-fleet-server/db-password"  # optional: a PostgreSQL password not in the URL
     admin_token = "..."                # enrollment, the employee list, the attendance page and /metrics
+    registration_token = "..."         # optional: fresh Pis register themselves with it at first boot, and may do
+                                       # nothing else (POST /api/register); absent: registration is off
     silent_after_seconds = 180         # optional: a kiosk not heard from for longer is marked silent
     trusted_origins = ["https://attendance.example.com"]  # optional: pages that may post (api/guard.py)
     [kiosks]                           # each kiosk's own token: the server knows which kiosk reported
@@ -90,6 +92,8 @@ class Settings:
     retention: Retention = field(default_factory=Retention)
     # PostgreSQL's password when the URL holds none (database_password_file); never shown.
     database_password: str | None = field(default=None, repr=False)
+    # What a fresh Pi registers itself with (POST /api/register), and nothing else; None: registration is off.
+    registration_token: str | None = None
 
     def database_shown(self) -> str:
         """The database setting as messages and logs may show it: a URL's password masked."""
@@ -99,11 +103,12 @@ class Settings:
     def _holders(self) -> tuple[bytes, dict[bytes, str]]:
         """Each token's keyed hash (a key of this process, never stored) -> whose token it is."""
         key = secrets.token_bytes(32)
-        holders = {"admin": self.admin_token, **{f"kiosk:{name}": t for name, t in self.kiosk_tokens.items()}}
+        holders = {"admin": self.admin_token, **{f"kiosk:{name}": t for name, t in self.kiosk_tokens.items()},
+                   **({"registrar": self.registration_token} if self.registration_token else {})}
         return key, {hmac.digest(key, t.encode(), "sha256"): who for who, t in holders.items()}
 
     def principal(self, token: str) -> str | None:
-        """"admin", "kiosk:<name>", or None for an unknown token."""
+        """"admin", "kiosk:<name>", "registrar", or None for an unknown token."""
         # The server's one token comparison: how tokens are compared is decided here alone. The given token's keyed
         # hash is looked up, so a request costs the same with 10 kiosks or 10,000 (comparing every token did not),
         # and how long it takes tells nothing of which token, or how much of one, matched: without the key no one
@@ -125,13 +130,14 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
                               f"(e.g. from `openssl rand -hex 24`), got {value!r:.20}")
         return value
 
-    unknown = set(data) - {"database", "database_password_file", "admin_token", "trusted_origins",
-                           "silent_after_seconds", "kiosks", "models", "limits", "retention"}
+    unknown = set(data) - {"database", "database_password_file", "admin_token", "registration_token",
+                           "trusted_origins", "silent_after_seconds", "kiosks", "models", "limits", "retention"}
     if unknown:
         raise ConfigError(f"{origin}: unknown settings {', '.join(sorted(unknown))} (allowed: database, "
-                          "database_password_file, admin_token, trusted_origins, silent_after_seconds, [kiosks], "
-                          "[models], [limits], [retention])")
+                          "database_password_file, admin_token, registration_token, trusted_origins, "
+                          "silent_after_seconds, [kiosks], [models], [limits], [retention])")
     database, password = _database(data.get("database"), data.get("database_password_file"), origin)
+    registration = data.get("registration_token")
     kiosks = data.get("kiosks", {})
     if not isinstance(kiosks, dict) or not kiosks:
         raise ConfigError(f"{origin}: [kiosks] must name at least one kiosk and its token")
@@ -143,11 +149,25 @@ def parse(data: dict[str, Any], origin: str) -> Settings:
                         {str(name): _model(str(name), entry, origin) for name, entry in models.items()},
                         _limits(data.get("limits", {}), origin), _origins(data.get("trusted_origins", []), origin),
                         _silent_after(data.get("silent_after_seconds", SILENT_AFTER_SECONDS), origin),
-                        _retention(data.get("retention", {}), origin), password)
-    tokens = [settings.admin_token, *settings.kiosk_tokens.values()]
-    if len(set(tokens)) != len(tokens):
-        raise ConfigError(f"{origin}: every kiosk and the admin need a token of their own")
+                        _retention(data.get("retention", {}), origin), password,
+                        None if registration is None else token(registration, "registration_token"))
+    _distinct_tokens(settings, origin)
     return settings
+
+
+def _distinct_tokens(settings: Settings, origin: str) -> None:
+    """Each token names one holder (Settings.principal): a shared one would be taken for one of them only. The
+    message names the settings that share one, never the token."""
+    holders: dict[str, list[str]] = {}
+    named = {"admin_token": settings.admin_token, "registration_token": settings.registration_token,
+             **{f"kiosks.{name}": t for name, t in settings.kiosk_tokens.items()}}
+    for name, value in named.items():
+        if value is not None:
+            holders.setdefault(value, []).append(name)
+    shared = [" and ".join(names) for names in holders.values() if len(names) > 1]
+    if shared:
+        raise ConfigError(f"{origin}: {'; '.join(shared)} have the same token: every kiosk, the admin and the "
+                          "registrar need a token of their own")
 
 
 def _database(value: Any, password_file: Any, origin: str) -> tuple[Path | str, str | None]:

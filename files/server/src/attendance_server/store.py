@@ -1,5 +1,5 @@
-"""The server's database: employees, their embeddings per model, attendance events, each kiosk's last heartbeat;
-on SQLite or PostgreSQL (backends.py), with the same SQL.
+"""The server's database: employees, their embeddings per model, attendance events, each kiosk's last heartbeat,
+the Pis registered at first boot; on SQLite or PostgreSQL (backends.py), with the same SQL.
 
 A repeated Idempotency-Key is stored once (a UNIQUE column and ON CONFLICT, not a set in memory, so several server
 processes sharing one database agree): a kiosk that lost an answer sends the event again, and the server answers it
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, Transaction, backend
+from .backends import Backend, Transaction, UniqueViolation, backend
 
 # {id}, {bytes} and {text} are each backend's types (backends.py): write TEXT columns as {text}, so that they
 # compare and sort alike on both. "row" is quoted: a keyword in PostgreSQL.
@@ -67,6 +67,11 @@ MIGRATIONS = (
     "CREATE INDEX events_by_received ON events(received)",
     # Who was erased and when (UTC, ISO 8601: compared as text), sent to the kiosks for ERASED_DAYS.
     "CREATE TABLE erasures (employee {text} PRIMARY KEY, erased_at {text} NOT NULL)",
+    # The Pis that registered themselves at first boot, one per serial; a hostname is one Pi's (UNIQUE: between
+    # server processes too). host_key NULL: none sent.
+    "CREATE TABLE registrations (serial {text} PRIMARY KEY, hostname {text} NOT NULL UNIQUE, model {text} NOT NULL, "
+    "revision {text} NOT NULL, address {text} NOT NULL, host_key {text}, first_seen {text} NOT NULL, "
+    "last_seen {text} NOT NULL)",
 )
 # How long tombstones are sent to the kiosks: longer than any kiosk stays offline and still syncs (a kiosk
 # offline for longer keeps the person until an operator runs `pi-kiosk forget`: files/kiosk/README.md).
@@ -93,6 +98,19 @@ class LastHeartbeat:
     kiosk: str
     body: dict[str, Any]
     received: datetime  # the server's time, UTC: the kiosk's clock may not be synchronised
+
+
+@dataclass(frozen=True)
+class RegisteredPi:
+    """A Pi as it registered itself at first boot (and last registered again: a card flashed anew, a new address)."""
+    serial: str
+    hostname: str
+    model: str
+    revision: str
+    address: str
+    host_key: str | None
+    first_seen: str
+    last_seen: str
 
 
 @dataclass(frozen=True)
@@ -300,3 +318,60 @@ class Store:
         with self.connect() as db:
             return {kiosk: LastHeartbeat(kiosk, json.loads(body), datetime.fromisoformat(received))
                     for kiosk, body, received in db.execute("SELECT kiosk, body, received FROM heartbeats")}
+
+    # Registrations: the Pis that registered themselves at first boot.
+
+    def register(self, serial: str, hostname: str, model: str, revision: str, address: str,
+                 host_key: str | None) -> str:
+        """Registers a Pi by its serial: "new", or "updated" for a serial registered before (a card flashed again,
+        a new address: all but first_seen replaced). Conflict, with nothing changed, when another serial holds the
+        hostname. Under concurrency too: the UNIQUE hostname decides between processes, not a read beforehand."""
+        row = (serial, hostname, model, revision, address, host_key, now())
+        while True:
+            try:
+                registered = self._register(*row)
+            except UniqueViolation:
+                holder = self._holder(hostname)
+                if holder not in (None, serial):
+                    raise Conflict(f"hostname {hostname} is registered to the Pi of serial {holder}: if that Pi is "
+                                   f"gone, delete its registration (DELETE /api/registrations/{holder}); else flash "
+                                   "this card with another hostname") from None
+                # Its holder was deleted since, or was this serial, registered by another process at the same time
+                # (PostgreSQL may find the hostname taken before the serial): the next attempt sees which.
+                continue
+            if registered:
+                return registered
+            # Deleted by another process between the insert and the update (PostgreSQL): registered anew next.
+
+    def _register(self, serial: str, hostname: str, model: str, revision: str, address: str, host_key: str | None,
+                  seen: str) -> str | None:
+        """One attempt, in one transaction: "new", "updated", or None when the serial was there for the insert and
+        gone for the update."""
+        with self.connect() as db:
+            if db.execute("INSERT INTO registrations (serial, hostname, model, revision, address, host_key, "
+                          "first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(serial) DO NOTHING",
+                          (serial, hostname, model, revision, address, host_key, seen, seen)).rowcount:
+                return "new"
+            if db.execute("UPDATE registrations SET hostname = ?, model = ?, revision = ?, address = ?, "
+                          "host_key = ?, last_seen = ? WHERE serial = ?",
+                          (hostname, model, revision, address, host_key, seen, serial)).rowcount:
+                return "updated"
+        return None
+
+    def _holder(self, hostname: str) -> str | None:
+        """The serial registered with this hostname."""
+        with self.connect() as db:
+            row = db.execute("SELECT serial FROM registrations WHERE hostname = ?", (hostname,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def registrations(self) -> list[RegisteredPi]:
+        """Every registered Pi, by hostname."""
+        with self.connect() as db:
+            return [RegisteredPi(*row) for row in db.execute(
+                "SELECT serial, hostname, model, revision, address, host_key, first_seen, last_seen "
+                "FROM registrations ORDER BY hostname")]
+
+    def unregister(self, serial: str) -> bool:
+        """Deletes a Pi's registration (its hostname is free again); False: no such serial."""
+        with self.connect() as db:
+            return db.execute("DELETE FROM registrations WHERE serial = ?", (serial,)).rowcount > 0

@@ -2,7 +2,7 @@
 from fastapi import APIRouter
 
 from ..config import Limits
-from .routes import attendance, employee_pages, employees, fleet, health, kiosk
+from .routes import attendance, employee_pages, employees, fleet, health, kiosk, registration
 
 
 def api_router(limits: Limits) -> APIRouter:
@@ -18,4 +18,5 @@ def api_router(limits: Limits) -> APIRouter:
     router.include_router(employee_pages.router)
     router.include_router(employee_pages.uploads, max_body_size=limits.upload_bytes)
     router.include_router(fleet.router)
+    router.include_router(registration.router)
     return router

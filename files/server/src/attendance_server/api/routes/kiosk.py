@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 
 from ...schemas import SHA256, AttendanceEvent, Heartbeat
 from ...store import Conflict
-from ..deps import KioskDep, PrincipalDep, StoreDep
+from ..deps import GalleryReaderDep, KioskDep, StoreDep
 
 router = APIRouter(tags=["kiosk"])
 
 
-# Any valid token, not only a kiosk's: the admin may read what the kiosks receive.
+# Not only a kiosk's token: the admin may read what the kiosks receive.
 @router.get("/api/employees/embeddings", responses={304: {"description": "unchanged"}})
-def embeddings(request: Request, _: PrincipalDep, store: StoreDep,
+def embeddings(request: Request, _: GalleryReaderDep, store: StoreDep,
                model: Annotated[str, Query(pattern=SHA256, description="the kiosk's model sha256")]) -> Response:
     gallery = store.gallery(model)
     headers = {"ETag": gallery.etag, "Cache-Control": "no-cache"}
