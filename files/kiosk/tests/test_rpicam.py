@@ -69,8 +69,9 @@ def waiting(seconds: list[float], then: Callable[[], None] = lambda: None) -> Ca
 def test_frames_of_known_colours_decode_to_them(standin: Path) -> None:
     make_i420.write_camera(standin, 0, [blocks(0), blocks(1)], WIDTH, HEIGHT)
     got = [f.copy() for f in itertools.islice(capture.frames("csi", width=WIDTH, height=HEIGHT, fps=200), 4)]
-    for n, frame in enumerate(got):
-        assert np.abs(frame.astype(int) - blocks(n % 2)).max() <= 3  # the file loops
+    # The file loops; which of the two each frame is depends on the frames skipped to keep up (a loaded machine).
+    for frame in got:
+        assert min(np.abs(frame.astype(int) - blocks(shift)).max() for shift in (0, 1)) <= 3
 
 
 def test_a_stream_that_dies_is_reopened_and_frames_flow_again(standin: Path) -> None:

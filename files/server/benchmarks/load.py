@@ -274,19 +274,22 @@ class Connection:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.answered = False  # the last exchange read an answer's head
 
     async def request(self, method: str, target: str, headers: dict[str, str],
                       body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
         """The answer's status, headers (names in lower case) and body. As HTTP clients do, a connection the server
         closed while it was idle (uvicorn does after 5 s) is not used, and a request that met such a close as it
-        went out (nothing of an answer read) is sent once more on a new connection: the server never read it."""
+        went out (nothing of an answer read: an end of stream, or a reset when the close raced the request) is sent
+        once more on a new connection: the server never answered it (and an event's Idempotency-Key makes a second
+        copy harmless)."""
         if self.streams is not None and self.streams[0].at_eof():
             self.close()
         reused = self.streams is not None
         try:
             return await self.exchange(method, target, headers, body)
-        except asyncio.IncompleteReadError as exc:
-            if not reused or exc.partial:
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+            if not reused or self.answered:
                 raise
         return await self.exchange(method, target, headers, body)
 
@@ -300,8 +303,10 @@ class Connection:
                      *(f"{name}: {value}" for name, value in headers.items())]
             if body or method == "POST":
                 lines.append(f"Content-Length: {len(body)}")
+            self.answered = False
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            self.answered = True
             status = int(head[0].split(" ", 2)[1])
             answer = {name.strip().lower(): value.strip() for name, _, value in
                       (line.partition(":") for line in head[1:] if line)}
