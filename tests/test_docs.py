@@ -15,8 +15,9 @@ from conftest import ROOT
 BIN = Path(sys.executable).parent
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta/argument_specs.yml").is_file())
 READMES = [ROOT / "README.md", *(r / "README.md" for r in ROLES), *sorted(ROOT.glob("files/*/README.md"))]
-# Paths the READMES name that are made at run time, or are relative to something else than the repository.
-NOT_IN_THE_REPOSITORY = {"queue/scheduler"}
+# Paths the READMES name that are made at run time, or are relative to something else than the repository
+# (a timezone: the zoneinfo's).
+NOT_IN_THE_REPOSITORY = {"queue/scheduler", "Etc/UTC"}
 # Where a path the docs name may be relative to: the repository, the example inventory, a role (the
 # README's "each role's defaults/main.yml"), a Python project's directory, its sources or its package.
 BASES = [ROOT, ROOT / "inventory/example", *ROLES, *ROOT.glob("files/*"), *ROOT.glob("files/*/src"),
