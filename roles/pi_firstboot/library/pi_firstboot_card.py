@@ -171,7 +171,7 @@ from typing import Any, NamedTuple
 import yaml
 from ansible.module_utils.basic import AnsibleModule
 
-# -- what is allowed (roles/pi_firstboot/vars/main.yml has the same, for the role's own checks) -------------------
+# -- what is allowed (the one place these are decided: the role calls this module first) ---------------------------
 HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
