@@ -601,6 +601,7 @@ def test_the_pi_registers_once_with_what_ansible_needs(tmp_path: Path, server: S
         "host_key": KEYS[0].replace("admin@laptop", "root@kiosk-lobby-01")}
     assert json.loads(pi.registered.read_text()) == server.answer
     assert "registered" in done.stdout
+    assert not pi.config.exists()  # the token leaves the Pi once used
 
 
 def test_without_a_device_tree_the_serial_comes_from_cpuinfo(tmp_path: Path, server: Server) -> None:
@@ -622,6 +623,7 @@ def test_a_duplicate_needs_a_person_and_is_not_retried(tmp_path: Path, server: S
     assert done.returncode == 3  # pi-fleet-register.service's RestartPreventExitStatus
     assert "hostname kiosk-lobby-01 is registered to serial 10000000aaaaaaaa" in done.stderr
     assert not pi.registered.exists() and len(server.requests) == 1
+    assert pi.config.exists()  # kept: once a person resolved it, `systemctl start pi-fleet-register` tries again
 
 
 def test_a_server_error_is_one_line_and_retried(tmp_path: Path, server: Server) -> None:

@@ -65,7 +65,7 @@ def test_a_fresh_pi_registers_and_is_in_the_next_runs_inventory(tmp_path: Path, 
     pi.config.write_text(json.dumps({"url": server, "token": REGISTRAR}))
     done = register_as(pi, "kiosk-hall-09")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert pi.registered.is_file()
+    assert pi.registered.is_file() and not pi.config.exists()
 
     listed = subprocess.run([str(BIN / "ansible-inventory"), "-i", "inventory/registered.py", "--list"],
                             capture_output=True, text=True, cwd=ROOT,
