@@ -17,9 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT, load_module
+from conftest import ROOT, QuietHandler, load_module, serving
 
 ROLE = ROOT / "roles/pi_firstboot"
 SCRIPT = ROLE / "files/pi-fleet-register"
@@ -529,33 +527,21 @@ class Server:
         self.requests: list[dict[str, Any]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-                data = json.dumps(server.answer).encode()
-                self.send_response(server.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(server.status, json.dumps(server.answer).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.handler = Handler
+        self.url = ""
 
 
 @pytest.fixture
 def server() -> Iterator[Server]:
     served = Server()
-    thread = threading.Thread(target=served.httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served
-    served.httpd.shutdown()
-    served.httpd.server_close()
-    thread.join(timeout=10)
+    with serving(served.handler) as served.url:
+        yield served
 
 
 class Pi:

@@ -14,7 +14,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT, load_module
+from conftest import ROOT, QuietHandler, load_module, serving
 
 ROLE = ROOT / "roles/pi_kiosk"
 sys.modules["ansible.module_utils.pi_kiosk_store"] = load_module(ROLE / "module_utils/pi_kiosk_store.py")
@@ -822,25 +821,18 @@ class FakeKiosk:
         self.requests: list[str] = []
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 if self.path == "/metrics":
                     owner.frames += 0 if owner.stuck else 1
-                    body = f"# TYPE kiosk_frames_total counter\nkiosk_frames_total {owner.frames}\n".encode()
+                    self.reply(200, f"# TYPE kiosk_frames_total counter\nkiosk_frames_total {owner.frames}\n".encode(),
+                               "text/plain; version=0.0.4")
                 else:
-                    body = json.dumps(owner.healthz).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    self.reply(200, json.dumps(owner.healthz).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.handler = Handler
+        self.url = ""
 
 
 @pytest.fixture
@@ -853,9 +845,8 @@ def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemd:
 @pytest.fixture
 def kiosk() -> Iterator[FakeKiosk]:
     fake = FakeKiosk()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with serving(fake.handler) as fake.url:
+        yield fake
 
 
 def test_watch_passes_a_pi_without_a_kiosk(systemd: FakeSystemd, kiosk: FakeKiosk) -> None:

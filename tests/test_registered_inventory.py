@@ -5,15 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, QuietHandler, serving
 
 BIN = Path(sys.executable).parent
 ADMIN = "admin-token-0123456789"
@@ -39,35 +36,25 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.url = ""
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 if self.headers.get("Authorization") != f"Bearer {ADMIN}":
                     self.send_error(403, "this needs the admin token")
                     return
-                body = json.dumps({"registrations": REGISTRATIONS}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(200, json.dumps({"registrations": REGISTRATIONS}).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.handler = Handler
 
 
 @pytest.fixture
 def server() -> Iterator[FakeServer]:
     fake = FakeServer()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with serving(fake.handler) as fake.url:
+        yield fake
 
 
 def ansible_inventory(*sources: str, **env: str) -> subprocess.CompletedProcess[str]:
