@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from attendance_server.app import create_app
 from attendance_server.config import ConfigError, EmbeddingModel, Settings, parse
-from attendance_server.store import MIGRATIONS, Store
+from attendance_server.store import MIGRATIONS, Conflict, Store
 
 
 def event(employee: str = "E001", at: str = "2026-11-26T09:00:00+01:00") -> dict[str, str]:
@@ -341,3 +341,14 @@ def test_a_database_of_the_first_release_is_migrated(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     TestClient(create_app(Settings(path, ADMIN, {"lobby": LOBBY})))  # opened again: nothing to migrate
+
+
+def test_embedding_lengths_stored_before_the_model_dims_table_still_bind_their_model(tmp_path: Path) -> None:
+    path = tmp_path / "attendance.sqlite3"
+    Store(path).enroll("E001", "m", [[1.0, 2.0, 3.0]])
+    with closing(sqlite3.connect(path)) as db:  # back to the release before the table
+        db.executescript(f"DROP TABLE model_dims; PRAGMA user_version = {len(MIGRATIONS) - 2};")
+    store = Store(path)
+    with pytest.raises(Conflict, match="model m has embeddings of length 3, not 4"):
+        store.enroll("E002", "m", [[1.0, 2.0, 3.0, 4.0]])
+    assert store.enroll("E002", "m", [[3.0, 2.0, 1.0]]) == 1

@@ -3,6 +3,7 @@ several server processes on one database: each event recorded once per Idempoten
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from threading import Barrier
 
@@ -40,6 +41,35 @@ def test_several_processes_record_each_event_once(database: Path | str) -> None:
         assert list(stores[0].heartbeats()) == ["lobby"]
         with pytest.raises(Conflict, match="Idempotency-Key k3 was used for another event"):
             stores[1].record("k3", "lobby", "E002", "IN", "2027-01-01T08:00:03+00:00", False)
+    finally:
+        for db in stores:
+            db.close()
+
+
+def test_several_processes_agree_on_a_models_embedding_length(database: Path | str) -> None:
+    """First enrolments of a new model with other lengths at the same time: one length wins, each other
+    enrolment is refused whole (its person not created), and the model's gallery holds one length only."""
+    stores = [Store(database) for _ in range(PROCESSES)]
+
+    def enroll(model: str, start: Barrier, n: int) -> int | None:
+        start.wait()
+        try:
+            stores[n].enroll(f"{model}-p{n}", model, [[1.0] * (4 + n)])
+        except Conflict:
+            return None
+        return 4 + n
+
+    try:
+        for model in ("m1", "m2", "m3"):
+            with ThreadPoolExecutor(PROCESSES) as pool:
+                lengths = [n for n in pool.map(partial(enroll, model, Barrier(PROCESSES)), range(PROCESSES))
+                           if n is not None]
+            assert len(set(lengths)) == 1, lengths
+            winners = sorted(f"{model}-p{n - 4}" for n in lengths)
+            assert sorted(p for p in stores[0].employees() if p.startswith(f"{model}-")) == winners
+            gallery = stores[0].gallery(model)
+            assert sorted(gallery.employees) == winners
+            assert {len(v) for vectors in gallery.employees.values() for v in vectors} == set(lengths)
     finally:
         for db in stores:
             db.close()

@@ -72,6 +72,11 @@ MIGRATIONS = (
     "CREATE TABLE registrations (serial {text} PRIMARY KEY, hostname {text} NOT NULL UNIQUE, model {text} NOT NULL, "
     "revision {text} NOT NULL, address {text} NOT NULL, host_key {text}, first_seen {text} NOT NULL, "
     "last_seen {text} NOT NULL)",
+    # Each model's embedding length, fixed by its first enrolment (the PRIMARY KEY makes server processes agree: the
+    # second of two first enrolments with other lengths waits for the first and is refused), then filled from the
+    # embeddings already stored.
+    "CREATE TABLE model_dims (model {text} PRIMARY KEY, dim INTEGER NOT NULL)",
+    "INSERT INTO model_dims (model, dim) SELECT model, MIN(dim) FROM embeddings GROUP BY model",
 )
 # How long tombstones are sent to the kiosks: longer than any kiosk stays offline and still syncs (a kiosk
 # offline for longer keeps the person until an operator runs `pi-kiosk forget`: files/kiosk/README.md).
@@ -191,9 +196,11 @@ class Store:
             db.execute("DELETE FROM erasures WHERE employee = ?", (employee,))  # enrolled again after an erasure
             for model, rows in vectors.items():
                 dim = dims[model]
-                known = db.execute("SELECT DISTINCT dim FROM embeddings WHERE model = ?", (model,)).fetchall()
-                if known and known[0][0] != dim:
-                    raise Conflict(f"model {model[:12]} has embeddings of length {known[0][0]}, not {dim}")
+                db.execute("INSERT INTO model_dims (model, dim) VALUES (?, ?) ON CONFLICT (model) DO NOTHING",
+                           (model, dim))
+                (known,) = db.execute("SELECT dim FROM model_dims WHERE model = ?", (model,)).fetchone()
+                if known != dim:
+                    raise Conflict(f"model {model[:12]} has embeddings of length {known}, not {dim}")
                 if replace:
                     db.execute("DELETE FROM embeddings WHERE employee = ? AND model = ?", (employee, model))
                 db.executemany("INSERT INTO embeddings (employee, model, dim, vector, created) VALUES (?, ?, ?, ?, ?)",
