@@ -33,7 +33,7 @@ TIMEOUT_SECONDS = 30
 @functools.cache
 def pi_board() -> Any:
     """pi_facts' own filter that names a board from /proc/cpuinfo and the device-tree model."""
-    spec = importlib.util.spec_from_file_location("pi_board", ROOT / "roles/pi_facts/filter_plugins/pi_board.py")
+    spec = importlib.util.spec_from_file_location("pi_board", ROOT / "plugins/filter/pi_board.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

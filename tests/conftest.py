@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,11 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The project as the collection pi_fleet.kiosk (collections/ansible_collections/pi_fleet/kiosk is the root): its
+# modules import their module_utils as ansible_collections.pi_fleet.kiosk.plugins.module_utils.*, here as in Ansible.
+COLLECTIONS = ROOT / "collections"
+sys.path.insert(0, str(COLLECTIONS))
+STORE = "ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store"
 
 
 def load_module(path: Path) -> ModuleType:

@@ -24,7 +24,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from conftest import ROOT, load_module
 
 BIN = Path(sys.executable).parent
-MODULES = sorted([*ROOT.glob("library/*.py"), *ROOT.glob("roles/*/library/*.py")])
+MODULES = sorted(ROOT.glob("plugins/modules/*.py"))
 # Where the roles read registered results: task files, vars, defaults, handlers, templates.
 ROLE_SOURCES = sorted(p for p in (ROOT / "roles").rglob("*")
                       if p.is_file() and (p.suffix in (".yml", ".yaml") or "templates" in p.parts))
@@ -43,15 +43,6 @@ PLACEHOLDERS: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False, "list": [
 
 def ids(path: Path) -> str:
     return path.stem
-
-
-def load(path: Path) -> ModuleType:
-    """The module file, imported as the tests import it: its role's module_utils as ansible.module_utils.*."""
-    role_utils = path.parent.parent / "module_utils"
-    for util in sorted(role_utils.glob("*.py")) if path.parent.parent.parent.name == "roles" else []:
-        if f"ansible.module_utils.{util.stem}" not in sys.modules:
-            sys.modules[f"ansible.module_utils.{util.stem}"] = load_module(util)
-    return load_module(path)
 
 
 class Captured(Exception):
@@ -260,7 +251,7 @@ def role_texts() -> dict[str, str]:
 # -- the tests --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", MODULES, ids=ids)
 def test_the_docs_parse_and_have_their_parts(path: Path) -> None:
-    documentation, examples, returns = docs(load(path))
+    documentation, examples, returns = docs(load_module(path))
     assert documentation.get("module") == path.stem
     for key in ("short_description", "description", "options"):
         assert documentation.get(key), f"{path.stem}: DOCUMENTATION has no {key}"
@@ -288,7 +279,7 @@ def test_the_docs_parse_and_have_their_parts(path: Path) -> None:
 
 @pytest.mark.parametrize("path", MODULES, ids=ids)
 def test_the_documented_options_are_the_argument_spec(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    module = load(path)
+    module = load_module(path)
     spec = module_kwargs(module, monkeypatch)["argument_spec"]
     documentation, _, _ = docs(module)
     differences = list(spec_differences(documentation["options"], spec))
@@ -298,7 +289,7 @@ def test_the_documented_options_are_the_argument_spec(path: Path, monkeypatch: p
 @pytest.mark.parametrize("path", MODULES, ids=ids)
 def test_every_example_passes_validation_against_the_documented_options(
         path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    module = load(path)
+    module = load_module(path)
     kwargs = module_kwargs(module, monkeypatch)
     documentation, examples, _ = docs(module)
     options = documentation["options"]
@@ -329,7 +320,7 @@ def unread(module: str, returns: dict[str, Any], texts: dict[str, str]) -> Itera
 
 @pytest.mark.parametrize("path", MODULES, ids=ids)
 def test_return_documents_every_field_the_roles_read(path: Path) -> None:
-    module = load(path)
+    module = load_module(path)
     _, _, returns = docs(module)
     # The roles, and apart from them the module's own EXAMPLES (their registered results are read the same way).
     missing = [*unread(path.stem, returns, role_texts()),

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-pi_board = load_module(ROOT / "roles/pi_facts/filter_plugins/pi_board.py").pi_board
+pi_board = load_module(ROOT / "plugins/filter/pi_board.py").pi_board
 
 CPUINFO = "processor\t: 0\nprocessor\t: 1\nprocessor\t: 2\nprocessor\t: 3\n\nRevision\t: {rev}\nModel\t\t: x\n"
 

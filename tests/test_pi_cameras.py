@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-cameras = load_module(ROOT / "roles/pi_facts/filter_plugins/pi_cameras.py")
+cameras = load_module(ROOT / "plugins/filter/pi_cameras.py")
 
 # Two cameras on a Pi 5, as rpicam-apps prints them (core/options.cpp); the Modes lines are not camera lines.
 LISTING = """Available cameras

@@ -1,4 +1,4 @@
-"""What the pi_kiosk role decides and says (roles/pi_kiosk/filter_plugins/pi_kiosk.py): the kiosk's configuration,
+"""What the pi_kiosk role decides and says (plugins/filter/pi_kiosk.py): the kiosk's configuration,
 the memory fit, and each entry point's outcome and report line, for every branch."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-kiosk = load_module(ROOT / "roles/pi_kiosk/filter_plugins/pi_kiosk.py")
+kiosk = load_module(ROOT / "plugins/filter/pi_kiosk.py")
 
 CONFIG_INPUTS: dict[str, Any] = {
     "model_path": "/opt/pi-kiosk/models/ab.onnx", "model_sha256": "ab" * 32, "card": "arcface", "threads": "4",

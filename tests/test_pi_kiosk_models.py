@@ -32,16 +32,16 @@ PLAYBOOK = """
   gather_facts: false
   tasks:
     - name: Check the inputs
-      ansible.builtin.import_role: {name: pi_kiosk, tasks_from: deploy/preflight.yml}
+      ansible.builtin.import_role: {name: pi_fleet.kiosk.pi_kiosk, tasks_from: deploy/preflight.yml}
     - name: Judge the configuration
-      ansible.builtin.import_role: {name: pi_kiosk, tasks_from: deploy/validator.yml}
+      ansible.builtin.import_role: {name: pi_fleet.kiosk.pi_kiosk, tasks_from: deploy/validator.yml}
     - name: Name the Pi's models as needs.yml does
       ansible.builtin.set_fact:
         __pi_kiosk_models: "{{ [__pi_kiosk_model] }}"
     - name: Make the default model
-      ansible.builtin.import_role: {name: pi_kiosk, tasks_from: deploy/default_model.yml}
+      ansible.builtin.import_role: {name: pi_fleet.kiosk.pi_kiosk, tasks_from: deploy/default_model.yml}
     - name: Check the models
-      ansible.builtin.import_role: {name: pi_kiosk, tasks_from: deploy/models.yml}
+      ansible.builtin.import_role: {name: pi_fleet.kiosk.pi_kiosk, tasks_from: deploy/models.yml}
     - name: Write down what the Pi would get
       ansible.builtin.copy:
         content: "{{ {'embedder': __pi_kiosk_config.embedder, 'models': __pi_kiosk_models} | to_json }}"
@@ -81,7 +81,7 @@ def run(tmp_path: Path, *extra: str, **variables: Any) -> subprocess.CompletedPr
             "shown_file": str(tmp_path / "shown.json"), **variables}
     (tmp_path / "hosts.json").write_text(json.dumps({"kiosks": {"hosts": {"kiosk-a": host}}}))
     (tmp_path / "models.yml").write_text(PLAYBOOK)
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CACHE_PLUGIN": "memory",
            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
     return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.json"),

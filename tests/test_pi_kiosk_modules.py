@@ -3,6 +3,7 @@ what a rollback picks, what pruning keeps, what the controller packs for a Pi.""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -21,14 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT, QuietHandler, load_module, serving
+from conftest import COLLECTIONS, ROOT, STORE, QuietHandler, load_module, serving
 
 ROLE = ROOT / "roles/pi_kiosk"
-sys.modules["ansible.module_utils.pi_kiosk_store"] = load_module(ROLE / "module_utils/pi_kiosk_store.py")
-store_mod: ModuleType = sys.modules["ansible.module_utils.pi_kiosk_store"]
-switch: ModuleType = load_module(ROLE / "library/pi_kiosk_switch.py")
-release_mod: ModuleType = load_module(ROLE / "library/pi_kiosk_release.py")
-wheelhouse: ModuleType = load_module(ROLE / "library/pi_kiosk_wheelhouse.py")
+store_mod: ModuleType = importlib.import_module(STORE)
+switch: ModuleType = load_module(ROOT / "plugins/modules/pi_kiosk_switch.py")
+release_mod: ModuleType = load_module(ROOT / "plugins/modules/pi_kiosk_release.py")
+wheelhouse: ModuleType = load_module(ROOT / "plugins/modules/pi_kiosk_wheelhouse.py")
 
 
 def sha(data: bytes) -> str:
@@ -541,16 +541,16 @@ def test_a_kiosk_wheel_tampered_with_in_the_controllers_cache_is_refused_by_the_
     assert area.store.wheel_hashes() == [], "the tampered wheel went into the Pi's cache"
 
 
-def test_the_wheelhouse_module_loads_by_its_path_alone_as_the_fleet_scenario_loads_it() -> None:
-    """molecule/fleet/verify.yml imports pi_kiosk_wheelhouse.py by its path, outside Ansible: its sha256_file
-    (the store's, the only one) still comes from the role's module_utils."""
+def test_the_wheelhouse_module_loads_by_its_path_alone_as_the_rollout_scenario_loads_it() -> None:
+    """molecule/rollout/verify/tampered.yml imports pi_kiosk_wheelhouse.py by its path, outside Ansible: its
+    sha256_file (the store's, the only one) still comes from the collection's module_utils."""
     assert wheelhouse.sha256_file is store_mod.sha256_file
     code = ("import importlib.util, sys\n"
             "spec = importlib.util.spec_from_file_location('wheelhouse', sys.argv[1])\n"
             "wheelhouse = importlib.util.module_from_spec(spec)\n"
             "spec.loader.exec_module(wheelhouse)\n"
             "print(wheelhouse.sha256_file.__module__, wheelhouse.local_wheel.__name__)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "library/pi_kiosk_wheelhouse.py")],
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "plugins/modules/pi_kiosk_wheelhouse.py")],
                           capture_output=True, text=True)
     assert (proc.returncode, proc.stdout) == (0, "pi_kiosk_store local_wheel\n"), proc.stderr
 
@@ -613,18 +613,12 @@ def test_the_verified_manifest_is_kept_beside_the_release_once(tmp_path: Path) -
 
 
 def run_module(name: str, tmp: Path, check: bool = False, diff: bool = True, **params: Any) -> dict[str, Any]:
-    """Run one of the role's modules as Ansible does: a Python of its own, the role's module_utils importable."""
+    """Run one of the collection's modules as Ansible does: a Python of its own, the module_utils importable."""
     args = tmp / "args.json"
     params = {**params, "_ansible_check_mode": check, "_ansible_diff": diff}
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    code = ("import importlib.util, runpy, sys\n"
-            "spec = importlib.util.spec_from_file_location('ansible.module_utils.pi_kiosk_store', sys.argv[1])\n"
-            "sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
-            "spec.loader.exec_module(sys.modules[spec.name])\n"
-            "sys.argv = sys.argv[2:]\n"
-            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(ROLE / "module_utils/pi_kiosk_store.py"),
-                           str(ROLE / f"library/{name}.py"), str(args)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(ROOT / f"plugins/modules/{name}.py"), str(args)],
+                          env={**os.environ, "PYTHONPATH": str(COLLECTIONS)}, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
@@ -758,7 +752,7 @@ def test_a_link_where_a_directory_is_expected_is_refused_and_its_target_untouche
     assert oct(target.stat().st_mode & 0o777) == "0o700"
 
 
-gate: ModuleType = load_module(ROLE / "library/pi_kiosk_gate.py")
+gate: ModuleType = load_module(ROOT / "plugins/modules/pi_kiosk_gate.py")
 UNIT = "pi-kiosk.service"
 FAKE_SYSTEMCTL = """
 import json, os, sys
@@ -926,7 +920,7 @@ def test_the_module_reports_the_phase_and_reason_the_role_records(systemd: FakeS
                               "Result": "success"}})
     args = tmp_path / "args.json"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"mode": "watch", "unit": UNIT, "timeout": 5, "window": 1}}))
-    proc = subprocess.run([sys.executable, str(ROLE / "library/pi_kiosk_gate.py"), str(args)],
+    proc = subprocess.run([sys.executable, str(ROOT / "plugins/modules/pi_kiosk_gate.py"), str(args)],
                           capture_output=True, text=True)
     result = json.loads(proc.stdout)
     assert result["failed"] and (result["phase"], result["reason"]) == (

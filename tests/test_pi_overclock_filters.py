@@ -1,4 +1,4 @@
-"""The pi_overclock role's block, limits and report (roles/pi_overclock/filter_plugins/pi_overclock.py).
+"""The pi_overclock role's block, limits and report (plugins/filter/pi_overclock.py).
 
 The expected strings are what the role's inline Jinja produced before it moved here: the same for every case."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, load_module
 
-overclock = load_module(ROOT / "roles/pi_overclock/filter_plugins/pi_overclock.py")
+overclock = load_module(ROOT / "plugins/filter/pi_overclock.py")
 LIMITS = yaml.safe_load((ROOT / "roles/pi_overclock/vars/main.yml").read_text())["__pi_overclock_board_limits"]
 
 CHANGED: dict[str, Any] = {"changed": True}

@@ -20,7 +20,7 @@ PLAYBOOK = """\
   tasks:
     - name: Run pi_overclock's checks
       ansible.builtin.include_role:
-        name: pi_overclock
+        name: pi_fleet.kiosk.pi_overclock
         tasks_from: validate
 """
 
@@ -63,7 +63,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     inventory = {"all": {"hosts": {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                           **values} for name, values in hosts.items()}}}
     (tmp / "inventory.json").write_text(json.dumps(inventory))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
            "ANSIBLE_LOCAL_TEMP": str(tmp / "tmp"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "inventory.json"),
                            str(tmp / "validate.yml")], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)

@@ -1,4 +1,4 @@
-"""The fleet report's judgements (roles/pi_report/filter_plugins/pi_report.py)."""
+"""The fleet report's judgements (plugins/filter/pi_report.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-report = load_module(ROOT / "roles/pi_report/filter_plugins/pi_report.py")
+report = load_module(ROOT / "plugins/filter/pi_report.py")
 
 METRICS = """# HELP kiosk_stage_seconds Time per pipeline stage
 # TYPE kiosk_stage_seconds histogram

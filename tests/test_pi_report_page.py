@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-report = load_module(ROOT / "roles/pi_report/filter_plugins/pi_report.py")
+report = load_module(ROOT / "plugins/filter/pi_report.py")
 BIN = Path(sys.executable).parent
 NOW = 1_800_000_000.0
 FLEET = "0.3.0-c4f1e2a9b7d1"

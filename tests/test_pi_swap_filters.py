@@ -1,4 +1,4 @@
-"""The pi_swap role's report line (roles/pi_swap/filter_plugins/pi_swap.py).
+"""The pi_swap role's report line (plugins/filter/pi_swap.py).
 
 The expected strings are what the role's inline Jinja produced before it moved here: the same for every case."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-swap = load_module(ROOT / "roles/pi_swap/filter_plugins/pi_swap.py")
+swap = load_module(ROOT / "plugins/filter/pi_swap.py")
 
 # cat /proc/swaps: a header, then one line per active swap area.
 HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority"

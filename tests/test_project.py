@@ -42,12 +42,14 @@ def test_installed_collections_satisfy_requirements_yml() -> None:
         )
 
 
-def test_site_yml_only_imports_playbooks() -> None:
-    plays = yaml.safe_load((ROOT / "site.yml").read_text())
+@pytest.mark.parametrize("site", ["site.yml", "playbooks/site.yml"])
+def test_site_yml_only_imports_playbooks(site: str) -> None:
+    """The checkout's site.yml and the collection's (pi_fleet.kiosk.site), which the first imports."""
+    plays = yaml.safe_load((ROOT / site).read_text())
     assert plays
     for play in plays:
         assert set(play) == {"name", "ansible.builtin.import_playbook"}, play
-        assert (ROOT / play["ansible.builtin.import_playbook"]).is_file()
+        assert ((ROOT / site).parent / play["ansible.builtin.import_playbook"]).is_file()
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
@@ -109,7 +111,7 @@ def test_example_inventory_deploys_the_default_model_and_it_fits_every_board() -
     kiosk = ROOT / "roles/pi_kiosk"
     constants = yaml.safe_load((kiosk / "vars/main.yml").read_text())
     defaults = yaml.safe_load((kiosk / "defaults/main.yml").read_text())
-    fit = load_module(kiosk / "filter_plugins/pi_kiosk.py").pi_kiosk_memory_fit
+    fit = load_module(ROOT / "plugins/filter/pi_kiosk.py").pi_kiosk_memory_fit
     assert set(LEAST_RAM_MB) == {g for g in BOARD_GROUPS if inventory.get(g, {}).get("hosts")}
     for group, ram_mb in LEAST_RAM_MB.items():
         for host in inventory[group]["hosts"]:

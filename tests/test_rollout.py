@@ -1,5 +1,5 @@
 """The rollout (roles/pi_rollout: the pre-flight and the start of each batch) and its report
-(playbooks/callback_plugins/pi_rollout_report.py), run by ansible-playbook against kiosks that are this machine (local
+(plugins/callback/pi_rollout_report.py), run by ansible-playbook against kiosks that are this machine (local
 connection) and one that cannot be reached.
 
 The canary batches are a stand-in that records outcomes as the pi_kiosk role does (pi_kiosk_outcome, then a failed
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT
+from conftest import COLLECTIONS, ROOT
 
 # As playbooks/deploy.yml and playbooks/upgrade.yml have them.
 PREFLIGHT = """
@@ -29,7 +29,7 @@ PREFLIGHT = """
   gather_facts: false
   max_fail_percentage: "{{{{ pi_rollout_max_fail_percentage }}}}"
   roles:
-    - role: pi_rollout
+    - role: pi_fleet.kiosk.pi_rollout
       vars:
         pi_rollout_kind: {kind}
 """
@@ -66,7 +66,7 @@ BATCH_PLAY = """
   pre_tasks:
     - name: Count a kiosk lost since the pre-flight
       ansible.builtin.import_role:
-        name: pi_rollout
+        name: pi_fleet.kiosk.pi_rollout
         tasks_from: batch
   tasks:
     - name: Name the batch
@@ -100,16 +100,15 @@ def stand_in(*kinds: str) -> str:
     return "".join(PREFLIGHT.format(kind=kind) + BATCH_PLAY.format(kind=kind, outcomes=BATCHES[kind]) for kind in kinds)
 
 
-def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str,
-        kinds: tuple[str, ...] = ("deploy",)) -> tuple[subprocess.CompletedProcess[str], Any]:
+def run(tmp_path: Path, hosts: dict[str, dict[str, Any]], *extra: str, kinds: tuple[str, ...] = ("deploy",),
+        environment: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Any]:
     inventory = {"kiosks": {"hosts": hosts}}
     (tmp_path / "hosts.json").write_text(json.dumps(inventory))
     (tmp_path / "deploy.yml").write_text(stand_in(*kinds))
     report = tmp_path / "report.json"
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-           "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks/callback_plugins"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_CACHE_PLUGIN": "memory"}
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "ANSIBLE_CACHE_PLUGIN": "memory", **(environment or {})}
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.json"),
          str(tmp_path / "deploy.yml"), "-e", f"pi_rollout_report_file={report}",
@@ -152,6 +151,16 @@ def test_a_canary_failure_halts_the_rollout_and_the_report_says_where(tmp_path: 
     assert report["halted"] is True and report["serial"] == [1, "40%"] and report["max_fail_percentage"] == 0
     assert "PI-KIOSK ROLLOUT REPORT" in proc.stdout and "HALTED" in proc.stdout
     assert "k2                       rolled back    0.1.0-old              health: no frames" in proc.stdout
+
+
+def test_a_rollout_whose_report_is_off_is_refused_before_any_batch(tmp_path: Path) -> None:
+    """An installed collection's run whose ansible.cfg lacks the callback: no rollout without its report."""
+    proc, report = run(tmp_path, {"k1": local(), "k2": local()},
+                       environment={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer"})
+    assert proc.returncode != 0 and report is None, proc.stdout
+    assert 'not enabled (callbacks_enabled: ["ansible.posix.timer"])' in proc.stdout, proc.stdout
+    assert "add pi_fleet.kiosk.pi_rollout_report to callbacks_enabled" in proc.stdout
+    assert batches(proc) == [], proc.stdout
 
 
 def test_the_batches_are_ansibles_arithmetic_on_forty_kiosks(tmp_path: Path) -> None:
@@ -282,7 +291,8 @@ def test_the_report_is_silent_for_other_playbooks(tmp_path: Path) -> None:
             - name: Say hello
               ansible.builtin.debug: {msg: hello}
     """))
-    env = {**os.environ, "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "playbooks/callback_plugins")}
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+           "ANSIBLE_CALLBACKS_ENABLED": "pi_fleet.kiosk.pi_rollout_report"}
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "other.yml")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and "ROLLOUT REPORT" not in proc.stdout

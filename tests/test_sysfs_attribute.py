@@ -1,4 +1,4 @@
-"""library/sysfs_attribute: every file judged before any is written, one call for a glob of them."""
+"""plugins/modules/sysfs_attribute: every file judged before any is written, one call for a glob of them."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, load_module
 
-sysfs = load_module(ROOT / "library/sysfs_attribute.py")
+sysfs = load_module(ROOT / "plugins/modules/sysfs_attribute.py")
 
 
 def disks(tmp_path: Path, **schedulers: str) -> str:
@@ -61,7 +61,7 @@ def run_module(tmp_path: Path, check_mode: bool, **args: object) -> dict[str, An
     argfile = tmp_path / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode,
                                                            "_ansible_diff": True}}))
-    done = subprocess.run([sys.executable, str(ROOT / "library/sysfs_attribute.py"), str(argfile)],
+    done = subprocess.run([sys.executable, str(ROOT / "plugins/modules/sysfs_attribute.py"), str(argfile)],
                           capture_output=True, text=True, check=False)
     return json.loads(done.stdout)
 

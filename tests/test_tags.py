@@ -33,7 +33,7 @@ def roles_listed(*args: str) -> set[str]:
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
     # Ansible validates every role's arguments whatever the tags (read-only): not a task that touches the Pi.
-    return set(re.findall(r"^\s{6}(\w+) : (?!Validating arguments)", listing.stdout, re.MULTILINE))
+    return set(re.findall(r"^\s{6}pi_fleet\.kiosk\.(\w+) : (?!Validating arguments)", listing.stdout, re.MULTILINE))
 
 
 @pytest.mark.parametrize(("tag", "roles"), sorted(PROVISION_TAGS.items()))
@@ -57,7 +57,7 @@ def tasks_listed(*args: str) -> set[str]:
         [str(BIN / "ansible-playbook"), "-i", "inventory/example", "site.yml", "--list-tasks", *args],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
-    return set(re.findall(r"^\s{6}pi_kiosk : (.+?)\s+TAGS:", listing.stdout, re.MULTILINE))
+    return set(re.findall(r"^\s{6}pi_fleet\.kiosk\.pi_kiosk : (.+?)\s+TAGS:", listing.stdout, re.MULTILINE))
 
 
 def test_config_and_model_runs_never_reinstall() -> None:

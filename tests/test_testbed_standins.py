@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, load_module
 
 standins = load_module(ROOT / "testbed/standins.py")
-pi_board = load_module(ROOT / "roles/pi_facts/filter_plugins/pi_board.py").pi_board
+pi_board = load_module(ROOT / "plugins/filter/pi_board.py").pi_board
 
 EXPECTED = {"pi5": ("pi5", 4096), "pi4": ("pi4", 4096), "pi3": ("pi3+", 1024), "pizero2": ("zero2w", 512)}
 

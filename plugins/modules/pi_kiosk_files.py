@@ -163,7 +163,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import UnsafePath, open_dir
+from ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store import UnsafePath, open_dir
 
 ATTRIBUTES = {"owner": {"type": "str", "default": "root"}, "group": {"type": "str", "default": "root"}}
 

@@ -8,7 +8,7 @@ call, as over ssh with the project's `pipelining = true` on a real fleet.
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-name: pi_fleet_podman
+name: testbed_podman
 short_description: Run commands in the test bed's podman containers, with pipelining
 description:
   - containers.podman.podman, whose C(exec) also passes stdin (C(podman exec -i)), so that Ansible
@@ -66,7 +66,7 @@ NOT_RUNNING = re.compile(rb"state improper|is not running|is paused|no such cont
 
 
 class Connection(PodmanConnection):
-    transport = "pi_fleet_podman"
+    transport = "pi_fleet.kiosk.testbed_podman"
     has_pipelining = True
 
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = False) -> tuple[int, bytes, bytes]:

@@ -231,7 +231,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import (
+from ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store import (
     MARKER,
     Store,
     install_copy,

@@ -174,7 +174,14 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import MARKER, Store, now, remove_tree, sha256_file, write_atomic
+from ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store import (
+    MARKER,
+    Store,
+    now,
+    remove_tree,
+    sha256_file,
+    write_atomic,
+)
 
 TAIL = 1500
 SIGNATURE_NAMESPACE = "pi-kiosk-release"

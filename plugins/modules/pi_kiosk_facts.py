@@ -249,7 +249,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pi_kiosk_store import Store
+from ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store import Store
 
 PLATFORM_PROBE = """
 import json, platform, sys

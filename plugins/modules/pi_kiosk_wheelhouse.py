@@ -215,10 +215,10 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pi_kiosk_store import sha256_file
+    from ansible_collections.pi_fleet.kiosk.plugins.module_utils.pi_kiosk_store import sha256_file
 except ImportError:
-    # Loaded by its path outside Ansible (molecule/fleet/verify.yml builds a kiosk wheel with local_wheel): the
-    # role's module_utils beside this library. Run by Ansible, the import above always succeeds.
+    # Loaded by its path outside Ansible (molecule/rollout/verify/tampered.yml builds a kiosk wheel with
+    # local_wheel): the collection's plugins/module_utils. Run by Ansible, the import above always succeeds.
     _spec = importlib.util.spec_from_file_location(
         "pi_kiosk_store", Path(__file__).resolve().parent.parent / "module_utils" / "pi_kiosk_store.py")
     assert _spec is not None and _spec.loader is not None
