@@ -35,11 +35,14 @@ def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def installed(source: str | Path, into: Path) -> Path:
-    """Installs the collection alone (its dependencies come with the `ansible` package here) into `into`."""
+def installed(source: str | Path, tmp: Path) -> tuple[Path, dict[str, str]]:
+    """Installs the collection alone (its dependencies come with the `ansible` package here) under `tmp`; returns
+    its root and an environment, away from the checkout and its ansible.cfg, in which only this copy answers."""
+    into = tmp / "collections"
     into.mkdir()  # and run from its parent: the checkout's ansible.cfg would find the checkout installed already
-    run(BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", into, source, cwd=into.parent)
-    return into / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    run(BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", into, source, cwd=tmp)
+    env = {"PATH": str(BIN), "HOME": str(tmp), "ANSIBLE_COLLECTIONS_PATH": str(into)}
+    return into / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"], env
 
 
 def tasks(playbook: str, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -66,18 +69,15 @@ def test_the_tarball_holds_what_a_controller_needs_and_nothing_of_development(ta
 
 def test_the_installed_collection_runs_site_by_its_fqcn_as_the_checkout_runs_site_yml(tarball: Path,
                                                                                       tmp_path: Path) -> None:
-    root = installed(tarball, tmp_path / "collections")
+    root, env = installed(tarball, tmp_path)
     assert (root / "playbooks/site.yml").is_file() and not (root / "molecule").exists()
-    # Away from the checkout and its ansible.cfg: only the installed copy can answer.
-    env = {"PATH": str(BIN), "HOME": str(tmp_path), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections")}
     assert tasks(f"{FQCN}.site", tmp_path, env) == tasks("site.yml", ROOT)
 
 
 def test_the_collection_installs_from_git(tmp_path: Path) -> None:
     """As AWX or a requirements.yml would name it: git+URL,ref (here this clone's commit)."""
     commit = run("git", "rev-parse", "HEAD").strip()
-    root = installed(f"git+file://{ROOT},{commit}", tmp_path / "collections")
-    env = {"PATH": str(BIN), "HOME": str(tmp_path), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections")}
+    root, env = installed(f"git+file://{ROOT},{commit}", tmp_path)
     doc = run(BIN / "ansible-doc", f"{FQCN}.pi_kiosk_gate", cwd=tmp_path, env=env)
     assert "pi_kiosk_gate" in doc and (root / "roles/pi_kiosk/meta/argument_specs.yml").is_file()
     run(BIN / "ansible-playbook", "-i", ROOT / "inventory/example", f"{FQCN}.deploy", "--syntax-check",
