@@ -22,6 +22,17 @@ stage() {
   PI_FLEET_TIMINGS+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo FAILED)")")
   return $rc
 }
+# The machine's speed beside the stage table: the hosts this suite runs on differ (a CPU of one kind one day, another
+# the next), and a stage's seconds compare across runs only with it. Native Python, best of three, on the idle machine.
+machine_line() {
+  local model seconds
+  model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+  seconds=$(python3 -c 'import time
+def once():
+    start = time.perf_counter(); sum(i * i for i in range(10**7)); return time.perf_counter() - start
+print("%.2f" % min(once() for _ in range(3)))')
+  PI_FLEET_TIMINGS+=("$(printf '%-28s %5ss  %s' "machine: reference loop" "$seconds" "(sum(i*i for i in range(10**7)), best of 3; $(nproc) x ${model:-unknown CPU})")")
+}
 print_timings() {
   [ ${#PI_FLEET_TIMINGS[@]} -gt 0 ] || return 0
   log "stage timings"
