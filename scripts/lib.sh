@@ -11,6 +11,8 @@ export PI_FLEET_VENV="${PI_FLEET_VENV:-$PI_FLEET_ROOT/.venv}"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# timing NAME SECONDS NOTE: one line of the stage table.
+timing() { PI_FLEET_TIMINGS+=("$(printf '%-28s %5ss  %s' "$1" "$2" "$3")"); }
 # stage NAME COMMAND...: run one stage and print how long it took.
 declare -a PI_FLEET_TIMINGS=()
 stage() {
@@ -19,7 +21,7 @@ stage() {
   log "$name"
   start=$(date +%s)
   "$@" || rc=$?
-  PI_FLEET_TIMINGS+=("$(printf '%-28s %5ss  %s' "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo FAILED)")")
+  timing "$name" "$(($(date +%s) - start))" "$([ $rc = 0 ] && echo ok || echo FAILED)"
   return $rc
 }
 # The machine's speed beside the stage table: the hosts this suite runs on differ (a CPU of one kind one day, another
@@ -31,7 +33,7 @@ machine_line() {
 def once():
     start = time.perf_counter(); sum(i * i for i in range(10**7)); return time.perf_counter() - start
 print("%.2f" % min(once() for _ in range(3)))')
-  PI_FLEET_TIMINGS+=("$(printf '%-28s %5ss  %s' "machine: reference loop" "$seconds" "(sum(i*i for i in range(10**7)), best of 3; $(nproc) x ${model:-unknown CPU})")")
+  timing "machine: reference loop" "$seconds" "(sum(i*i for i in range(10**7)), best of 3; $(nproc) x ${model:-unknown CPU})"
 }
 print_timings() {
   [ ${#PI_FLEET_TIMINGS[@]} -gt 0 ] || return 0
