@@ -689,6 +689,37 @@ def test_a_damaged_cached_wheel_is_dropped_so_the_next_run_sends_it(area: Area, 
         f"{wheel['file']}" in failed["msg"]
     assert not cached.parent.exists() and area.store.wheel_hashes() == []
     assert "It was the live release" not in failed["msg"]
+    # The kept pip may be what is damaged: the next build makes it again.
+    assert not area.store.pip.exists()
+
+
+def test_one_kept_pip_installs_every_release_and_no_release_holds_one(area: Area, tmp_path: Path) -> None:
+    """ensurepip cost each build 35 s of an emulated Pi's 95: the pip is made once in ROOT/pip and installs into
+    each release; made again when it comes from another interpreter or was left incomplete."""
+    wheel = tiny_wheel(area.store)
+    params = {"root": str(area.store.root), "python": sys.executable, "wheels": [wheel],
+              "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
+    marker = area.store.pip / ".pi-kiosk-release"
+
+    def build(release: str) -> Path:
+        assert run_module("pi_kiosk_release", tmp_path, release=release, **params)["built"]
+        path = area.store.release_dir(release)
+        assert subprocess.run([path / "bin/python", "-c", "import tiny"]).returncode == 0
+        assert not list(path.glob("lib/python3*/site-packages/pip")) and not (path / "bin/pip").exists()
+        return path
+
+    build("0.2.0-a")
+    made = marker.stat().st_ino
+    assert marker.read_text() == os.path.realpath(sys.executable) + "\n"
+    build("0.2.0-b")
+    assert marker.stat().st_ino == made
+
+    marker.write_text("/usr/bin/python3.9\n")  # an OS upgrade changed the interpreter
+    build("0.2.0-c")
+    assert marker.read_text() == os.path.realpath(sys.executable) + "\n" and marker.stat().st_ino != made
+    marker.unlink()  # a pip whose making was cut short
+    build("0.2.0-d")
+    assert marker.is_file()
 
 
 def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(tmp_path: Path) -> None:

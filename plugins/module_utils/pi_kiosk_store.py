@@ -82,6 +82,7 @@ class Store:
         self.releases = self.root / "releases"
         self.current = self.root / "current"
         self.wheels = self.root / "wheels"
+        self.pip = self.root / "pip"
         self.files = self.root / "files"
         self.state_path = self.root / "state.json"
 

@@ -12,10 +12,14 @@ description:
     differs (damaged, or tampered with in the controller's cache) is refused.
   - With O(allowed_signers), first verifies the release's signed manifest and refuses, changing nothing, a
     release that is unsigned, signed by another key or different from what was signed.
-  - Builds C(ROOT/releases/<release>) at its final path with C(python -m venv) and
+  - Builds C(ROOT/releases/<release>) at its final path with C(python -m venv --without-pip) and
     C(pip install --no-index --require-hashes) from links to the cache, so no package index is configured
     or reachable for pip. A release is complete once its marker file is written, last; an incomplete
     one is removed and built again.
+  - The pip that installs releases is kept in C(ROOT/pip), a virtualenv of its own made once from the Pi's
+    C(ensurepip) (no network) and made again when missing or incomplete or when O(python) is another interpreter;
+    it installs into each release with C(pip --python), so a build does not pay C(ensurepip) and a release holds
+    no installer. A failed build removes it (it may be what is damaged); the next build makes it again.
   - A complete release is checked against what pip installed (every package of O(wheels) present, every file its
     wheel's C(RECORD) lists there with its size, or with O(verify=hashes) its sha256 too); a damaged one (a corrupt
     SD card, a deleted package) is removed and built again from the Pi's wheel cache. A cached wheel found damaged
@@ -316,20 +320,36 @@ def drop_damaged_wheels(store: Store, wheels: list[dict[str, str]]) -> list[str]
     return damaged
 
 
+def pip_tool(store: Store, python: str) -> list[str]:
+    """The command of the pip that installs every release: kept once per Pi in a virtualenv of its own, since
+    ensurepip puts pip in a new virtualenv in 35 s on an emulated Pi (a release's whole build takes 95). Made again
+    when missing, incomplete or made from another interpreter (an OS upgrade to another Python)."""
+    tool = store.pip
+    base = os.path.realpath(python)
+    marker = tool / MARKER
+    if not (marker.is_file() and marker.read_text() == base + "\n" and (tool / "bin/python").exists()):
+        remove_tree(tool)
+        run([python, "-m", "venv", str(tool)], "create the virtualenv of the releases' pip")
+        write_atomic(marker, (base + "\n").encode())
+    return [str(tool / "bin/python"), "-m", "pip"]
+
+
 def build(store: Store, release: str, python: str, wheels: list[dict[str, str]], requirements: str) -> float:
     """Build the release's virtualenv at its final path; the seconds it took."""
     start = time.monotonic()
     target = store.release_dir(release)
     remove_tree(target)
     links = target / "wheels"
-    run([python, "-m", "venv", str(target)], "create the virtualenv")
+    pip_command = pip_tool(store, python)
+    # No pip in the release: the kept pip installs into it (pip --python), so no kiosk runs with an installer.
+    run([python, "-m", "venv", "--without-pip", str(target)], "create the virtualenv")
     links.mkdir()
     for wheel in wheels:
         os.symlink(store.wheel_path(wheel["sha256"], wheel["file"]), links / wheel["file"])
     (target / "requirements.txt").write_text(requirements)
     # No index anywhere: pip's own configuration files are ignored, and it may only read the links.
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    pip = [str(target / "bin/python"), "-m", "pip"]
+    pip = [*pip_command, "--python", str(target / "bin/python")]
     run([*pip, "install", "--no-index", "--no-cache-dir", "--require-hashes", "--find-links", str(links),
          "-r", str(target / "requirements.txt")], "install the wheels", env)
     run([*pip, "check"], "check the installed dependencies", env)
@@ -408,7 +428,10 @@ def main() -> None:
     except (ValueError, RuntimeError, OSError, tarfile.TarError) as exc:
         if not complete:
             remove_tree(store.release_dir(p["release"]))
-        dropped = drop_damaged_wheels(store, wheels) if isinstance(exc, RuntimeError) else []
+        dropped = []
+        if isinstance(exc, RuntimeError):  # a command failed: the wheels or the kept pip may be damaged
+            dropped = drop_damaged_wheels(store, wheels)
+            remove_tree(store.pip)  # made again by the next build, rather than failing every build if it is damaged
         module.fail_json(msg=f"release {p['release']}: {exc}. "
                              + (f"Damaged in the Pi's wheel cache, removed (the next run sends them again): "
                                 f"{', '.join(dropped)}. " if dropped else "")
