@@ -695,31 +695,43 @@ def test_a_damaged_cached_wheel_is_dropped_so_the_next_run_sends_it(area: Area, 
 
 def test_one_kept_pip_installs_every_release_and_no_release_holds_one(area: Area, tmp_path: Path) -> None:
     """ensurepip cost each build 35 s of an emulated Pi's 95: the pip is made once in ROOT/pip and installs into
-    each release; made again when it comes from another interpreter or was left incomplete."""
+    each release."""
     wheel = tiny_wheel(area.store)
     params = {"root": str(area.store.root), "python": sys.executable, "wheels": [wheel],
               "requirements": f"tiny==1.0 --hash=sha256:{wheel['sha256']}\n"}
     marker = area.store.pip / ".pi-kiosk-release"
-
-    def build(release: str) -> Path:
+    made = None
+    for release in ("0.2.0-a", "0.2.0-b"):
         assert run_module("pi_kiosk_release", tmp_path, release=release, **params)["built"]
         path = area.store.release_dir(release)
         assert subprocess.run([path / "bin/python", "-c", "import tiny"]).returncode == 0
         assert not list(path.glob("lib/python3*/site-packages/pip")) and not (path / "bin/pip").exists()
-        return path
+        assert marker.read_text() == os.path.realpath(sys.executable) + "\n"
+        assert made in (None, marker.stat().st_ino)  # the second build used the pip the first one made
+        made = marker.stat().st_ino
 
-    build("0.2.0-a")
-    made = marker.stat().st_ino
-    assert marker.read_text() == os.path.realpath(sys.executable) + "\n"
-    build("0.2.0-b")
-    assert marker.stat().st_ino == made
 
-    marker.write_text("/usr/bin/python3.9\n")  # an OS upgrade changed the interpreter
-    build("0.2.0-c")
-    assert marker.read_text() == os.path.realpath(sys.executable) + "\n" and marker.stat().st_ino != made
-    marker.unlink()  # a pip whose making was cut short
-    build("0.2.0-d")
-    assert marker.is_file()
+def test_the_kept_pip_is_made_again_for_another_interpreter_or_when_incomplete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = release_mod.Store(tmp_path)
+    made: list[list[str]] = []
+
+    def make(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+        made.append(argv)
+        (Path(argv[-1]) / "bin").mkdir(parents=True)
+        (Path(argv[-1]) / "bin/python").touch()
+
+    monkeypatch.setattr(release_mod, "run", make)
+    assert release_mod.pip_tool(store, sys.executable) == [str(store.pip / "bin/python"), "-m", "pip"]
+    release_mod.pip_tool(store, sys.executable)
+    assert made == [[sys.executable, "-m", "venv", str(store.pip)]]
+    (store.pip / ".pi-kiosk-release").write_text("/usr/bin/python3.9\n")  # an OS upgrade changed the interpreter
+    release_mod.pip_tool(store, sys.executable)
+    (store.pip / ".pi-kiosk-release").unlink()  # a making cut short before its marker
+    release_mod.pip_tool(store, sys.executable)
+    (store.pip / "bin/python").unlink()  # a damaged card
+    release_mod.pip_tool(store, sys.executable)
+    assert len(made) == 4
 
 
 def test_the_layout_is_made_in_one_call_and_check_mode_and_diff_tell_the_truth(tmp_path: Path) -> None:
